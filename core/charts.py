@@ -1,0 +1,86 @@
+"""Plotly figure builders: pure functions from events and metrics to figures (no torch, no streamlit)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+_LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 320, "legend": {"orientation": "h", "y": -0.2}}
+
+
+def class_counts(counts: dict[str, int], title: str = "Images per class") -> go.Figure:
+    """Bar chart of images per class."""
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#4c78a8"))
+    fig.update_layout(title=title, xaxis_title="class", yaxis_title="images", **_LAYOUT)
+    return fig
+
+
+def step_loss(events: list[dict]) -> go.Figure:
+    """Training loss per step, with its moving average."""
+    steps = [e for e in events if e.get("type") == "step"]
+    x = [e["step"] for e in steps]
+    y = [e["loss"] for e in steps]
+    smooth, acc = [], None
+    for v in y:
+        acc = v if acc is None else 0.9 * acc + 0.1 * v
+        smooth.append(acc)
+    fig = go.Figure([go.Scatter(x=x, y=y, mode="lines", name="loss", line={"width": 1, "color": "#9ecae9"}),
+                     go.Scatter(x=x, y=smooth, mode="lines", name="smoothed", line={"color": "#1f77b4"})])
+    _mark_unfreezes(fig, events, x_key="step")
+    fig.update_layout(title="Training loss per step", xaxis_title="step", yaxis_title="loss", **_LAYOUT)
+    return fig
+
+
+def epoch_curves(events: list[dict]) -> go.Figure:
+    """Train/validation loss and accuracy per epoch, side by side."""
+    ep = [e for e in events if e.get("type") == "epoch"]
+    x = [e["epoch"] for e in ep]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    fig.add_scatter(x=x, y=[e["train_loss"] for e in ep], name="train loss", mode="lines+markers", row=1, col=1)
+    fig.add_scatter(x=x, y=[e["val_loss"] for e in ep], name="val loss", mode="lines+markers", row=1, col=1)
+    fig.add_scatter(x=x, y=[e["train_acc"] for e in ep], name="train acc", mode="lines+markers", row=1, col=2)
+    fig.add_scatter(x=x, y=[e["val_acc"] for e in ep], name="val acc", mode="lines+markers", row=1, col=2)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title="Per epoch", **_LAYOUT)
+    return fig
+
+
+def learning_rate(events: list[dict]) -> go.Figure:
+    """Learning rate of the head group per step."""
+    steps = [e for e in events if e.get("type") == "step"]
+    fig = go.Figure(go.Scatter(x=[e["step"] for e in steps], y=[e["lr"] for e in steps], mode="lines"))
+    fig.update_layout(title="Learning rate", xaxis_title="step", yaxis_title="lr", **_LAYOUT)
+    return fig
+
+
+def _mark_unfreezes(fig: go.Figure, events: list[dict], x_key: str) -> None:
+    for e in events:
+        if e.get("type") == "unfreeze" and x_key in e:
+            fig.add_vline(x=e[x_key], line_dash="dash", line_color="grey",
+                          annotation_text=f"unfreeze {', '.join(e.get('groups', []))}")
+
+
+def confusion(matrix: list[list[int]], classes: list[str], normalize: bool = False) -> go.Figure:
+    """Confusion-matrix heatmap: rows are true classes, columns predictions."""
+    z = [[v / max(sum(row), 1) for v in row] for row in matrix] if normalize else matrix
+    text = [[str(v) for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}",
+                               colorscale="Blues", hovertemplate="true %{y}<br>pred %{x}<br>%{text}<extra></extra>"))
+    fig.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", **{**_LAYOUT, "height": max(320, 40 * len(classes) + 120)})
+    return fig
+
+
+def histogram(values: list[float], title: str, xaxis: str) -> go.Figure:
+    """A simple histogram (image sizes and the like)."""
+    fig = go.Figure(go.Histogram(x=values))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="images", **_LAYOUT)
+    return fig
+
+
+def per_class_bars(per_class: list[dict]) -> go.Figure:
+    """Precision, recall and F1 per class."""
+    classes = [r["class"] for r in per_class]
+    fig = go.Figure([go.Bar(x=classes, y=[r[m] for r in per_class], name=m) for m in ("precision", "recall", "f1")])
+    fig.update_layout(title="Per-class metrics", barmode="group", yaxis_range=[0, 1.02], **_LAYOUT)
+    return fig

@@ -1,0 +1,134 @@
+"""Command line: ``python -m core train|predict|runs`` — the same engine as the app, headless."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .config import RunConfig, fields
+
+
+class CliError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    for f in fields():
+        if f.name in ("extra", "trainable_groups"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        typ = {"int": int, "float": float, "bool": _bool, "str": str}.get(str(f.type).split(" ")[0], str)
+        p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper())
+    p.add_argument("--groups", dest="trainable_groups", default=None,
+                   help="comma-separated layer groups to train (overrides --trainable)")
+
+
+def _progress_printer():
+    """A one-line progress bar on a terminal; silent when stderr is not a terminal."""
+    tty = sys.stderr.isatty()
+
+    def on_event(ev: dict) -> None:
+        t = ev["type"]
+        if t == "step" and tty:
+            frac = ev["step"] / max(ev["total_steps"], 1)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r[{bar:<30}] {frac:5.1%} epoch {ev['epoch']} loss {ev['loss']:.4f} "
+                             f"{ev['images_per_s']:.0f} img/s ETA {ev['eta_s']:.0f}s ")
+            sys.stderr.flush()
+        elif t == "phase" and tty:
+            sys.stderr.write(f"\r{ev['phase']}: {ev['done']}/{ev['total']}    ")
+            sys.stderr.flush()
+        elif t == "epoch":
+            sys.stderr.write(f"\repoch {ev['epoch']}/{ev['epochs']}: train loss {ev['train_loss']:.4f} "
+                             f"acc {ev['train_acc']:.3f} | val loss {ev['val_loss']:.4f} acc {ev['val_acc']:.3f}\n")
+        elif t in ("warning", "early_stop"):
+            sys.stderr.write(f"\n{ev.get('message', '')}\n")
+    return on_event
+
+
+def cmd_train(a) -> dict:
+    from . import runs
+    from .trainer import fit
+
+    if a.resume:
+        run = runs.open_run(a.resume)
+        return fit(run.config(), _progress_printer(), run=run, resume=True)
+    base = RunConfig.load(a.config).to_dict() if a.config else {}
+    for f in fields():
+        v = getattr(a, f.name, None)
+        if v is not None:
+            base[f.name] = v.split(",") if f.name == "trainable_groups" else v
+    if not base.get("data"):
+        raise CliError("--data is required (a folder of class folders, a .zip, or sample:digits)")
+    config = RunConfig.from_dict(base).validate()
+    if a.out:
+        import os
+
+        os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
+    return fit(config, _progress_printer())
+
+
+def cmd_predict(a) -> None:
+    from .export import load_model
+
+    model = load_model(a.model)
+    for path in a.images:
+        try:
+            pred = model.predict([path], top_k=a.top_k)[0]
+            print(json.dumps({"path": path, "label": pred["label"], "confidence": round(pred["confidence"], 6),
+                              "top_k": pred["top_k"]}))
+        except ValueError as e:
+            print(json.dumps({"path": path, "error": str(e)}))
+
+
+def cmd_runs(a) -> None:
+    from . import runs
+
+    for r in runs.list_runs():
+        print(json.dumps(r.summary()))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description="Transfer Studio engine, headless.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a model; prints one JSON line of final metrics")
+    t.add_argument("--config", help="a run.json saved from the app; other flags override its fields")
+    t.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    _add_config_flags(t)
+    pr = sub.add_parser("predict", help="predict images with a run directory or an exported model")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("images", nargs="+")
+    sub.add_parser("runs", help="list runs in the workspace")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        if a.cmd == "train":
+            result = cmd_train(a)
+            print(json.dumps(result))
+            return 0 if result.get("status") == "finished" else 1
+        if a.cmd == "predict":
+            cmd_predict(a)
+        elif a.cmd == "runs":
+            cmd_runs(a)
+        return 0
+    except (CliError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,129 @@
+"""One typed config for a run: built by the UI or the CLI, saved with every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("cosine", "onecycle", "constant")
+AUGMENTS = ("none", "light", "strong")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+_TRAINABLE_RE = re.compile(r"^(head|all|last-\d+)$")
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run."""
+
+    data: str = ""                    # dataset: a folder or a .zip (ingested into the workspace)
+    backbone: str = "efficientnet_lite0"  # a name from core.backbones.names()
+    pretrained: bool = True           # False = random initialisation (a baseline)
+    image_size: int = 0               # network input side in pixels; 0 = the backbone's default (224)
+    trainable: str = "head"           # "head" | "last-N" (N backbone groups + head) | "all"
+    trainable_groups: list[str] | None = None  # explicit group names; overrides `trainable`
+    epochs: int = 5                   # >= 1
+    batch_size: int = 32              # >= 1
+    lr: float = 1e-3                  # head learning rate, > 0
+    lr_decay: float = 1.0             # discriminative LRs: each group toward the stem gets lr * decay^k, (0, 1]
+    optimizer: str = "adamw"          # "adamw" | "sgd" (momentum 0.9)
+    momentum: float = 0.9             # SGD only
+    weight_decay: float = 1e-4        # >= 0
+    scheduler: str = "cosine"         # "cosine" | "onecycle" | "constant"
+    augment: str = "light"            # "none" | "light" | "strong"
+    label_smoothing: float = 0.0      # [0, 1)
+    class_weights: bool = False       # weight the loss by inverse class frequency
+    grad_clip: float = 0.0            # max gradient norm; 0 = off
+    val_fraction: float = 0.2         # (0, 0.9]; ignored when the data holds its own val split
+    seed: int = 0
+    deterministic: bool = False       # torch.use_deterministic_algorithms
+    cache_features: bool = True       # head-only + no augmentation: embed each image once
+    early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 = off
+    early_stopping_min_delta: float = 0.0
+    amp: bool = True                  # mixed precision on CUDA (bf16 where supported)
+    channels_last: bool = True        # CUDA only
+    compile: bool = False             # torch.compile the model
+    num_workers: int = 0              # DataLoader workers
+    device: str = "auto"              # "auto" | "cpu" | "cuda" | "mps"
+    name: str = ""                    # optional human label for the run
+    extra: dict = field(default_factory=dict)  # free-form notes carried along (e.g. dataset name)
+
+    def validate(self) -> "RunConfig":
+        """Raise ValueError naming the field, the valid choices and the value that arrived."""
+        from . import backbones  # late import: the registry imports torchvision
+
+        _choice("backbone", self.backbone, backbones.names())
+        if self.trainable_groups is None and not _TRAINABLE_RE.match(str(self.trainable)):
+            raise ValueError(f"trainable must be one of head, last-N (e.g. last-2), all; got {self.trainable!r}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("scheduler", self.scheduler, SCHEDULERS)
+        _choice("augment", self.augment, AUGMENTS)
+        _choice("device", self.device, DEVICES)
+        for name, lo in (("epochs", 1), ("batch_size", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+        if not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            raise ValueError(f"num_workers must be an integer >= 0; got {self.num_workers!r}")
+        if not (isinstance(self.image_size, int) and (self.image_size == 0 or 32 <= self.image_size <= 1024)):
+            raise ValueError(f"image_size must be 0 (backbone default) or 32..1024; got {self.image_size!r}")
+        if self.backbone.startswith("vit") and self.image_size not in (0, 224):
+            raise ValueError(f"{self.backbone} takes 224-pixel input only; set image_size to 0 or 224")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}")
+        if not 0 < self.val_fraction <= 0.9:
+            raise ValueError(f"val_fraction must be in (0, 0.9]; got {self.val_fraction!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0")
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0; got {self.early_stopping_patience!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain JSON-friendly dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        """Build from a dict, rejecting unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        """Indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        """Parse JSON text produced by to_json (or written by hand)."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError("config JSON must be an object of field: value")
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        """Read a config JSON file."""
+        return cls.from_json(Path(path).read_text())
+
+
+def fields() -> list[dataclasses.Field]:
+    """The config's fields, in order (the CLI derives its flags from these)."""
+    return list(dataclasses.fields(RunConfig))

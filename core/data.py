@@ -1,0 +1,246 @@
+"""Datasets for training: built-in samples, ingestion, splits, a decode-once image cache, transforms."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from . import ingest, workspace
+from .backbones import Preprocessing
+from .imageio import open_image
+
+SAMPLES = ("digits", "shapes")
+
+
+# --- built-in sample datasets (made offline) -----------------------------------------------------
+
+def make_sample(name: str, dest: Path, per_class: int = 40, seed: int = 0) -> Path:
+    """Write a sample dataset as class folders of PNGs: 'digits' (scikit-learn) or 'shapes' (Pillow)."""
+    if name not in SAMPLES:
+        raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    rng = random.Random(seed)
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        seen: dict[int, int] = {}
+        for img, y in zip(d.images, d.target):
+            y = int(y)
+            if seen.get(y, 0) >= per_class:
+                continue
+            seen[y] = seen.get(y, 0) + 1
+            arr = (img / 16.0 * 255).astype(np.uint8)
+            (dest / str(y)).mkdir(exist_ok=True)
+            Image.fromarray(arr, "L").resize((64, 64), Image.NEAREST).save(dest / str(y) / f"{y}_{seen[y]:04d}.png")
+    else:
+        for cls in ("circle", "square", "triangle"):
+            (dest / cls).mkdir()
+            for i in range(per_class):
+                im = Image.new("RGB", (96, 96), tuple(rng.randrange(160, 256) for _ in range(3)))
+                dr = ImageDraw.Draw(im)
+                r = rng.randrange(18, 36)
+                cx, cy = rng.randrange(r + 2, 96 - r - 2), rng.randrange(r + 2, 96 - r - 2)
+                colour = tuple(rng.randrange(0, 120) for _ in range(3))
+                if cls == "circle":
+                    dr.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+                elif cls == "square":
+                    dr.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
+                else:
+                    dr.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+                im.save(dest / cls / f"{cls}_{i:04d}.png")
+    return dest
+
+
+# --- ingestion -----------------------------------------------------------------------------------
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def resolve(source: str | Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """A dataset folder for ``source``: a folder is used in place, a .zip is extracted once into the workspace."""
+    src = Path(source)
+    if str(source).startswith("sample:"):
+        name = str(source).split(":", 1)[1]
+        dest = workspace.sub("datasets") / f"sample-{name}"
+        if not dest.is_dir():
+            make_sample(name, dest)
+        return dest
+    if src.is_dir():
+        return src
+    if not src.is_file():
+        raise ValueError(f"dataset {str(source)!r} does not exist; give a folder of class folders, a .zip, "
+                         f"or sample:digits / sample:shapes")
+    dest = workspace.sub("datasets") / f"zip-{_file_digest(src)}"
+    if not (dest / ".complete").exists():
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            skipped = ingest.extract_archive(src, tmp, progress=progress)
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (tmp / ".skipped.json").write_text(json.dumps([s.__dict__ for s in skipped]))
+        (tmp / ".complete").write_text("")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest
+
+
+def load_index(source: str | Path, progress=None) -> ingest.DatasetIndex:
+    """Resolve ``source`` and scan it into a DatasetIndex (cached next to the data by content)."""
+    root = resolve(source, progress)
+    index = ingest.scan_folder(root)
+    extra = root / ".skipped.json"
+    if extra.exists():
+        index.skipped.extend(ingest.Skipped(**s) for s in json.loads(extra.read_text()))
+    return index
+
+
+@dataclass
+class Split:
+    """Train and validation items with integer labels."""
+
+    classes: list[str]
+    train: list[tuple[str, int]]   # (absolute path, class index)
+    val: list[tuple[str, int]]
+
+    def to_dict(self) -> dict:
+        return {"classes": self.classes, "train": self.train, "val": self.val}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Split":
+        return cls(list(d["classes"]), [tuple(x) for x in d["train"]], [tuple(x) for x in d["val"]])
+
+
+def split(index: ingest.DatasetIndex, val_fraction: float, seed: int) -> Split:
+    """The data's own train/val folders when present, else a stratified random split."""
+    from sklearn.model_selection import train_test_split
+
+    cls_idx = {c: i for i, c in enumerate(index.classes)}
+    root = Path(index.root)
+    rows = [(str(root / it.path), cls_idx[it.label], it.split) for it in index.items]
+    if any(s == "val" for *_, s in rows) and any(s == "train" for *_, s in rows):
+        train = [(p, y) for p, y, s in rows if s != "val"]
+        val = [(p, y) for p, y, s in rows if s == "val"]
+        return Split(list(index.classes), train, val)
+    rows.sort()
+    labels = [y for _, y, _ in rows]
+    n_val = max(len(index.classes), int(round(len(rows) * val_fraction)))
+    if n_val >= len(rows):
+        raise ValueError(f"{len(rows)} images are too few to hold out {n_val} for validation; add images")
+    tr, va = train_test_split(rows, test_size=n_val, random_state=seed, stratify=labels)
+    return Split(list(index.classes), [(p, y) for p, y, _ in tr], [(p, y) for p, y, _ in va])
+
+
+# --- decode once: square uint8 images at the preprocessing's resize size ------------------------
+
+def _pil_interp(name: str) -> int:
+    return Image.BICUBIC if name == "bicubic" else Image.BILINEAR
+
+
+def to_square(img: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """Resize the shorter side to ``resize_size`` and centre-crop a square: HxWx3 uint8."""
+    s = pre.resize_size
+    w, h = img.size
+    scale = s / min(w, h)
+    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+    img = img.resize((nw, nh), _pil_interp(pre.interpolation))
+    left, top = (nw - s) // 2, (nh - s) // 2
+    return np.array(img.crop((left, top, left + s, top + s)), dtype=np.uint8)
+
+
+class ImageCache:
+    """Every image decoded and resized once into a uint8 memmap on disk (bounded memory)."""
+
+    def __init__(self, paths: list[str], pre: Preprocessing, progress: Callable[[int, int], None] | None = None):
+        self.pre = pre
+        key = hashlib.sha256(json.dumps([paths, pre.to_dict()]).encode()).hexdigest()[:20]
+        self.file = workspace.sub("cache") / f"{key}.npy"
+        if not self.file.exists():
+            tmp = self.file.with_name(f"{key}.{os.getpid()}.tmp.npy")
+            s = pre.resize_size
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), s, s, 3))
+            for i, p in enumerate(paths):
+                arr[i] = to_square(open_image(p), pre)
+                if progress and (i % 16 == 0 or i == len(paths) - 1):
+                    progress(i + 1, len(paths))
+            arr.flush()
+            del arr
+            os.replace(tmp, self.file)  # the finished file appears atomically: its existence means "complete"
+        self.array = np.load(self.file, mmap_mode="r")
+        self.index = {p: i for i, p in enumerate(paths)}
+
+    def get(self, path: str) -> torch.Tensor:
+        """CHW uint8 tensor of one image."""
+        return torch.from_numpy(np.array(self.array[self.index[path]])).permute(2, 0, 1)
+
+
+# --- transforms on uint8 CHW tensors; normalisation happens on the device in batches ------------
+
+def train_transform(pre: Preprocessing, augment: str):
+    """Augmentation preset: 'none' (centre crop), 'light' (crop + flip), 'strong' (+ TrivialAugment)."""
+    from torchvision.transforms import v2
+
+    c = pre.crop_size
+    if augment == "none":
+        return v2.CenterCrop(c)
+    if augment == "light":
+        return v2.Compose([v2.RandomResizedCrop(c, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip()])
+    if augment == "strong":
+        return v2.Compose([v2.RandomResizedCrop(c, scale=(0.25, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                           v2.TrivialAugmentWide(), v2.RandomErasing(p=0.25, value=0)])
+    raise ValueError(f"augment must be one of none, light, strong; got {augment!r}")
+
+
+def eval_transform(pre: Preprocessing):
+    """Deterministic centre crop."""
+    from torchvision.transforms import v2
+
+    return v2.CenterCrop(pre.crop_size)
+
+
+def normalize(batch_u8: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """uint8 NCHW -> float normalised with the backbone's mean and std."""
+    mean = torch.tensor(pre.mean, device=batch_u8.device).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=batch_u8.device).view(1, 3, 1, 1)
+    return (batch_u8.float() / 255.0 - mean) / std
+
+
+def preprocess_images(images: list[Image.Image], pre: Preprocessing) -> torch.Tensor:
+    """PIL images -> the normalised batch the network sees (same path as training's validation)."""
+    crop = eval_transform(pre)
+    u8 = torch.stack([crop(torch.from_numpy(to_square(im, pre)).permute(2, 0, 1)) for im in images])
+    return normalize(u8, pre)
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """(uint8 CHW image, label) pairs read from an ImageCache, with a transform."""
+
+    def __init__(self, items: list[tuple[str, int]], cache: ImageCache, transform):
+        self.items, self.cache, self.transform = items, cache, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, y = self.items[i]
+        return self.transform(self.cache.get(path)), y
