@@ -1,0 +1,60 @@
+"""Shared fixtures: every test session gets its own workspace; small real datasets made offline."""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workspace(tmp_path_factory):
+    """Point the engine's workspace at a temp folder for the whole session (caches are shared)."""
+    home = tmp_path_factory.mktemp("ts-home")
+    old = os.environ.get("TRANSFER_STUDIO_HOME")
+    os.environ["TRANSFER_STUDIO_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("TRANSFER_STUDIO_HOME", None)
+    else:
+        os.environ["TRANSFER_STUDIO_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """scikit-learn digits as class folders of PNGs, 12 per class (120 images)."""
+    from core.data import make_sample
+
+    return make_sample("digits", tmp_path_factory.mktemp("digits") / "digits", per_class=12)
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    """Pillow-drawn circles, squares and triangles, 10 per class."""
+    from core.data import make_sample
+
+    return make_sample("shapes", tmp_path_factory.mktemp("shapes") / "shapes", per_class=10)
+
+
+def zip_folder(folder: Path, dest: Path, top: str | None = None) -> Path:
+    """Zip a folder's files, optionally under one top-level folder name."""
+    with zipfile.ZipFile(dest, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                arc = p.relative_to(folder).as_posix()
+                z.write(p, f"{top}/{arc}" if top else arc)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A fast CPU config factory: small input, few epochs."""
+    from core.config import RunConfig
+
+    def make(data, **kw) -> RunConfig:
+        base = dict(data=str(data), backbone="efficientnet_lite0", image_size=64, epochs=1, batch_size=16,
+                    augment="none", device="cpu", lr=0.01)
+        base.update(kw)
+        return RunConfig(**base)
+    return make
