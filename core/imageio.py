@@ -1,0 +1,260 @@
+"""Open any image a user is likely to upload and hand back a plain, fully loaded RGB image.
+
+Everything that reads pixels from user files goes through `open_image`, so the rules live in one
+place: EXIF orientation first, a pixel-count ceiling checked from the header before decoding,
+truncated files rejected rather than silently padded, and every colour mode mapped to RGB in a
+way that keeps what the person saw (transparency becomes white, 16-bit data keeps its contrast).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
+    "ImageError",
+    "is_image_name",
+    "max_pixels_limit",
+    "open_image",
+]
+
+# Same ceiling Pillow uses by default, so the app is never laxer than the library it sits on.
+DEFAULT_MAX_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "TRANSFER_STUDIO_MAX_PIXELS"
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+
+# Pillow applies its decompression-bomb filter through the process-wide warnings registry; the lock
+# keeps our own threads (parallel dataset verification) from interleaving catch_warnings blocks.
+_OPEN_LOCK = threading.Lock()
+
+_WHITE = (255, 255, 255)
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+_INT16_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message names the file and what to do."""
+
+
+def is_image_name(name: str | os.PathLike) -> bool:
+    """True when the file name has a supported image extension (case-insensitive)."""
+    base = os.path.basename(os.fspath(name))
+    return os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
+
+
+def max_pixels_limit() -> int:
+    """The pixel ceiling in force now: TRANSFER_STUDIO_MAX_PIXELS if set, else DEFAULT_MAX_PIXELS."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, got {raw!r} "
+            f"— set it like {MAX_PIXELS_ENV}=50000000 or unset it to use {DEFAULT_MAX_PIXELS:,}"
+        )
+    return value
+
+
+def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Image:
+    """Open a path, bytes or binary file as a fully loaded RGB image, or raise ImageError.
+
+    `max_pixels=None` means the limit from `max_pixels_limit()`, read at call time.
+    The returned image's `info["source_mode"]` holds the mode the file was stored in.
+    """
+    limit = max_pixels_limit() if max_pixels is None else int(max_pixels)
+    name = _display_name(source)
+    fp, owned = _as_binary_file(source, name)
+    try:
+        _reject_empty(fp, name)
+        with _open_header(fp, name, limit) as im:
+            width, height = im.size
+            if width * height > limit:
+                raise ImageError(
+                    f"{name} is {width}x{height} = {width * height:,} pixels, above the limit of "
+                    f"{limit:,} — downscale it, or raise {MAX_PIXELS_ENV} if you trust the file"
+                )
+            # GIF/WebP/TIFF animations: the classifier sees the first frame only.
+            _load_fully(im, name)
+            source_mode = im.mode
+            oriented = _apply_orientation(im)
+            rgb = _to_rgb(oriented, name)
+            if rgb is im:
+                rgb = im.copy()
+    finally:
+        if owned:
+            fp.close()
+    rgb.info = {"source_mode": source_mode}
+    return rgb
+
+
+def _display_name(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(os.fspath(source)).name or os.fspath(source)
+    raw_name = getattr(source, "name", None)
+    if isinstance(raw_name, str) and raw_name:
+        return os.path.basename(raw_name) or raw_name
+    return "the uploaded image"
+
+
+def _as_binary_file(source: ImageSource, name: str) -> tuple[BinaryIO, bool]:
+    """Return (seekable binary file, whether we opened it and must close it)."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return open(source, "rb"), True
+        except FileNotFoundError:
+            raise ImageError(f"{name} does not exist — check the path") from None
+        except IsADirectoryError:
+            raise ImageError(f"{name} is a folder, not an image file — pass a file") from None
+        except OSError as exc:
+            raise ImageError(f"{name} cannot be read ({exc.strerror}) — check its permissions") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source)), True
+    if not hasattr(source, "read"):
+        raise ImageError(
+            f"expected a file path, bytes or a binary file object, got {type(source).__name__} "
+            f"— pass the image's path or its bytes"
+        )
+    seekable = getattr(source, "seekable", None)
+    if callable(seekable) and seekable():
+        return source, False
+    # Pillow needs to seek; a pipe or network stream is copied once into memory.
+    return io.BytesIO(source.read()), True
+
+
+def _reject_empty(fp: BinaryIO, name: str) -> None:
+    start = fp.tell()
+    first = fp.read(1)
+    fp.seek(start)
+    if not first:
+        raise ImageError(f"{name} is empty (0 bytes) — re-export or re-download it")
+
+
+def _open_header(fp: BinaryIO, name: str, limit: int) -> Image.Image:
+    # Pillow's own bomb check fires inside Image.open as a warning (or error at 2x its limit).
+    # When our ceiling is at or below Pillow's, escalate the warning so it becomes our ImageError;
+    # when the user deliberately raised our ceiling above Pillow's, our check alone decides.
+    action = "error" if limit <= (Image.MAX_IMAGE_PIXELS or limit) else "ignore"
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter(action, Image.DecompressionBombWarning)
+            return Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            f"{name} is too large to decode safely ({exc}) — downscale it, or raise "
+            f"{MAX_PIXELS_ENV} if you trust the file"
+        ) from None
+    except UnidentifiedImageError:
+        supported = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise ImageError(
+            f"{name} is not a recognised image (expected one of {supported}) "
+            f"— re-save it as PNG or JPEG, or remove it"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(
+            f"{name} is truncated or corrupt ({exc}) — re-export or re-download it, or remove it"
+        ) from None
+
+
+def _load_fully(im: Image.Image, name: str) -> None:
+    try:
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} is too large to decode safely ({exc}) — downscale it") from None
+    except Exception as exc:  # decoders raise OSError, SyntaxError, struct.error, zlib.error, ...
+        detail = str(exc) or type(exc).__name__
+        raise ImageError(
+            f"{name} is truncated or corrupt ({detail}) — re-export or re-download it, or remove it"
+        ) from None
+
+
+def _apply_orientation(im: Image.Image) -> Image.Image:
+    try:
+        oriented = ImageOps.exif_transpose(im)
+    except Exception:
+        # A malformed EXIF block should not cost the user a perfectly decodable photo.
+        return im
+    return im if oriented is None else oriented
+
+
+def _to_rgb(im: Image.Image, name: str) -> Image.Image:
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode in _INT16_MODES:
+        # 65535 is white in 16-bit data; 257 maps it exactly onto 255 and keeps mid-grey at 127.
+        values = np.asarray(im).astype(np.float64) / 257.0
+        return _gray_array_to_rgb(values)
+    if mode == "I":
+        return _gray_array_to_rgb(_scale_int32(np.asarray(im)))
+    if mode == "F":
+        return _gray_array_to_rgb(_scale_float(np.asarray(im)))
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        return _composite_on_white(im.convert("RGBA"))
+    if mode == "P":
+        return im.convert("RGB")
+    try:
+        return im.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError(
+            f"{name} uses colour mode {mode!r}, which cannot be converted to RGB ({exc}) "
+            f"— re-save it as an 8-bit RGB PNG or JPEG"
+        ) from None
+
+
+def _scale_int32(values: np.ndarray) -> np.ndarray:
+    # Pillow stores 16-bit greyscale in mode "I" for some formats; values that fit in 16 bits are
+    # treated as such. Wider data has no fixed white point, so its own range is stretched.
+    values = values.astype(np.float64)
+    if values.size and values.min() >= 0 and values.max() <= 65535:
+        return values / 257.0
+    return _stretch(values)
+
+
+def _scale_float(values: np.ndarray) -> np.ndarray:
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if not values.size:
+        return values
+    low, high = values.min(), values.max()
+    if low >= 0.0 and high <= 1.0:
+        return values * 255.0  # normalised float images (0..1)
+    if low >= 0.0 and high <= 255.0:
+        return values
+    return _stretch(values)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) * (255.0 / (high - low))
+
+
+def _gray_array_to_rgb(values: np.ndarray) -> Image.Image:
+    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
+def _composite_on_white(rgba: Image.Image) -> Image.Image:
+    # Dropping alpha would reveal whatever colour hides under transparent pixels (often black or
+    # garbage); compositing shows the image the way a browser or viewer does.
+    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
