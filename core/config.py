@@ -9,8 +9,10 @@ from pathlib import Path
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "constant")
-AUGMENTS = ("none", "light", "strong")
+AUGMENTS = ("none", "light", "strong", "custom")  # presets are bundles of the aug_* fields (core.augment)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+EARLY_STOPPING_METRICS = ("val_acc", "val_loss")
+UNFREEZE_MODES = ("all", "gradual")
 _TRAINABLE_RE = re.compile(r"^(head|all|last-\d+)$")
 
 
@@ -37,7 +39,12 @@ class RunConfig:
     momentum: float = 0.9             # SGD only
     weight_decay: float = 1e-4        # >= 0
     scheduler: str = "cosine"         # "cosine" | "onecycle" | "constant"
-    augment: str = "light"            # "none" | "light" | "strong"
+    augment: str = "light"            # "none" | "light" | "strong" | "custom" (= the aug_* fields below)
+    aug_flip: bool = True             # custom only: random horizontal flip
+    aug_rotation: float = 0.0         # custom only: random rotation within +-degrees, 0..180
+    aug_color_jitter: float = 0.0     # custom only: colour jitter strength, 0..1 (0 = off)
+    aug_scale_min: float = 0.6        # custom only: random-resized-crop minimum scale, 0.05..1 (1 = centre crop)
+    aug_policy: str = "none"          # custom only: "none" | "randaugment" | "trivialaugment"
     label_smoothing: float = 0.0      # [0, 1)
     class_weights: bool = False       # weight the loss by inverse class frequency
     grad_clip: float = 0.0            # max gradient norm; 0 = off
@@ -46,7 +53,11 @@ class RunConfig:
     deterministic: bool = False       # torch.use_deterministic_algorithms
     cache_features: bool = True       # head-only + no augmentation: embed each image once
     early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 = off
-    early_stopping_min_delta: float = 0.0
+    early_stopping_min_delta: float = 0.0  # >= 0: how much the metric must improve to count
+    early_stopping_metric: str = "val_acc"  # "val_acc" | "val_loss": watched by early stopping and the best checkpoint
+    unfreeze_after: int = 0           # gradual unfreezing: head-only epochs first, then the plan's groups; 0 = off
+    unfreeze_mode: str = "all"        # "all" (at once) | "gradual" (one more group per epoch, toward the stem)
+    unfreeze_lr_factor: float = 0.1   # (0, 1]: body groups learn at lr * factor (times lr_decay^k)
     amp: bool = True                  # mixed precision on CUDA (bf16 where supported)
     channels_last: bool = True        # CUDA only
     compile: bool = False             # torch.compile the model
@@ -65,6 +76,10 @@ class RunConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("augment", self.augment, AUGMENTS)
+        from .augment import AugmentSettings  # torch-free; checked even for presets so saved configs stay valid
+
+        AugmentSettings(self.aug_flip, self.aug_rotation, self.aug_color_jitter, self.aug_scale_min,
+                        self.aug_policy).validate()
         _choice("device", self.device, DEVICES)
         for name, lo in (("epochs", 1), ("batch_size", 1)):
             v = getattr(self, name)
@@ -88,6 +103,18 @@ class RunConfig:
             raise ValueError("weight_decay and grad_clip must be >= 0")
         if self.early_stopping_patience < 0:
             raise ValueError(f"early_stopping_patience must be >= 0; got {self.early_stopping_patience!r}")
+        if self.early_stopping_min_delta < 0:
+            raise ValueError(f"early_stopping_min_delta must be >= 0; got {self.early_stopping_min_delta!r}")
+        _choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
+        _choice("unfreeze_mode", self.unfreeze_mode, UNFREEZE_MODES)
+        if not (isinstance(self.unfreeze_after, int) and 0 <= self.unfreeze_after < self.epochs):
+            raise ValueError(f"unfreeze_after must be an integer in 0..epochs-1 ({self.epochs - 1}); "
+                             f"got {self.unfreeze_after!r}")
+        if self.unfreeze_after and self.trainable == "head" and not self.trainable_groups:
+            raise ValueError("unfreeze_after needs layer groups to unfreeze, but trainable is 'head'; "
+                             "set trainable to last-N or all, or unfreeze_after to 0")
+        if not 0 < self.unfreeze_lr_factor <= 1:
+            raise ValueError(f"unfreeze_lr_factor must be in (0, 1]; got {self.unfreeze_lr_factor!r}")
         return self
 
     def to_dict(self) -> dict:

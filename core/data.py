@@ -105,10 +105,48 @@ def resolve(source: str | Path, progress: Callable[[int, int], None] | None = No
     return dest
 
 
-def load_index(source: str | Path, progress=None) -> ingest.DatasetIndex:
-    """Resolve ``source`` and scan it into a DatasetIndex (cached next to the data by content)."""
-    root = resolve(source, progress)
+_INDEX_CACHE_VERSION = 1
+# Bookkeeping that resolve() writes next to extracted data; not part of the user's dataset.
+_OWN_FILES = frozenset({".complete", ".skipped.json"})
+
+
+def _folder_signature(root: Path) -> str:
+    """A digest of every path, size and mtime under ``root``: it changes when any file does, and reads no file."""
+    from .imageio import max_pixels_limit
+
+    h = hashlib.sha256(json.dumps([_INDEX_CACHE_VERSION, str(root.resolve()), max_pixels_limit()]).encode())
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            h.update(f"{rel_dir}/{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
+
+
+def _scan_cached(root: Path) -> ingest.DatasetIndex:
+    # Verifying every image is the slow part of ingestion; an unchanged folder (same upload, same
+    # files, same sizes and mtimes) gets its earlier index back instead of being scanned again.
+    cache_file = workspace.sub("index-cache") / f"{_folder_signature(root)}.json"
+    try:
+        return ingest.DatasetIndex.from_dict(json.loads(cache_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable cache: scan
     index = ingest.scan_folder(root)
+    index.skipped = [s for s in index.skipped if Path(s.path).name not in _OWN_FILES]
+    tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.{id(index)}.tmp")
+    tmp.write_text(json.dumps(index.to_dict(), ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, cache_file)
+    return index
+
+
+def load_index(source: str | Path, progress=None) -> ingest.DatasetIndex:
+    """Resolve ``source`` and scan it into a DatasetIndex (reused while the folder's files are unchanged)."""
+    root = resolve(source, progress)
+    index = _scan_cached(root)
     extra = root / ".skipped.json"
     if extra.exists():
         index.skipped.extend(ingest.Skipped(**s) for s in json.loads(extra.read_text()))
@@ -196,19 +234,14 @@ class ImageCache:
 
 # --- transforms on uint8 CHW tensors; normalisation happens on the device in batches ------------
 
-def train_transform(pre: Preprocessing, augment: str):
-    """Augmentation preset: 'none' (centre crop), 'light' (crop + flip), 'strong' (+ TrivialAugment)."""
-    from torchvision.transforms import v2
+def train_transform(pre: Preprocessing, augment):
+    """Training augmentation for a preset name ('none', 'light', 'strong'), a RunConfig or AugmentSettings.
 
-    c = pre.crop_size
-    if augment == "none":
-        return v2.CenterCrop(c)
-    if augment == "light":
-        return v2.Compose([v2.RandomResizedCrop(c, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip()])
-    if augment == "strong":
-        return v2.Compose([v2.RandomResizedCrop(c, scale=(0.25, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                           v2.TrivialAugmentWide(), v2.RandomErasing(p=0.25, value=0)])
-    raise ValueError(f"augment must be one of none, light, strong; got {augment!r}")
+    Pass the RunConfig for augment='custom', so that its aug_* fields are used (see core.augment).
+    """
+    from . import augment as _augment
+
+    return _augment.build(pre, augment)
 
 
 def eval_transform(pre: Preprocessing):
