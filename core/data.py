@@ -183,8 +183,10 @@ def split(index: ingest.DatasetIndex, val_fraction: float, seed: int) -> Split:
     rows.sort()
     labels = [y for _, y, _ in rows]
     n_val = max(len(index.classes), int(round(len(rows) * val_fraction)))
-    if n_val >= len(rows):
-        raise ValueError(f"{len(rows)} images are too few to hold out {n_val} for validation; add images")
+    if len(rows) - n_val < len(index.classes):
+        # stratification needs one image of every class on each side
+        raise ValueError(f"{len(rows)} images are too few to hold out {n_val} for validation and still train on "
+                         f"every one of the {len(index.classes)} classes; add images or lower val_fraction")
     tr, va = train_test_split(rows, test_size=n_val, random_state=seed, stratify=labels)
     return Split(list(index.classes), [(p, y) for p, y, _ in tr], [(p, y) for p, y, _ in va])
 
