@@ -1,0 +1,215 @@
+"""The app's working state off the page: config drafts that survive a reload, and lazy engine calls.
+
+A draft is the set of choices a person made in the guided flow (backbone, layers, training knobs).
+It lives in ``st.session_state`` and is mirrored here to ``<workspace>/drafts/<sid>.json`` so a
+reloaded tab (same ``sid`` query parameter) gets every choice back.
+
+Streamlit pages must stay torch-free at import time; this module is too. The functions in the
+second half import the engine (and so torch) only when they are called.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+import secrets
+from pathlib import Path
+
+from . import runs, workspace
+from .config import RunConfig
+
+_SID_RE = re.compile(r"^[0-9a-f]{32}$")
+# Fields the guided flow edits; everything else keeps RunConfig's defaults.
+EDITABLE = ("backbone", "pretrained", "image_size", "trainable", "trainable_groups", "epochs", "batch_size",
+            "lr", "lr_decay", "optimizer", "weight_decay", "scheduler", "augment", "label_smoothing",
+            "class_weights", "grad_clip", "val_fraction", "seed", "deterministic", "early_stopping_patience",
+            "name")
+# Custom augmentation settings (core.augment) travel with the draft when the config has them.
+EDITABLE += tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("aug_"))
+
+
+def new_sid() -> str:
+    """A fresh draft id (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
+def valid_sid(sid: object) -> bool:
+    """Whether ``sid`` looks like an id from new_sid (so it is safe as a file name)."""
+    return isinstance(sid, str) and bool(_SID_RE.match(sid))
+
+
+def defaults() -> dict:
+    """The draft a new session starts from."""
+    base = RunConfig().to_dict()
+    return {k: base[k] for k in EDITABLE}
+
+
+def _path(sid: str) -> Path:
+    if not valid_sid(sid):
+        raise ValueError(f"draft id must be 32 hex characters (from new_sid()); got {sid!r}")
+    return workspace.sub("drafts") / f"{sid}.json"
+
+
+def load(sid: str) -> dict:
+    """The saved draft for ``sid`` over the defaults; unknown or damaged entries are dropped."""
+    draft = defaults()
+    p = _path(sid)
+    if p.exists():
+        try:
+            saved = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if isinstance(saved, dict):
+            draft.update({k: v for k, v in saved.items() if k in EDITABLE})
+    return draft
+
+
+def save(sid: str, draft: dict) -> None:
+    """Write the draft atomically (only the editable fields)."""
+    runs.atomic_write_text(_path(sid), json.dumps({k: draft[k] for k in EDITABLE if k in draft}, indent=2))
+
+
+def to_config(draft: dict, data: str | Path, **overrides) -> RunConfig:
+    """A RunConfig from a draft and a dataset folder; ValueError names a bad field."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    fields = {k: v for k, v in draft.items() if k in known}
+    fields.update(overrides)
+    cfg = RunConfig(**{**fields, "data": str(data)})
+    cfg.extra = {**cfg.extra, "dataset": Path(str(data)).name}
+    return cfg
+
+
+def recommend(counts: dict[str, int]) -> dict:
+    """Default layer choice derived from the data, with the reason in one sentence."""
+    if not counts:
+        return {"trainable": "head", "augment": "light", "reason": "no data yet: start with the head only"}
+    smallest = min(counts.values())
+    if smallest < 30:
+        return {"trainable": "head", "augment": "light",
+                "reason": f"the smallest class has {smallest} images: with so few, train the head only "
+                          f"(feature extractor) so the pretrained features are not overwritten"}
+    if smallest < 300:
+        return {"trainable": "last-2", "augment": "light",
+                "reason": f"the smallest class has {smallest} images: fine-tune the last two groups "
+                          f"and the head"}
+    return {"trainable": "all", "augment": "strong",
+            "reason": f"the smallest class has {smallest} images: enough to fine-tune everything"}
+
+
+def trainable_preset(groups: list[str], preset: str, n: int = 2) -> list[str]:
+    """Trainable group names for a preset: 'head', 'last' (last ``n`` body groups + head) or 'all'."""
+    if preset == "head":
+        return ["head"]
+    if preset == "all":
+        return list(groups)
+    if preset == "last":
+        body = groups[:-1]
+        return body[max(len(body) - n, 0):] + ["head"]
+    raise ValueError(f"preset must be one of head, last, all; got {preset!r}")
+
+
+# --- lazy doorway into the engine (torch is imported on first call, never at import) ------------
+
+def new_job_manager():
+    """A process-wide JobManager (the app holds one in st.cache_resource)."""
+    from .jobs import JobManager
+
+    return JobManager()
+
+
+def device_label() -> str:
+    """The device training will use with device='auto', e.g. 'cpu' or 'cuda (NVIDIA H200)'."""
+    import torch
+
+    from .trainer import pick_device
+
+    dev = pick_device("auto")
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return dev.type
+
+
+def backbone_table() -> list[dict]:
+    """One row per registered backbone (see core.backbones.table)."""
+    from . import backbones
+
+    return backbones.table()
+
+
+def backbone_groups(name: str) -> list[str]:
+    """Ordered layer groups of a backbone, ending with 'head'."""
+    from . import backbones
+
+    return backbones.group_names(name)
+
+
+@functools.lru_cache(maxsize=32)
+def group_param_counts(name: str, num_classes: int = 2) -> dict[str, int]:
+    """Parameters per layer group, counted on a weightless model (meta device: no memory, no download)."""
+    import torch
+
+    from . import backbones
+
+    with torch.device("meta"):
+        model = backbones.build_model(name, num_classes, pretrained=False)
+    return backbones.param_counts(name, model)
+
+
+def augment_preview(path: str, backbone: str, image_size: int, augment: str, n: int = 8, seed: int = 0,
+                    aug: dict | None = None) -> list:
+    """``n`` augmented versions of one image, as PIL images, exactly as training would see them."""
+    import torch
+    from PIL import Image
+
+    from . import data
+    from .imageio import open_image
+    from .trainer import preprocessing_for
+
+    cfg = RunConfig(backbone=backbone, image_size=image_size, augment=augment, **(aug or {}))
+    pre = preprocessing_for(cfg)
+    try:
+        from .augment import augment_preview as preview  # custom settings live there when present
+    except ImportError:
+        preview = None
+    if preview is not None:
+        return preview(path, pre, cfg, n=n, seed=seed)
+    transform = data.train_transform(pre, augment)
+    square = torch.from_numpy(data.to_square(open_image(path), pre)).permute(2, 0, 1).contiguous()
+    with torch.random.fork_rng(devices=[]):  # the preview must not shift a training run's random stream
+        torch.manual_seed(seed)
+        return [Image.fromarray(transform(square).permute(1, 2, 0).numpy()) for _ in range(n)]
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """core.metrics.evaluate_run, behind a lazy import."""
+    from . import metrics
+
+    return metrics.evaluate_run(run_dir)
+
+
+def misclassified(rep: dict, limit: int = 24) -> list[dict]:
+    """Wrong predictions, most confident first."""
+    wrong = [it for it in rep.get("items", []) if it["pred"] != it["label"]]
+    return sorted(wrong, key=lambda it: -it["confidence"])[:limit]
+
+
+def load_model(path: str | Path):
+    """core.export.load_model, behind a lazy import."""
+    from .export import load_model as _load
+
+    return _load(path)
+
+
+def export_files(run_dir: str | Path) -> dict[str, bytes]:
+    """Download payloads of a run: safetensors (card inside), card JSON, .pt bundle, config JSON."""
+    from . import export
+
+    run = runs.open_run(run_dir)
+    if not run.best_weights.exists():
+        raise ValueError(f"run {run.id} has no checkpoint yet; train at least one epoch first")
+    loaded = export.load_model(run.path)
+    return {"safetensors": run.best_weights.read_bytes(),
+            "card": json.dumps(loaded.card, indent=2).encode(),
+            "bundle": export.bundle_bytes(loaded.model, loaded.card),
+            "config": run.config().to_json().encode()}

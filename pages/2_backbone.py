@@ -1,0 +1,51 @@
+"""2 · Backbone: pick the pretrained network whose features the new classifier builds on."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import drafts
+from pages import common
+
+st.title("2 · Backbone")
+st.write("The backbone is a network already trained on ImageNet (1.3 million photos, 1000 classes). Its "
+         "features are reused and only a new head learns your classes. Small backbones train fast on a "
+         "CPU; large ones are more accurate but need a GPU. EfficientNet-Lite0 ships with its weights and "
+         "works with no network at all.")
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def backbone_rows() -> list[dict]:
+    return drafts.backbone_table()
+
+
+rows = backbone_rows()
+table = pd.DataFrame(rows).set_index("name")
+st.dataframe(table, key="bb_table", width="stretch")
+
+draft = common.draft()
+names = [r["name"] for r in rows]
+name = st.selectbox("Backbone", names, index=names.index(draft["backbone"]) if draft["backbone"] in names else 0,
+                    key="bb_name", format_func=lambda n: f"{n} — {table.loc[n, 'title']}")
+random_init = st.checkbox("Random initialisation (baseline, no pretrained weights)", value=not draft["pretrained"],
+                          key="bb_random_init",
+                          help="Trains the same network from scratch: shows how much the pretrained features help.")
+common.set_fields(backbone=name, pretrained=not random_init)
+
+row = table.loc[name]
+st.write(f"**{row['title']}**: {row['params (M)']} M parameters, {row['input']}-pixel input, "
+         f"{row['groups']} layer groups"
+         + (f", ImageNet top-1 {row['ImageNet top-1 (%)']}%." if pd.notna(row["ImageNet top-1 (%)"]) else "."))
+if row["note"]:
+    st.caption(row["note"])
+if random_init:
+    st.info("Random initialisation: every layer starts from scratch, so train all layers (Layers step) and "
+            "expect lower accuracy on small datasets — that is the point of the baseline.")
+elif row["weights"] == "download":
+    offline = [r["name"] for r in rows if r["weights"] != "download"]
+    st.warning(f"The ImageNet weights of {name} are not on this machine. Training downloads them once "
+               f"(network needed); without a network, tick random initialisation or pick one available "
+               f"offline: {', '.join(offline)}.")
+else:
+    st.success(f"Weights are available on this machine ({row['weights']}).")
+common.link("layers", "Next: 3 · Layers")

@@ -1,0 +1,74 @@
+"""3 · Layers: decide which layer groups of the backbone learn, with live parameter counts."""
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from core import dataset_edit as de, drafts
+from pages import common
+
+st.title("3 · Layers")
+st.write("A backbone is a stack of layer groups, from the stem (edges, colours) to the last stages "
+         "(object parts). Frozen groups keep their ImageNet weights; trainable groups adapt to your data. "
+         "The fewer images you have, the fewer groups should learn.")
+
+draft = common.draft()
+backbone = draft["backbone"]
+ds = common.dataset()
+counts = de.class_counts(ds) if ds else {}
+num_classes = max(len(counts), 2)
+groups = drafts.backbone_groups(backbone)
+
+
+@st.cache_resource(show_spinner="Counting parameters…")
+def param_counts(name: str, n_classes: int) -> dict[str, int]:
+    return drafts.group_param_counts(name, n_classes)
+
+
+sizes = param_counts(backbone, num_classes)
+rec = drafts.recommend(counts)
+st.info(f"Suggestion for {ds or 'your data'}: **{rec['trainable']}** — {rec['reason']}.")
+
+PRESETS = {"head": "head only (feature extractor)", "last": "last N groups", "all": "everything",
+           "custom": "custom (choose groups)"}
+if draft["trainable_groups"] is not None and not set(draft["trainable_groups"]) <= set(groups):
+    common.set_fields(trainable_groups=None)  # chosen for another backbone
+m = re.fullmatch(r"last-(\d+)", str(draft["trainable"]))
+current = ("custom" if draft["trainable_groups"] is not None else "last" if m else
+           draft["trainable"] if draft["trainable"] in PRESETS else "head")
+preset = st.radio("Which layers learn", list(PRESETS), index=list(PRESETS).index(current), key="layers_preset",
+                  format_func=PRESETS.get, horizontal=True)
+
+body = groups[:-1]
+if preset == "last":
+    n = st.slider("N (body groups that learn, counted from the head)", 1, len(body),
+                  min(int(m.group(1)) if m else 2, len(body)), key="layers_last_n")
+    chosen = drafts.trainable_preset(groups, "last", n)
+    common.set_fields(trainable=f"last-{n}", trainable_groups=None)
+elif preset == "custom":
+    start = draft["trainable_groups"] or ["head"]
+    chosen = [g for g in groups if st.toggle(f"{g} ({sizes[g]:,} parameters)", value=g in start or g == "head",
+                                             key=f"layers_group_{g}", disabled=g == "head")]
+    common.set_fields(trainable_groups=chosen)
+else:
+    chosen = drafts.trainable_preset(groups, preset)
+    common.set_fields(trainable=preset, trainable_groups=None)
+
+trainable = sum(sizes[g] for g in chosen)
+total = sum(sizes.values())
+c1, c2, c3 = st.columns(3)
+c1.metric("Trainable parameters", f"{trainable:,}")
+c2.metric("Total parameters", f"{total:,}")
+c3.metric("Share that learns", f"{trainable / total:.1%}")
+st.dataframe([{"group": g, "parameters": sizes[g], "learns": g in chosen} for g in groups],
+             key="layers_table", hide_index=True, width="stretch")
+st.caption("BatchNorm layers inside frozen groups stay in eval mode: their running statistics keep the "
+           "ImageNet values instead of drifting with small batches of your data.")
+
+if len(chosen) > 1:
+    decay = st.slider("Discriminative learning rate: each group toward the stem learns at lr × factor^k",
+                      0.1, 1.0, float(draft["lr_decay"]), 0.05, key="layers_lr_decay",
+                      help="1.0 = the same rate everywhere; 0.5 halves it per group, so early layers change least.")
+    common.set_fields(lr_decay=float(decay))
+common.link("train", "Next: 4 · Train")

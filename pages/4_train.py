@@ -1,0 +1,101 @@
+"""4 · Train: the training knobs, a live augmentation preview, start/pause/resume/stop and live charts."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import dataset_edit as de, drafts
+from pages import common, train_live
+
+st.title("4 · Train")
+st.write("Training shows the network your images batch by batch and nudges the trainable layers to reduce "
+         "the loss; after every epoch it measures accuracy on the validation images it never trains on.")
+ds = common.require_dataset()
+draft = common.draft()
+common.show_flash()
+
+c1, c2, c3, c4 = st.columns(4)
+epochs = c1.number_input("Epochs", 1, 500, int(draft["epochs"]), key="train_epochs")
+batch = c2.number_input("Batch size", 1, 1024, int(draft["batch_size"]), key="train_batch_size")
+lr = c3.number_input("Learning rate", 1e-6, 1.0, float(draft["lr"]), format="%.5f", step=1e-4, key="train_lr",
+                     help="Head learning rate. 1e-3 suits AdamW; SGD usually wants 1e-2.")
+SIZES = [0, 64, 96, 128, 160, 192, 224, 256, 320, 384]
+size = c4.selectbox("Image size", SIZES, index=SIZES.index(draft["image_size"]) if draft["image_size"] in SIZES else 0,
+                    key="train_image_size", format_func=lambda s: "backbone default (224)" if s == 0 else f"{s} px",
+                    help="Smaller trains much faster on a CPU; the pretrained features are best near 224.")
+c1, c2, c3 = st.columns(3)
+optimizer = c1.selectbox("Optimizer", ["adamw", "sgd"], index=["adamw", "sgd"].index(draft["optimizer"]),
+                         key="train_optimizer")
+SCHEDULES = ["cosine", "onecycle", "constant"]
+scheduler = c2.selectbox("Learning-rate schedule", SCHEDULES, index=SCHEDULES.index(draft["scheduler"]),
+                         key="train_scheduler")
+AUGMENTS = ["none", "light", "strong"]
+augment = c3.selectbox("Augmentation", AUGMENTS, key="train_augment",
+                       index=AUGMENTS.index(draft["augment"]) if draft["augment"] in AUGMENTS else 1,
+                       help="Random crops and flips (light), plus colour and geometry changes (strong): "
+                            "more variety from few images. 'none' with the head only embeds each image once.")
+common.set_fields(epochs=int(epochs), batch_size=int(batch), lr=float(lr), image_size=int(size),
+                  optimizer=optimizer, scheduler=scheduler, augment=augment)
+
+with st.expander("Preview: what the augmentation does to one training image"):
+    train_live.augment_grid(ds, draft)
+
+with st.expander("Advanced"):
+    a, b, c = st.columns(3)
+    smoothing = a.slider("Label smoothing", 0.0, 0.3, float(draft["label_smoothing"]), 0.05, key="train_label_smoothing")
+    wd = b.number_input("Weight decay", 0.0, 1.0, float(draft["weight_decay"]), format="%.5f", step=1e-4,
+                        key="train_weight_decay")
+    clip = c.number_input("Gradient clipping (max norm, 0 = off)", 0.0, 100.0, float(draft["grad_clip"]),
+                          key="train_grad_clip")
+    patience = a.number_input("Early stopping patience (epochs, 0 = off)", 0, 100,
+                              int(draft["early_stopping_patience"]), key="train_patience")
+    seed = b.number_input("Seed", 0, 10_000, int(draft["seed"]), key="train_seed")
+    name = c.text_input("Run name (optional)", draft["name"], key="train_name")
+    weights = a.checkbox("Class-weighted loss (for imbalanced classes)", bool(draft["class_weights"]),
+                         key="train_class_weights")
+    determ = b.checkbox("Deterministic algorithms (reproducible, slower)", bool(draft["deterministic"]),
+                        key="train_deterministic")
+    common.set_fields(label_smoothing=float(smoothing), weight_decay=float(wd), grad_clip=float(clip),
+                      early_stopping_patience=int(patience), seed=int(seed), name=name, class_weights=weights,
+                      deterministic=determ)
+
+config = drafts.to_config(draft, de.dataset_dir(ds))
+try:
+    config.validate()
+except ValueError as e:
+    st.error(f"The settings cannot train yet: {e}")
+    config = None
+st.caption(f"Dataset **{ds}** · backbone **{draft['backbone']}**"
+           f"{' (random init)' if not draft['pretrained'] else ''} · layers **"
+           f"{', '.join(draft['trainable_groups']) if draft['trainable_groups'] else draft['trainable']}**")
+
+mgr = common.job_manager()
+job, run = common.current_job(), common.current_run()
+status = job.status() if job is not None else run.status() if run is not None else None
+active = status in common.ACTIVE
+b1, b2, b3, b4, b5 = st.columns(5)
+if b1.button("Start training", key="train_start", type="primary", disabled=active or config is None):
+    job = mgr.start(config, owner=common.owner())
+    common.set_job(job.id)
+    st.rerun()
+if b2.button("Pause", key="train_pause", disabled=not (active and status != "paused")):
+    job.pause()
+    st.rerun()
+can_resume = status == "paused" or (status == "interrupted" and job is None)
+if b3.button("Resume", key="train_resume", disabled=not can_resume):
+    if status == "paused":
+        job.resume_()
+    else:
+        try:
+            common.set_job(mgr.resume_run(run.id, owner=common.owner()).id)
+        except ValueError as e:
+            st.error(str(e))
+            st.stop()
+    st.rerun()
+if b4.button("Stop", key="train_stop", disabled=not active):
+    job.stop()
+    st.rerun()
+if config is not None:
+    b5.download_button("Download this run's config", config.to_json(), "config.json", "application/json",
+                       key="train_download_config")
+
+train_live.monitor(active)

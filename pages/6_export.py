@@ -1,0 +1,48 @@
+"""6 · Export: download the fine-tuned model, its card and its config, and the code to load it."""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from core import drafts
+from pages import common
+
+st.title("6 · Export")
+st.write("The model file is all you need: the `.safetensors` file carries the model card (classes, backbone, "
+         "preprocessing, config, metrics) in its metadata, so it rebuilds and predicts on its own.")
+run = common.require_run("export")
+
+
+@st.cache_data(show_spinner="Packing the files…", max_entries=4)
+def payloads(run_dir: str, mtime: float) -> dict[str, bytes]:
+    return drafts.export_files(run_dir)
+
+
+try:
+    files = payloads(str(run.path), os.path.getmtime(run.best_weights))
+except ValueError as e:
+    st.error(str(e))
+    st.stop()
+
+stem = f"{run.config().backbone}-{run.id[:15]}"
+c1, c2 = st.columns(2)
+c1.download_button("Model weights + card (.safetensors)", files["safetensors"], f"{stem}.safetensors",
+                   "application/octet-stream", key="export_safetensors", type="primary")
+c1.caption(f"{len(files['safetensors']) / 1e6:.1f} MB — load with `core.export.load_model`, or with any "
+           "safetensors reader.")
+c2.download_button("Model card (.json)", files["card"], f"{stem}.card.json", "application/json", key="export_card")
+c2.caption("Classes, preprocessing, metrics and library versions, readable by people.")
+c1.download_button("One-file bundle (.pt)", files["bundle"], f"{stem}.pt", "application/octet-stream",
+                   key="export_bundle")
+c1.caption("A plain dict of tensors and strings: `torch.load(path, weights_only=True)`.")
+c2.download_button("Training config (.json)", files["config"], f"{stem}.config.json", "application/json",
+                   key="export_config")
+c2.caption("Retrain the same way: `python -m core train --config config.json`.")
+
+st.subheader("Use it in Python")
+st.code(f'''from core.export import load_model
+
+m = load_model("{stem}.safetensors")   # or the .pt bundle
+print(m.classes)
+print(m.predict(["img.jpg"], top_k=3))  # [{{'label': ..., 'confidence': ..., 'top_k': [...]}}]''')

@@ -1,0 +1,180 @@
+"""Shared page helpers: state that survives navigation and reloads, the job registry, prerequisites.
+
+Session state is the source of truth inside a tab; the dataset (``ds``), the current job / run
+(``job``) and the draft id (``sid``) are mirrored into the URL so a reload finds them again.
+Torch-free: only torch-free core modules are imported here.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import dataset_edit, drafts, runs
+
+PAGES = {
+    "data": ("pages/1_data.py", "Data", ":material/folder_open:"),
+    "backbone": ("pages/2_backbone.py", "Backbone", ":material/account_tree:"),
+    "layers": ("pages/3_layers.py", "Layers", ":material/layers:"),
+    "train": ("pages/4_train.py", "Train", ":material/model_training:"),
+    "evaluate": ("pages/5_evaluate.py", "Evaluate", ":material/fact_check:"),
+    "export": ("pages/6_export.py", "Export", ":material/download:"),
+    "runs": ("pages/7_runs.py", "Runs", ":material/history:"),
+}
+_URL_KEYS = ("ds", "job", "sid")
+ACTIVE = ("queued", "running", "paused")
+
+
+@st.cache_resource
+def job_manager():
+    """The process-wide job registry (one per server process, shared by every tab)."""
+    return drafts.new_job_manager()
+
+
+@st.cache_resource
+def device() -> str:
+    """The device 'auto' resolves to on this machine."""
+    return drafts.device_label()
+
+
+def owner() -> str | None:
+    """The signed-in user's e-mail (or name) when st.login is configured, else None (single user)."""
+    try:
+        if st.user.is_logged_in:
+            return st.user.get("email") or st.user.get("name")
+    except Exception:  # auth not configured: the single-user default
+        return None
+    return None
+
+
+def init() -> None:
+    """Restore ds / job / sid from the URL after a reload, and keep the URL in step with the session."""
+    ss, qp = st.session_state, st.query_params
+    for key in _URL_KEYS:
+        if key not in ss and qp.get(key):
+            ss[key] = qp.get(key)
+    if not drafts.valid_sid(ss.get("sid")):
+        ss["sid"] = drafts.new_sid()
+    if ss.get("draft_sid") != ss["sid"]:
+        ss["draft"] = drafts.load(ss["sid"])
+        ss["draft_sid"] = ss["sid"]
+    for key in _URL_KEYS:
+        # Page switches drop the query string; put our keys back so a reload still finds them.
+        if ss.get(key) and qp.get(key) != ss[key]:
+            qp[key] = ss[key]
+
+
+def draft() -> dict:
+    """The config draft of this tab."""
+    return st.session_state["draft"]
+
+
+def set_fields(**values) -> None:
+    """Update draft fields and persist the draft when anything changed."""
+    d = draft()
+    changed = {k: v for k, v in values.items() if d.get(k) != v}
+    if changed:
+        d.update(changed)
+        drafts.save(st.session_state["sid"], d)
+
+
+def set_dataset(name: str | None) -> None:
+    """Make ``name`` the current dataset (None clears it)."""
+    if name:
+        changed = st.session_state.get("ds") != name
+        st.session_state["ds"] = name
+        st.query_params["ds"] = name
+        if changed:  # propose layer and augmentation defaults that suit this dataset's size
+            try:
+                rec = drafts.recommend(dataset_edit.class_counts(name))
+            except ValueError:
+                return
+            set_fields(trainable=rec["trainable"], trainable_groups=None, augment=rec["augment"])
+    else:
+        st.session_state.pop("ds", None)
+        st.query_params.pop("ds", None)
+
+
+def set_job(job_id: str | None) -> None:
+    """Make a job / run the current one (Train, Evaluate and Export show it)."""
+    if job_id:
+        st.session_state["job"] = job_id
+        st.query_params["job"] = job_id
+    else:
+        st.session_state.pop("job", None)
+        st.query_params.pop("job", None)
+
+
+def dataset() -> str | None:
+    """The current dataset name, if it still exists."""
+    name = st.session_state.get("ds")
+    return name if name and name in dataset_edit.list_datasets() else None
+
+
+def link(step: str, label: str | None = None) -> None:
+    """A link to one step of the flow."""
+    path, title, icon = PAGES[step]
+    st.page_link(path, label=label or f"Go to {title}", icon=icon)
+
+
+def require_dataset() -> str:
+    """The current dataset, or say it is missing, link to the Data step and stop."""
+    name = dataset()
+    if name is None:
+        st.info("This step needs a dataset, and none is chosen yet. Pick a sample or upload images "
+                "on the Data step first.")
+        link("data", "Go to 1 · Data")
+        st.stop()
+    return name
+
+
+def current_job():
+    """The in-memory job of this tab's current run, or None (finished before a restart, say)."""
+    job_id = st.session_state.get("job")
+    return job_manager().get(job_id, owner()) if job_id else None
+
+
+def current_run() -> runs.Run | None:
+    """The run directory of the current job, if it exists on disk."""
+    job_id = st.session_state.get("job")
+    if not job_id:
+        return None
+    try:
+        return runs.open_run(job_id)
+    except ValueError:
+        return None
+
+
+def finished_runs() -> list[str]:
+    """Ids of runs that have a checkpoint to evaluate or export, newest first."""
+    return [r.id for r in runs.list_runs() if r.best_weights.exists()]
+
+
+def require_run(step: str) -> runs.Run:
+    """A run with a checkpoint chosen on this page (default: the current one), or stop with a link."""
+    ids = finished_runs()
+    if not ids:
+        st.info("This step needs a trained model, and no run has a checkpoint yet. Train one first.")
+        link("train", "Go to 4 · Train")
+        st.stop()
+    current = st.session_state.get("job")
+    choice = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, key=f"{step}_run",
+                          format_func=run_label)
+    return runs.open_run(choice)
+
+
+def run_label(run_id: str) -> str:
+    """A short human label for a run id."""
+    s = runs.Run(runs.root() / run_id).summary()
+    acc = f", val acc {s['best_val_acc']:.1%}" if s.get("best_val_acc") is not None else ""
+    return f"{run_id[:15]} · {s.get('backbone')} · {s['status']}{acc}"
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """Keep a message for the next run (actions that change data rerun the page right after)."""
+    st.session_state["_flash"] = (kind, message)
+
+
+def show_flash() -> None:
+    """Show and forget the message kept by flash()."""
+    kind, message = st.session_state.pop("_flash", (None, None))
+    if message:
+        getattr(st, kind)(message)

@@ -1,0 +1,100 @@
+"""Train-step helpers: the augmentation preview grid and the live job monitor (a polling fragment)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import charts, dataset_edit as de, drafts
+from pages import common, data_tools
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _preview(path: str, backbone: str, size: int, augment: str, seed: int, aug: tuple) -> list:
+    return drafts.augment_preview(path, backbone, size, augment, n=8, seed=seed, aug=dict(aug))
+
+
+def augment_grid(ds: str, draft: dict) -> None:
+    """Eight augmented versions of one image of the dataset, as training will see them."""
+    try:
+        index, _ = data_tools.scan_and_check(ds, de.signature(ds))
+    except ValueError as e:
+        st.info(f"No preview: {e}")
+        return
+    paths = [p for ps in de.gallery(index, 1).values() for p in ps]
+    a, b = st.columns([3, 1])
+    path = a.selectbox("Image", paths, key="train_preview_image", format_func=lambda p: p.rsplit("/", 2)[-2])
+    seed = b.number_input("Preview seed", 0, 999, 0, key="train_preview_seed")
+    aug = tuple(sorted((k, v) for k, v in draft.items() if k.startswith("aug_")))
+    images = _preview(path, draft["backbone"], int(draft["image_size"]), draft["augment"], int(seed), aug)
+    st.image(images, width=112, caption=[f"#{i + 1}" for i in range(len(images))])
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def monitor(active: bool) -> None:
+    """Status, progress, live charts of the current job; polls every second only while it is active."""
+
+    @st.fragment(run_every=1.0 if active else None)
+    def live() -> None:
+        job, run = common.current_job(), common.current_run()
+        if run is None:
+            st.caption("No training run yet: choose the settings above and press Start training.")
+            return
+        status = job.status() if job is not None else run.status()
+        if active and status not in common.ACTIVE:
+            st.rerun()  # the job just ended: redraw the buttons and stop polling
+        events = run.events()  # the run's log on disk holds the full history, resumes included
+        st.subheader(f"Run {run.id[:15]} — {status}")
+        if status == "queued":
+            pos = common.job_manager().queue_position(job.id)
+            st.info(f"Waiting in the queue (position {pos}): other jobs are using the machine.")
+        if status == "interrupted":
+            st.warning("This run stopped without finishing (the server restarted?). Press Resume to continue "
+                       "from the last completed epoch.")
+        last = events[-1] if events else {}
+        steps = [e for e in events if e.get("type") == "step"]
+        epochs = [e for e in events if e.get("type") == "epoch"]
+        if last.get("type") == "phase" and last.get("total"):
+            st.progress(min(last["done"] / last["total"], 1.0),
+                        text=f"{last['phase']}: {last['done']} / {last['total']}")
+        if steps:
+            s = steps[-1]
+            st.progress(min(s["step"] / max(s["total_steps"], 1), 1.0),
+                        text=f"step {s['step']} / {s['total_steps']} · epoch {s['epoch']} · "
+                             f"{s['images_per_s']:.0f} images/s · ETA {_fmt_s(s['eta_s'] if active else 0)}")
+        if epochs:
+            e = epochs[-1]
+            c1, c2, c3, c4 = st.columns(4)
+            c1.metric("Epoch", f"{e['epoch']} / {e['epochs']}")
+            c2.metric("Validation accuracy", f"{e['val_acc']:.1%}")
+            c3.metric("Best validation accuracy", f"{max(x['val_acc'] for x in epochs):.1%}")
+            c4.metric("Validation loss", f"{e['val_loss']:.3f}")
+        for e in events:
+            if e.get("type") == "early_stop":
+                st.info(e["message"])
+        end = next((e for e in reversed(events) if e.get("type") == "end"), None)
+        if status == "failed":
+            st.error(f"Training failed: {(job.error if job is not None else None) or (end or {}).get('message')}")
+            tb = (job.traceback if job is not None else None) or (end or {}).get("traceback")
+            if tb:
+                with st.expander("Traceback"):
+                    st.code(tb, language="text")
+        elif status == "finished":
+            st.success("Training finished. The best epoch's weights are saved with the run.")
+            common.link("evaluate", "Next: 5 · Evaluate")
+        elif status == "stopped":
+            st.info("Stopped by you; the best checkpoint so far is kept.")
+        if steps:
+            st.plotly_chart(charts.step_loss(events), key="train_chart_loss", width="stretch")
+        if epochs:
+            st.plotly_chart(charts.epoch_curves(events), key="train_chart_epochs", width="stretch")
+            st.dataframe([{k: e[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "time_s")}
+                          for e in epochs], key="train_epoch_table", hide_index=True, width="stretch")
+        if steps:
+            st.plotly_chart(charts.learning_rate(events), key="train_chart_lr", width="stretch")
+
+    live()
