@@ -51,7 +51,7 @@ class BackboneSpec:
     title: str
     head: str                                   # dotted path of the final Linear in the original model
     groups: tuple                               # ((group name, (module path, ...)), ...) excluding the head
-    source: str                                 # "bundled" | "torchvision"
+    source: str                                 # "bundled" | "torchvision" | "adapted" (core.ssl)
     params_m: float                             # parameters, millions (ImageNet head included)
     top1: float | None                          # ImageNet-1K top-1 of the pretrained weights, %
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
@@ -148,13 +148,37 @@ _register(_tv("vit_b_16", "ViT-B/16", "heads.head",
               "Transformer; wants more data and compute than the CNNs."))
 
 
+ADAPTED_PREFIX = "adapted:"  # "adapted:<base>:<run id>": a backbone adapted to a dataset by core.ssl.pretrain
+
+
+class _Names(list):
+    """The registry's names; ``in`` also accepts adapted backbones present on disk.
+
+    Adapted backbones are run directories, not registry entries: listing them here would make every
+    test parametrized over the registry depend on the workspace, yet RunConfig.validate must accept them.
+    """
+
+    def __contains__(self, name) -> bool:
+        if list.__contains__(self, name):
+            return True
+        if isinstance(name, str) and name.startswith(ADAPTED_PREFIX):
+            from . import ssl
+
+            return ssl.adapted_available(name)
+        return False
+
+
 def names() -> list[str]:
-    """Registered backbone names, bundled first."""
-    return list(_REGISTRY)
+    """Registered backbone names, bundled first (adapted backbones: core.ssl.list_adapted)."""
+    return _Names(_REGISTRY)
 
 
 def get(name: str) -> BackboneSpec:
     """The registry entry for ``name``; ValueError listing valid names otherwise."""
+    if isinstance(name, str) and name.startswith(ADAPTED_PREFIX):
+        from . import ssl  # late import: ssl builds on this module
+
+        return ssl.adapted_spec(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -184,6 +208,8 @@ def _tv_weights_file(name: str) -> Path:
 def weights_status(name: str) -> str:
     """'bundled', 'cached' (on disk) or 'download' (needs the network once)."""
     spec = get(name)
+    if spec.source == "adapted":
+        return "local"
     if spec.source == "bundled":
         return "bundled" if _lite0_weights_path().is_file() else "download"
     return "cached" if _tv_weights_file(name).is_file() else "download"
@@ -246,6 +272,10 @@ def _set_sub(model: nn.Module, path: str, module: nn.Module) -> None:
 def build_model(name: str, num_classes: int | None, pretrained: bool = True) -> TransferNet:
     """A TransferNet; ``num_classes=None`` keeps the original ImageNet head."""
     spec = get(name)
+    if spec.source == "adapted":
+        from . import ssl
+
+        return ssl.build_adapted(name, num_classes, pretrained)
     model = _build_original(name, pretrained)
     old_head = _get_sub(model, spec.head)
     if not isinstance(old_head, nn.Linear):
