@@ -1,0 +1,335 @@
+"""The Streamlit app through AppTest: every page, its prerequisites, state across reloads, real training.
+
+Kept fast: 30-image datasets, 64-pixel input, one epoch, head only.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from core import dataset_edit as de, drafts, runs
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+TIMEOUT = 60
+
+
+def app(page: str | None = None, **query) -> AppTest:
+    """A fresh tab (new session) on ``page`` with the given query parameters, already run once."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def plotly(at: AppTest, key_fragment: str) -> list[dict]:
+    """Plotly figures on the page whose element id mentions ``key_fragment`` (the widget key)."""
+    out = []
+    for el in at.get("plotly_chart"):
+        if key_fragment in el.proto.id:
+            out.append(json.loads(el.proto.spec))
+    return out
+
+
+def wait_for(run_id: str, timeout: float = 120) -> str:
+    """Block until a run has an end event; return its status."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = runs.open_run(run_id).status()
+        if status in ("finished", "failed", "stopped"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not end within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def shapes_ds(shapes_dir) -> str:
+    """The 30-image shapes sample as a workspace dataset."""
+    name = de.unique_name("pages-shapes")
+    shutil.copytree(shapes_dir, de.root() / name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def trained_run(shapes_ds, tiny_config) -> str:
+    """A finished one-epoch run on the shapes dataset, trained through the engine directly."""
+    from core.trainer import fit
+
+    result = fit(tiny_config(de.dataset_dir(shapes_ds), epochs=1))
+    assert result["status"] == "finished"
+    return Path(result["run_dir"]).name
+
+
+# --- the wall between pages and torch ---------------------------------------------------------------
+
+def test_pages_import_nothing_that_pulls_in_torch():
+    files = [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py"))]
+    modules = set()
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules.add(node.module)
+                if node.module in ("core", "pages"):
+                    modules |= {f"{node.module}.{a.name}" for a in node.names}
+    assert not any(m == "torch" or m.startswith("torch.") for m in modules)
+    code = ("import importlib, sys\n"
+            f"for m in {sorted(modules)!r}:\n    importlib.import_module(m)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", f"importing {sorted(modules)} loaded torch"
+
+
+# --- drafts -----------------------------------------------------------------------------------------
+
+def test_draft_round_trip_and_bad_ids():
+    sid = drafts.new_sid()
+    assert drafts.load(sid) == drafts.defaults()
+    d = drafts.load(sid)
+    d.update(backbone="resnet18", epochs=7, not_a_field=1)
+    drafts.save(sid, d)
+    again = drafts.load(sid)
+    assert again["backbone"] == "resnet18" and again["epochs"] == 7 and "not_a_field" not in again
+    for bad in ("../../etc/passwd", "abc", "", None):
+        assert not drafts.valid_sid(bad)
+    with pytest.raises(ValueError, match="32 hex"):
+        drafts.load("../../x")
+
+
+def test_recommendation_follows_the_smallest_class():
+    assert drafts.recommend({"a": 5, "b": 400})["trainable"] == "head"
+    assert drafts.recommend({"a": 100, "b": 400})["trainable"] == "last-2"
+    assert drafts.recommend({"a": 1000, "b": 4000})["trainable"] == "all"
+
+
+# --- 1 · Data ---------------------------------------------------------------------------------------
+
+def test_data_page_without_a_dataset_says_what_is_missing():
+    at = app()
+    assert "No dataset chosen yet" in texts(at.info)
+    assert "Classes" not in metrics(at)
+
+
+def test_data_page_digits_sample_shows_counts_chart_and_ten_classes():
+    at = app()
+    at.selectbox(key="data_sample").set_value("digits")
+    at.button(key="data_use_sample").click().run()
+    assert not at.exception
+    assert metrics(at)["Classes"] == "10"
+    figs = plotly(at, "data_counts_chart")
+    assert len(figs) == 1
+    bars = figs[0]["data"][0]
+    assert sorted(bars["x"]) == [str(d) for d in range(10)] and sum(bars["y"]) == int(metrics(at)["Images"])
+    assert at.query_params["ds"] == "sample-digits"
+    assert at.slider(key="data_val_fraction").value == pytest.approx(0.2)
+
+
+def test_data_page_zip_upload_makes_a_dataset_and_a_bad_zip_shows_an_error(shapes_dir, tmp_path):
+    from conftest import zip_folder
+
+    at = app()
+    good = zip_folder(shapes_dir, tmp_path / "my shapes.zip").read_bytes()
+    at.file_uploader(key="data_zip").set_value(("my shapes.zip", good, "application/zip")).run()
+    assert not at.exception
+    ds = at.session_state["ds"]
+    assert ds.startswith("my-shapes") and metrics(at)["Classes"] == "3"
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # one class only: not a classification dataset
+        for i in range(3):
+            im = io.BytesIO()
+            Image.new("RGB", (40, 40), (i * 40, 0, 0)).save(im, "PNG")
+            z.writestr(f"cats/{i}.png", im.getvalue())
+    at.file_uploader(key="data_zip").set_value(("cats.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert "at least 2" in texts(at.error)
+    assert at.session_state["ds"] == ds  # the earlier dataset is still current, nothing lost
+    assert metrics(at)["Classes"] == "3"
+
+
+def test_data_page_add_class_with_a_bad_name_shows_an_error(shapes_ds):
+    at = app("1_data", ds=shapes_ds)
+    at.text_input(key="data_new_class").input("../evil")
+    at.button(key="data_add_class").click().run()
+    assert not at.exception
+    assert "'..'" in texts(at.error)
+    assert set(de.class_counts(shapes_ds)) == {"circle", "square", "triangle"}
+
+
+# --- 2 · Backbone -----------------------------------------------------------------------------------
+
+def test_backbone_choice_survives_a_reload():
+    at = app("2_backbone")
+    table = at.dataframe[0].value
+    assert {"efficientnet_lite0", "resnet18"} <= set(table.index)
+    assert table.loc["efficientnet_lite0", "weights"] == "bundled"
+    at.selectbox(key="bb_name").set_value("resnet18").run()
+    sid = at.query_params["sid"]
+    reloaded = app("2_backbone", sid=sid)  # a new session with the same URL
+    assert reloaded.selectbox(key="bb_name").value == "resnet18"
+
+
+# --- 3 · Layers -------------------------------------------------------------------------------------
+
+def test_layers_presets_show_the_right_trainable_counts(shapes_ds):
+    from core import backbones
+
+    at = app("3_layers", ds=shapes_ds)
+    at.radio(key="layers_preset").set_value("head").run()
+    model = backbones.build_model("efficientnet_lite0", 3, pretrained=False)
+    head = sum(p.numel() for p in model.head.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert metrics(at)["Trainable parameters"] == f"{head:,}"
+    assert metrics(at)["Total parameters"] == f"{total:,}"
+    at.radio(key="layers_preset").set_value("all").run()
+    assert metrics(at)["Trainable parameters"] == f"{total:,}"
+    assert drafts.load(at.query_params["sid"])["trainable"] == "all"
+
+
+# --- 4 · Train --------------------------------------------------------------------------------------
+
+def test_train_page_without_a_dataset_links_to_the_data_step():
+    at = app("4_train")
+    assert "needs a dataset" in texts(at.info)
+    assert any("Data" in link.value for link in at.get("page_link"))
+    assert not at.button  # nothing to start
+
+
+def test_train_page_runs_a_tiny_job_and_a_reload_finds_it(shapes_ds):
+    at = app("4_train", ds=shapes_ds)
+    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_image_size").set_value(64)
+    at.selectbox(key="train_augment").set_value("none")
+    at.number_input(key="train_batch_size").set_value(16)
+    at.run()
+    assert not at.error, texts(at.error)
+    at.button(key="train_start").click().run()
+    job = at.session_state["job"]
+    assert at.query_params["job"] == job
+    assert wait_for(job) == "finished"
+    at.run()
+    m = metrics(at)
+    assert m["Epoch"] == "1 / 1"
+    acc = [e for e in runs.open_run(job).events() if e["type"] == "epoch"][-1]["val_acc"]
+    assert m["Validation accuracy"] == f"{acc:.1%}"
+    assert plotly(at, "train_chart_epochs") and plotly(at, "train_chart_loss")
+    cfg = runs.open_run(job).config()
+    assert (cfg.epochs, cfg.image_size, cfg.augment) == (1, 64, "none")
+
+    reloaded = app("4_train", ds=shapes_ds, job=job, sid=at.query_params["sid"])
+    assert metrics(reloaded)["Epoch"] == "1 / 1"
+    assert reloaded.number_input(key="train_epochs").value == 1
+
+
+def test_an_interrupted_run_offers_resume_and_resumes(shapes_ds, tiny_config):
+    run = runs.create(tiny_config(de.dataset_dir(shapes_ds)))
+    run.append({"type": "start", "time": time.time()})  # a start without an end: the process died
+    at = app("4_train", ds=shapes_ds, job=run.id)
+    assert "stopped without finishing" in texts(at.warning)
+    assert not at.button(key="train_resume").disabled
+    at.button(key="train_resume").click().run()
+    assert not at.exception
+    assert wait_for(run.id) == "finished"
+
+
+# --- 5 · Evaluate -----------------------------------------------------------------------------------
+
+def test_evaluate_page_shows_accuracy_confusion_and_predicts_uploads(trained_run, shapes_dir):
+    from core import metrics as core_metrics
+
+    at = app("5_evaluate", job=trained_run)
+    assert at.selectbox(key="eval_run").value == trained_run
+    rep = core_metrics.evaluate_run(runs.open_run(trained_run).path)
+    assert metrics(at)["Validation accuracy"] == f"{rep['accuracy']:.1%}"
+    (fig,) = plotly(at, "eval_confusion")
+    assert fig["data"][0]["z"] == rep["confusion"]
+    table = at.dataframe[0].value
+    assert {"macro avg", "weighted avg"} <= set(table.index)
+
+    img = sorted((shapes_dir / "circle").iterdir())[0]
+    at.file_uploader(key="eval_upload").set_value([(img.name, img.read_bytes(), "image/png")]).run()
+    assert not at.exception
+    from core.export import load_model
+
+    expected = load_model(runs.open_run(trained_run).path).predict([img])[0]["label"]
+    assert any(f"**{expected}**" in md.value for md in at.markdown)
+
+
+def test_evaluate_page_without_runs_links_to_training(monkeypatch):
+    from pages import common
+
+    monkeypatch.setattr(common, "finished_runs", lambda: [])
+    at = app("5_evaluate")
+    assert "needs a trained model" in texts(at.info)
+
+
+# --- 6 · Export -------------------------------------------------------------------------------------
+
+def test_export_page_downloads_load_back_to_the_same_predictions(trained_run, shapes_dir, tmp_path, monkeypatch):
+    stored: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def capture(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        stored[file_id] = path_or_data if isinstance(path_or_data, bytes) else Path(path_or_data).read_bytes()
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", capture)
+    at = app("6_export", job=trained_run)
+
+    def payload(key: str) -> bytes:
+        url = at.get_by_key(key).proto.url
+        (data,) = [v for k, v in stored.items() if k in url]
+        assert data
+        return data
+
+    from core.export import load_model
+
+    img = sorted((shapes_dir / "square").iterdir())[0]
+    reference = load_model(runs.open_run(trained_run).path).predict_proba([img])
+    for key, suffix in (("export_safetensors", ".safetensors"), ("export_bundle", ".pt")):
+        path = tmp_path / f"model{suffix}"
+        path.write_bytes(payload(key))
+        assert (load_model(path).predict_proba([img]) - reference).abs().max() < 1e-5
+    card = json.loads(payload("export_card"))
+    assert card["classes"] == ["circle", "square", "triangle"]
+    assert json.loads(payload("export_config"))["epochs"] == 1
+
+
+# --- 7 · Runs ---------------------------------------------------------------------------------------
+
+def test_runs_page_lists_runs_and_opens_one(trained_run):
+    at = app("7_runs")
+    ids = [r for r in at.dataframe[0].value["id"]]
+    assert trained_run in ids
+    at.selectbox(key="runs_pick").set_value(trained_run)
+    at.button(key="runs_open").click().run()
+    assert at.session_state["job"] == trained_run and at.query_params["job"] == trained_run
+    at.switch_page("pages/6_export.py").run()
+    assert at.selectbox(key="export_run").value == trained_run
