@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import distributed
 from .config import RunConfig, fields
 
 
@@ -60,9 +61,11 @@ def cmd_train(a) -> dict:
     from . import runs
     from .trainer import fit
 
-    if a.resume:
-        run = runs.open_run(a.resume)
-        return fit(run.config(), _progress_printer(), run=run, resume=True)
+    if a.resume or a.run_dir:
+        if distributed.launched():  # rank 0 opens the run; the others are sent what they need
+            return distributed.train(None, _progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
+        run = runs.open_run(a.resume or a.run_dir)
+        return fit(run.config(), _progress_printer(), run=run, resume=bool(a.resume))
     base = RunConfig.load(a.config).to_dict() if a.config else {}
     for f in fields():
         v = getattr(a, f.name, None)
@@ -75,6 +78,8 @@ def cmd_train(a) -> dict:
         import os
 
         os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
+    if distributed.launched():  # started by torchrun: one DDP rank
+        return distributed.train(config, _progress_printer())
     return fit(config, _progress_printer())
 
 
@@ -105,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a run.json saved from the app; other flags override its fields")
     t.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    t.add_argument("--run-dir", metavar="RUN_DIR", help="train into an existing run folder made by the app "
+                                                         "(its config.json); used by `use N GPUs`")
     _add_config_flags(t)
     pr = sub.add_parser("predict", help="predict images with a run directory or an exported model")
     pr.add_argument("--model", required=True)
@@ -119,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "train":
             result = cmd_train(a)
-            print(json.dumps(result))
+            if "rank" not in result:  # under torchrun only rank 0 prints, so scripts read one line
+                print(json.dumps(result))
             return 0 if result.get("status") == "finished" else 1
         if a.cmd == "predict":
             cmd_predict(a)

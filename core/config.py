@@ -61,6 +61,7 @@ class RunConfig:
     amp: bool = True                  # mixed precision on CUDA (bf16 where supported)
     channels_last: bool = True        # CUDA only
     compile: bool = False             # torch.compile the model
+    sync_bn: bool = False             # under torchrun on CUDA: SyncBatchNorm across GPUs (ignored on CPU)
     num_workers: int = 0              # DataLoader workers
     device: str = "auto"              # "auto" | "cpu" | "cuda" | "mps"
     name: str = ""                    # optional human label for the run
