@@ -6,6 +6,8 @@ import json
 import os
 import random
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -208,23 +210,42 @@ def to_square(img: Image.Image, pre: Preprocessing) -> np.ndarray:
     return np.array(img.crop((left, top, left + s, top + s)), dtype=np.uint8)
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -1  # open_image will raise the clear error for a missing file
+    return st.st_size, st.st_mtime_ns
+
+
 class ImageCache:
     """Every image decoded and resized once into a uint8 memmap on disk (bounded memory)."""
 
     def __init__(self, paths: list[str], pre: Preprocessing, progress: Callable[[int, int], None] | None = None):
         self.pre = pre
-        key = hashlib.sha256(json.dumps([paths, pre.to_dict()]).encode()).hexdigest()[:20]
+        # size and mtime in the key: an image edited in place under the same path is decoded afresh
+        stamps = [(p, *_stamp(p)) for p in paths]
+        key = hashlib.sha256(json.dumps([stamps, pre.to_dict()]).encode()).hexdigest()[:20]
         self.file = workspace.sub("cache") / f"{key}.npy"
         if not self.file.exists():
-            tmp = self.file.with_name(f"{key}.{os.getpid()}.tmp.npy")
+            tmp = self.file.with_name(f"{key}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
             s = pre.resize_size
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), s, s, 3))
-            for i, p in enumerate(paths):
-                arr[i] = to_square(open_image(p), pre)
-                if progress and (i % 16 == 0 or i == len(paths) - 1):
-                    progress(i + 1, len(paths))
-            arr.flush()
-            del arr
+            square = lambda p: to_square(open_image(p), pre)  # noqa: E731
+            # Plain writes instead of a writable memmap: dirty mapped pages would count in this
+            # process's RSS until the end (1.2 GB for 20,000 images at 96 px); written pages don't.
+            # Decoding runs on a few threads (Pillow releases the GIL) in bounded chunks.
+            try:
+                with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                             "fortran_order": False, "shape": (len(paths), s, s, 3)})
+                    for start in range(0, len(paths), 64):
+                        for arr in pool.map(square, paths[start:start + 64]):
+                            f.write(np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
+                        if progress:
+                            progress(min(start + 64, len(paths)), len(paths))
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, self.file)  # the finished file appears atomically: its existence means "complete"
         self.array = np.load(self.file, mmap_mode="r")
         self.index = {p: i for i, p in enumerate(paths)}

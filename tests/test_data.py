@@ -1,6 +1,7 @@
 """core/data.py: samples, zip resolution, the index cache, splits, the decode-once cache, eval preprocessing."""
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -211,3 +212,15 @@ def test_preprocess_images_equals_the_validation_path_exactly(shapes_dir):
     assert torch.equal(direct, val_batch)
     # and the normalisation really uses the backbone's mean/std
     assert abs(float(direct.mean())) < 5 and float(direct.std()) > 0.1
+
+
+def test_image_cache_decodes_afresh_when_an_image_is_edited_in_place(tmp_path):
+    pre = Preprocessing(resize_size=24, crop_size=16)
+    path = tmp_path / "x.png"
+    Image.new("RGB", (30, 30), (10, 200, 30)).save(path)
+    before = data.ImageCache([str(path)], pre).get(str(path))
+    Image.new("RGB", (30, 30), (250, 0, 0)).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # coarse-mtime filesystems
+    after = data.ImageCache([str(path)], pre).get(str(path))
+    assert before[:, 0, 0].tolist() == [10, 200, 30]
+    assert after[:, 0, 0].tolist() == [250, 0, 0]
