@@ -75,6 +75,7 @@ PRESETS: dict[str, AugmentSettings] = {
     "none": AugmentSettings(),
     "light": AugmentSettings(flip=True, scale_min=0.6),
     # TrivialAugment already varies colour, contrast and geometry; adding jitter on top overdoes it.
+    # (Random erasing, once part of "strong", was dropped so that every preset is a custom setting.)
     "strong": AugmentSettings(flip=True, scale_min=0.25, policy="trivialaugment"),
 }
 
