@@ -1,4 +1,4 @@
-"""Command line: ``python -m core train|predict|runs`` — the same engine as the app, headless."""
+"""Command line: ``python -m core train|predict|export|runs`` — the same engine as the app, headless."""
 from __future__ import annotations
 
 import argparse
@@ -83,6 +83,33 @@ def cmd_train(a) -> dict:
     return fit(config, _progress_printer())
 
 
+def _config_from_flags(a) -> RunConfig:
+    base = RunConfig.load(a.config).to_dict() if a.config else {}
+    for f in fields():
+        v = getattr(a, f.name, None)
+        if v is not None:
+            base[f.name] = v.split(",") if f.name == "trainable_groups" else v
+    if not base.get("data"):
+        raise CliError("--data is required (a folder of class folders, a .zip, or sample:digits)")
+    return RunConfig.from_dict(base).validate()
+
+
+def cmd_lr_find(a) -> dict:
+    from .lr_finder import lr_find
+
+    if a.out:
+        import os
+
+        os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if tty:
+            sys.stderr.write(f"\rlr sweep {done}/{total} ")
+            sys.stderr.flush()
+    return lr_find(_config_from_flags(a), progress, start_lr=a.start_lr, end_lr=a.end_lr, num_iter=a.num_iter)
+
+
 def cmd_predict(a) -> None:
     from .export import load_model
 
@@ -94,6 +121,15 @@ def cmd_predict(a) -> None:
                               "top_k": pred["top_k"]}))
         except ValueError as e:
             print(json.dumps({"path": path, "error": str(e)}))
+
+
+def cmd_export(a) -> None:
+    from . import formats
+
+    if a.format not in formats.FORMATS:
+        raise CliError(f"unknown format {a.format!r}; choose one of {', '.join(formats.FORMATS)}")
+    path = formats.export(a.model, a.format, a.out)
+    print(json.dumps({"path": str(path), "format": a.format, "size_bytes": path.stat().st_size}))
 
 
 def cmd_runs(a) -> None:
@@ -117,7 +153,18 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True)
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("images", nargs="+")
+    ex = sub.add_parser("export", help="export a run or model file: safetensors, pt, torchscript, onnx, int8, bundle")
+    ex.add_argument("--model", required=True, help="a run directory, .safetensors or .pt")
+    ex.add_argument("--format", required=True, help="safetensors | pt | torchscript | onnx | int8 | bundle")
+    ex.add_argument("--out", default=None, help="output file (default: <run>/exports/<backbone>.<ext>)")
     sub.add_parser("runs", help="list runs in the workspace")
+    lf = sub.add_parser("lr-find", help="sweep the learning rate; prints JSON with lrs, losses and a suggestion")
+    lf.add_argument("--config", help="a run.json saved from the app; other flags override its fields")
+    lf.add_argument("--out", help="workspace folder for datasets and cache (default ./workspace)")
+    lf.add_argument("--start-lr", dest="start_lr", type=float, default=1e-7)
+    lf.add_argument("--end-lr", dest="end_lr", type=float, default=10.0)
+    lf.add_argument("--num-iter", dest="num_iter", type=int, default=100)
+    _add_config_flags(lf)
     return p
 
 
@@ -129,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
             if "rank" not in result:  # under torchrun only rank 0 prints, so scripts read one line
                 print(json.dumps(result))
             return 0 if result.get("status") == "finished" else 1
+        if a.cmd == "lr-find":
+            print(json.dumps(cmd_lr_find(a)))
+            return 0
         if a.cmd == "predict":
             cmd_predict(a)
+        elif a.cmd == "export":
+            cmd_export(a)
         elif a.cmd == "runs":
             cmd_runs(a)
         return 0

@@ -1,0 +1,144 @@
+"""Every export format loads back and reproduces the PyTorch model's outputs on the same images."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import formats, workspace
+from core.export import load_model
+
+
+@pytest.fixture(scope="module")
+def run_dir(shapes_dir, tiny_config):
+    """One trained run (EfficientNet-Lite0, 64 px, head only, 2 epochs) shared by this file."""
+    from core.trainer import fit
+
+    # lr 0.01 keeps logits near +-10: at +-50 fp32 rounding alone (PyTorch vs float64) nears 1e-4.
+    res = fit(tiny_config(shapes_dir, epochs=2))
+    assert res["status"] == "finished"
+    return Path(res["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def val_paths(run_dir):
+    split = json.loads((run_dir / "split.json").read_text())
+    return [p for p, _ in split["val"]]
+
+
+def test_unknown_format_names_the_choices(run_dir):
+    with pytest.raises(ValueError, match="choose one of safetensors, pt, torchscript, onnx, int8, bundle"):
+        formats.export(run_dir, "tflite")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_weight_files_reload_to_identical_predictions(run_dir, val_paths, tmp_path, fmt):
+    out = formats.export(run_dir, fmt, tmp_path / f"m.{fmt}")
+    ref = load_model(run_dir).predict_proba(val_paths)
+    got = load_model(out).predict_proba(val_paths)
+    assert torch.equal(ref, got)
+    assert load_model(out).classes == ["circle", "square", "triangle"]
+
+
+def test_torchscript_matches_pytorch_and_carries_its_input_contract(run_dir, val_paths):
+    out = formats.export(run_dir, "torchscript")
+    assert out.parent == run_dir / "exports"  # on disk under the run, ready to stream to a download
+    cmp = formats.compare_outputs(run_dir, out, val_paths)
+    assert cmp["max_abs_diff"] <= 1e-4 and cmp["agreement"] == 1.0
+    ex = formats.ExportedModel(out)
+    assert ex.card["input"]["range"] == [0.0, 1.0] and ex.card["input"]["height"] == 64
+    # a second call reuses the file instead of tracing again
+    mtime = out.stat().st_mtime_ns
+    assert formats.export(run_dir, "torchscript").stat().st_mtime_ns == mtime
+
+
+def test_onnx_matches_pytorch_within_1e4_with_a_dynamic_batch(run_dir, val_paths, tmp_path):
+    import onnx
+
+    out = formats.export(run_dir, "onnx", tmp_path / "m.onnx")
+    proto = onnx.load(str(out))
+    dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param == "batch"
+    assert proto.opset_import[0].version == formats.ONNX_OPSET
+    assert len(val_paths) > 1  # traced with batch 1, run with the whole validation set at once
+    cmp = formats.compare_outputs(run_dir, out, val_paths)
+    assert cmp["max_abs_diff"] <= 1e-4, cmp
+    assert cmp["agreement"] == 1.0
+    assert formats.ExportedModel(out).classes == load_model(run_dir).classes
+
+
+def test_int8_is_smaller_and_close_to_fp32(run_dir, val_paths):
+    rep = formats.compare_int8(run_dir, repeats=2)
+    assert rep["int8"]["size_bytes"] < 0.5 * rep["fp32"]["size_bytes"]
+    assert rep["int8"]["latency_ms"] > 0 and rep["fp32"]["latency_ms"] > 0
+    assert rep["agreement"] >= 0.5, rep
+    assert abs(rep["int8"]["val_accuracy"] - rep["fp32"]["val_accuracy"]) <= 0.5, rep
+    saved = json.loads((run_dir / "exports" / "int8_report.json").read_text())
+    assert saved["int8"]["size_bytes"] == rep["int8"]["size_bytes"]
+    ex = formats.ExportedModel(run_dir / "exports" / "efficientnet_lite0.int8.torchscript.pt")
+    assert ex.card["quantization"]["calibration_images"] > 0
+    # the quantized graph really holds int8 weights
+    assert "quantized" in str(ex._module.graph)
+
+
+def test_bundle_predict_py_runs_standalone_and_agrees(run_dir, val_paths, tmp_path):
+    out = formats.export(run_dir, "bundle", tmp_path / "bundle.zip")
+    dest = tmp_path / "unzipped"
+    with zipfile.ZipFile(out) as z:
+        assert set(z.namelist()) == {"model.safetensors", "model_card.json", "MODEL_CARD.md", "predict.py",
+                                     "requirements.txt"}
+        z.extractall(dest)
+    card = json.loads((dest / "model_card.json").read_text())
+    assert card["classes"] == ["circle", "square", "triangle"]
+    assert np.array(card["evaluation"]["confusion"]).sum() == len(val_paths)
+    assert sum(card["data"]["val_per_class"].values()) == len(val_paths)
+    assert "efficientnet-lite-pytorch" in card["versions"]["exported_with"]
+    assert "efficientnet-lite-pytorch" in (dest / "requirements.txt").read_text()
+    md = (dest / "MODEL_CARD.md").read_text()
+    assert "Confusion matrix" in md and "circle" in md
+    # a clean interpreter in the extracted folder: nothing from this repo on the path
+    proc = subprocess.run([sys.executable, "-I", str(dest / "predict.py"), *val_paths, "--top-k", "2"],
+                          cwd=dest, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    ref = load_model(run_dir).predict(val_paths, top_k=2)
+    assert [r["label"] for r in rows] == [r["label"] for r in ref]
+    assert np.allclose([r["confidence"] for r in rows], [r["confidence"] for r in ref], atol=1e-4)
+
+
+def test_cli_export_writes_the_file(run_dir, tmp_path, capsys):
+    from core.cli import main
+
+    out = tmp_path / "cli.safetensors"
+    assert main(["export", "--model", str(run_dir), "--format", "safetensors", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(out)
+    assert load_model(out).classes == load_model(run_dir).classes
+    assert main(["export", "--model", str(run_dir), "--format", "h5", "--out", str(out)]) == 2
+    assert "choose one of" in capsys.readouterr().err
+
+
+def test_predict_zip_csv_matches_the_model_and_reports_bad_files(run_dir, val_paths, tmp_path):
+    zpath = tmp_path / "batch.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for p in val_paths:
+            z.write(p, f"imgs/{Path(p).name}")
+        z.writestr("imgs/broken.png", b"not a png at all")
+    text = formats.predict_zip(run_dir, zpath, top_k=2)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    by_file = {r["file"]: r for r in rows}
+    assert len(rows) == len(val_paths) + 1
+    assert by_file["imgs/broken.png"]["error"] and not by_file["imgs/broken.png"]["label"]
+    ref = load_model(run_dir).predict(val_paths, top_k=2)
+    for p, r in zip(val_paths, ref):
+        row = by_file[f"imgs/{Path(p).name}"]
+        assert row["label"] == r["label"] == row["label_1"]
+        assert abs(float(row["confidence"]) - r["confidence"]) < 1e-5
+    assert list((workspace.sub("uploads")).glob("predict-*")) == []  # temp extraction cleaned up
