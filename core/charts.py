@@ -84,3 +84,19 @@ def per_class_bars(per_class: list[dict]) -> go.Figure:
     fig = go.Figure([go.Bar(x=classes, y=[r[m] for r in per_class], name=m) for m in ("precision", "recall", "f1")])
     fig.update_layout(title="Per-class metrics", barmode="group", yaxis_range=[0, 1.02], **_LAYOUT)
     return fig
+
+
+def lr_finder(result: dict) -> go.Figure:
+    """Smoothed loss against learning rate (log axis) from core.lr_finder.lr_find, the suggestion marked."""
+    fig = go.Figure(go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="smoothed loss",
+                               line={"color": "#1f77b4"}))
+    s = result.get("suggestion")
+    if s is not None:
+        # The marker sits on the curve at the sweep point nearest the suggested rate.
+        i = min(range(len(result["lrs"])), key=lambda k: abs(result["lrs"][k] - s))
+        fig.add_scatter(x=[s], y=[result["losses"][i]], mode="markers", name=f"suggested lr {s:.2g}",
+                        marker={"color": "#d62728", "size": 11, "symbol": "circle"})
+        fig.add_vline(x=s, line_dash="dash", line_color="#d62728")
+    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_layout(title="Learning-rate finder", yaxis_title="loss", **_LAYOUT)
+    return fig

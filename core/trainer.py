@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import backbones, data, export, freezing, runs
+from . import backbones, data, distributed, export, freezing, runs
 from .backbones import Preprocessing
 from .config import RunConfig
 
@@ -177,9 +177,13 @@ def embed(model, loader, pre, device, on_progress=None) -> tuple[torch.Tensor, t
     return torch.cat(feats), torch.cat(labels)
 
 
-def _loader(dataset, batch_size, shuffle, config, device, seed=0):
-    g = torch.Generator()
-    g.manual_seed(seed)
+def _loader(dataset, batch_size, shuffle, config, device, seed=0, generator: torch.Generator | None = None):
+    # One generator per run drives shuffling and worker seeds; it is saved in last.pt so a resumed
+    # run draws the same batches as an uninterrupted one.
+    g = generator
+    if g is None:
+        g = torch.Generator()
+        g.manual_seed(seed)
     kw = {}
     if config.num_workers > 0:
         kw = {"num_workers": config.num_workers, "persistent_workers": True}
@@ -191,6 +195,43 @@ def _class_weights(split: data.Split) -> torch.Tensor:
     counts = np.bincount([y for _, y in split.train], minlength=len(split.classes)).astype(np.float64)
     w = counts.sum() / (len(counts) * np.maximum(counts, 1))
     return torch.tensor(w, dtype=torch.float32)
+
+
+def active_groups(config: RunConfig, target: list[str], epoch: int) -> list[str]:
+    """Groups that learn during ``epoch`` (0-based) under the gradual-unfreezing settings."""
+    if config.unfreeze_after <= 0 or epoch >= config.unfreeze_after and config.unfreeze_mode == "all":
+        return list(target)
+    if epoch < config.unfreeze_after:
+        return ["head"]
+    body = [g for g in target if g != "head"]
+    n = min(epoch - config.unfreeze_after + 1, len(body))  # one more group per epoch, from the head toward the stem
+    return body[len(body) - n:] + ["head"]
+
+
+def _load_split(config: RunConfig, run: runs.Run, resume: bool, emit) -> tuple[data.Split, str | None]:
+    """The run's train/val split: re-read on resume (the exact same files), else built and saved."""
+    split_file = run.path / "split.json"
+    if resume and split_file.exists():
+        d = json.loads(split_file.read_text())
+        return data.Split.from_dict(d), d.get("content_hash")
+    index = data.load_index(config.data, progress=lambda d, t: emit("phase", phase="extracting", done=d, total=t))
+    split = data.split(index, config.val_fraction, config.seed)
+    runs.atomic_write_text(split_file, json.dumps(
+        {**split.to_dict(), "content_hash": index.content_hash, "skipped": [s.__dict__ for s in index.skipped]}))
+    return split, index.content_hash
+
+
+def _environment(device: torch.device) -> dict:
+    """What a reproduction needs besides the config: library versions and the hardware."""
+    import platform
+
+    env = {**export.versions(), "numpy": np.__version__, "cuda": torch.version.cuda,
+           "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        env["device_name"] = platform.processor() or platform.machine()
+    return env
 
 
 def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | None = None,
@@ -214,34 +255,41 @@ def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | N
         emit("end", status="stopped", message="stopped by the user; the best checkpoint so far is kept",
              elapsed_s=time.time() - t_start)
         return {"status": "stopped", "run_dir": str(run.path)}
+    except TrainingDiverged as e:  # a known outcome with its own advice; a traceback would only add noise
+        emit("end", status="failed", reason="diverged", message=str(e), elapsed_s=time.time() - t_start)
+        raise
     except Exception as e:  # the worker must report every failure, never vanish
         emit("end", status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         raise
 
 
+def _score(config: RunConfig, val_acc: float, val_loss: float) -> float:
+    """Higher is better, for whichever metric early stopping and the best checkpoint watch."""
+    return val_acc if config.early_stopping_metric == "val_acc" else -val_loss
+
+
 def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool) -> dict:
     seed_everything(config.seed, config.deterministic)
-    device = pick_device(config.device)
+    ddp = distributed.context()  # DDP hooks under torchrun; no-ops in an ordinary process
+    device = ddp.device or pick_device(config.device)
     pre = preprocessing_for(config)
-
-    # data
-    if resume and (run.path / "split.json").exists():
-        split = data.Split.from_dict(json.loads((run.path / "split.json").read_text()))
-        index_hash = None
-    else:
-        index = data.load_index(config.data, progress=lambda d, t: emit("phase", phase="extracting", done=d, total=t))
-        split = data.split(index, config.val_fraction, config.seed)
-        index_hash = index.content_hash
-        runs.atomic_write_text(run.path / "split.json", json.dumps(
-            {**split.to_dict(), "content_hash": index_hash, "skipped": [s.__dict__ for s in index.skipped]}))
+    ddp.wait_for_main()  # rank 0 extracts, indexes and decodes first; the other ranks then reuse its files
+    split, dataset_hash = _load_split(config, run, resume, emit)
     classes = split.classes
     cache = data.ImageCache([p for p, _ in split.train + split.val], pre,
                             progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
+    ddp.release_others()
 
-    # model and freeze plan
+    ck = None
+    if resume and run.last_ckpt.exists():
+        ck = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+    start_epoch = ck["epoch"] if ck else 0
+
+    # model and freeze plan; `target` is what learns once gradual unfreezing (if any) is done
     torch.manual_seed(config.seed)
     model = backbones.build_model(config.backbone, len(classes), pretrained=config.pretrained)
-    groups = freezing.plan(config.backbone, config.trainable, config.trainable_groups)
+    target = freezing.plan(config.backbone, config.trainable, config.trainable_groups)
+    groups = active_groups(config, target, start_epoch)
     counts = freezing.apply(model, config.backbone, groups)
     model.to(device)
     channels_last = config.channels_last and device.type == "cuda"
@@ -249,116 +297,187 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool)
         model.to(memory_format=torch.channels_last)
     amp_dtype = _amp_dtype(device, config.amp)
 
-    use_features = groups == ["head"] and config.augment == "none" and config.cache_features
-    train_ds = data.CachedDataset(split.train, cache, data.train_transform(pre, config.augment))
-    val_ds = data.CachedDataset(split.val, cache, data.eval_transform(pre))
+    # Head-only epochs (all of them, or those before unfreezing) can train on features computed once,
+    # because a frozen body in eval mode maps each un-augmented image to the same vector every epoch.
+    head_only_epochs = config.epochs if target == ["head"] else max(config.unfreeze_after, 0)
+    use_features = head_only_epochs > start_epoch and config.augment == "none" and config.cache_features
+    augment = config if config.augment == "custom" else config.augment
+    gen = torch.Generator()
+    gen.manual_seed(config.seed)
+    train_images = data.CachedDataset(split.train, cache, data.train_transform(pre, augment))
+    val_images = data.CachedDataset(split.val, cache, data.eval_transform(pre))
+    loaders = {False: (_loader(train_images, config.batch_size, True, config, device, generator=gen),
+                       _loader(val_images, max(config.batch_size, 64), False, config, device))}
     if use_features:
         n_all = len(split.train) + len(split.val)
         plain = data.CachedDataset(split.train, cache, data.eval_transform(pre))
         tick = lambda off: (lambda d: emit("phase", phase="embedding images once", done=off + d, total=n_all))
-        ftr, ytr = embed(model, _loader(plain, 64, False, config, device), pre, device, tick(0))
-        fva, yva = embed(model, _loader(val_ds, 64, False, config, device), pre, device, tick(len(split.train)))
-        train_ds = torch.utils.data.TensorDataset(ftr, ytr)
-        val_ds = torch.utils.data.TensorDataset(fva, yva)
-    train_loader = _loader(train_ds, config.batch_size, True, config, device, seed=config.seed)
-    val_loader = _loader(val_ds, max(config.batch_size, 64), False, config, device)
+        # under DDP each rank embeds its shard and the features are all-gathered
+        ftr, ytr = ddp.gather(embed(model, _loader(ddp.shard(plain), 64, False, config, device), pre, device,
+                                    tick(0)))
+        fva, yva = ddp.gather(embed(model, _loader(ddp.shard(val_images), 64, False, config, device), pre, device,
+                                    tick(len(split.train))))
+        loaders[True] = (_loader(torch.utils.data.TensorDataset(ftr, ytr), config.batch_size, True, config, device,
+                                 generator=gen),
+                         _loader(torch.utils.data.TensorDataset(fva, yva), max(config.batch_size, 64), False, config,
+                                 device))
+    loaders = ddp.shard_loaders(loaders, config.seed)
     forward = _Forward(model, pre, device, amp_dtype, channels_last, use_features)
-    if config.compile and not use_features:
+    if config.compile:
         forward.model = torch.compile(model)
 
-    opt = make_optimizer(config, freezing.param_groups(model, config.backbone, groups, config.lr, config.lr_decay,
-                                                       config.weight_decay))
-    steps_per_epoch = len(train_loader)
+    # The optimizer holds every target group from the start (frozen ones have no gradient, so they are
+    # skipped), which keeps one scheduler and one resumable optimizer state across unfreezing.
+    pgroups = freezing.param_groups(model, config.backbone, target, config.lr, config.lr_decay, config.weight_decay)
+    if config.unfreeze_after > 0:
+        for g in pgroups:
+            if g["name"] != "head":
+                g["lr"] *= config.unfreeze_lr_factor
+    opt = make_optimizer(config, pgroups)
+    steps_per_epoch = len(loaders[False][0])
     total_steps = steps_per_epoch * config.epochs
     sched = make_scheduler(config, opt, total_steps)
     weight = _class_weights(split).to(device) if config.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    start_epoch, best_acc, best_epoch, stale, step = 0, -1.0, -1, 0, 0
-    if resume and run.last_ckpt.exists():
-        ck = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+    best_score, best_epoch, stale, step, best_metrics = float("-inf"), -1, 0, 0, {}
+    if ck:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        start_epoch, best_acc, best_epoch, stale, step = (ck["epoch"], ck["best_acc"], ck["best_epoch"],
-                                                          ck["stale"], ck["step"])
+        best_score, best_epoch, stale, step = ck["best_score"], ck["best_epoch"], ck["stale"], ck["step"]
+        best_metrics = json.loads(ck["best_metrics"])
         _set_rng_state(ck["rng"])
-        train_loader.generator.set_state(ck["loader_rng"])
-        emit("resumed", epoch=start_epoch)
+        gen.set_state(ck["loader_rng"])
+        emit("resumed", epoch=start_epoch, step=step)
 
     emit("start", device=str(device), classes=classes, n_train=len(split.train), n_val=len(split.val),
-         trainable_groups=groups, params_trainable=counts["trainable"], params_total=counts["total"],
-         cached_features=use_features, amp=str(amp_dtype) if amp_dtype else None, versions=export.versions(),
-         dataset_hash=index_hash, steps_per_epoch=steps_per_epoch, epochs=config.epochs, resumed=bool(resume))
+         trainable_groups=target, active_groups=groups, params_trainable=counts["trainable"],
+         params_total=counts["total"], cached_features=use_features, amp=str(amp_dtype) if amp_dtype else None,
+         versions=export.versions(), environment=_environment(device), dataset_hash=dataset_hash,
+         steps_per_epoch=steps_per_epoch, epochs=config.epochs, batch_size=config.batch_size,
+         resumed=ck is not None, start_epoch=start_epoch)
 
-    t_loop, images_done = time.time(), 0
-    ips = 0.0
+    micro = config.batch_size  # largest chunk that fits on the device; halved on CUDA out-of-memory
+
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One optimizer step over a batch, in chunks of ``micro`` images; returns (mean loss, correct)."""
+        opt.zero_grad(set_to_none=True)
+        y = y.to(device, non_blocking=True)
+        n, loss_sum, correct = len(y), 0.0, 0
+        for xc, yc in zip(x.split(micro), y.split(micro)):
+            logits = forward(xc)
+            loss = criterion(logits.float(), yc)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       f"lower the learning rate (now {config.lr:g}, try {config.lr / 10:g}) "
+                                       f"and train again")
+            scaler.scale(loss if len(yc) == n else loss * (len(yc) / n)).backward()
+            loss_sum += loss.item() * len(yc)
+            correct += int((logits.argmax(1) == yc).sum())
+        if config.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        return loss_sum / n, correct
+
+    t_loop, ips, prev_groups = time.time(), 0.0, groups
+    last_epoch = start_epoch
     for epoch in range(start_epoch, config.epochs):
+        groups = active_groups(config, target, epoch)
+        if groups != prev_groups:
+            counts = freezing.apply(model, config.backbone, groups)
+            emit("unfreeze", epoch=epoch + 1, step=step, groups=[g for g in groups if g not in prev_groups],
+                 active_groups=groups, params_trainable=counts["trainable"])
+            prev_groups = groups
+        features = use_features and epoch < head_only_epochs
+        forward.features = features
+        ddp.prepare(forward, model, config, groups)
+        train_loader, val_loader = loaders[features]
+        ddp.set_epoch(train_loader, epoch)
         freezing.set_train_mode(model, config.backbone, groups)
         tot_loss, tot_correct, tot_n = 0.0, 0, 0
         t_epoch = time.time()
         for x, y in train_loader:
             control.checkpoint()
             t0 = time.time()
-            y = y.to(device, non_blocking=True)
-            logits = forward(x)
-            loss = criterion(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                       f"lower the learning rate (now {config.lr:g}) and try again")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
-            scaler.step(opt)
-            scaler.update()
+            while True:
+                try:
+                    loss_value, correct = train_step(x, y)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    ddp.oom()
+                    opt.zero_grad(set_to_none=True)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if micro <= 1:
+                        raise RuntimeError(f"the device ran out of memory at step {step + 1} even with one image "
+                                           f"at a time; choose a smaller backbone or image size") from None
+                    micro = max(1, min(micro, len(y)) // 2)
+                    emit("warning", epoch=epoch + 1, step=step + 1, batch_size=micro,
+                         message=f"out of GPU memory at step {step + 1}: each batch of {config.batch_size} "
+                                 f"now goes through in chunks of {micro} (gradients are accumulated, so the "
+                                 f"effective batch size and the schedule stay the same)")
             sched.step()
             step += 1
             n = len(y)
-            tot_loss += loss.item() * n
-            tot_correct += int((logits.argmax(1) == y).sum())
+            tot_loss += loss_value * n
+            tot_correct += correct
             tot_n += n
-            images_done += n
             dt = max(time.time() - t0, 1e-9)
             ips = n / dt if ips == 0 else 0.9 * ips + 0.1 * n / dt
-            remaining = total_steps - step
-            elapsed = time.time() - t_loop
             done_here = step - start_epoch * steps_per_epoch
-            eta = elapsed / max(done_here, 1) * remaining
-            emit("step", epoch=epoch + 1, step=step, total_steps=total_steps, loss=loss.item(),
+            eta = (time.time() - t_loop) / max(done_here, 1) * (total_steps - step)
+            emit("step", epoch=epoch + 1, step=step, total_steps=total_steps, loss=loss_value,
                  lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=eta)
 
         model.eval()
-        ev = evaluate(forward, val_loader, criterion)
-        val_acc = ev["acc"]
-        improved = val_acc > best_acc + config.early_stopping_min_delta
+        ev = ddp.reduce_eval(evaluate(ddp.for_eval(forward), val_loader, criterion))
+        tot_loss, tot_correct, tot_n = ddp.sum(tot_loss, tot_correct, tot_n)
+        val_acc, val_loss = ev["acc"], ev["loss"]
+        score = _score(config, val_acc, val_loss)
+        improved = score > best_score + config.early_stopping_min_delta
         if improved:
-            best_acc, best_epoch, stale = val_acc, epoch + 1, 0
-            metrics = {"val_accuracy": val_acc, "val_loss": ev["loss"], "epoch": epoch + 1}
-            export.save_safetensors(model, export.make_card(config, classes, pre, metrics), run.best_weights)
+            best_score, best_epoch, stale = score, epoch + 1, 0
+            best_metrics = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
+            if ddp.main:  # only rank 0 writes checkpoints
+                export.save_safetensors(model, export.make_card(config, classes, pre, best_metrics), run.best_weights)
         else:
             stale += 1
-        _save_last(run, model, opt, sched, epoch + 1, best_acc, best_epoch, stale, step, train_loader)
+        last_epoch = epoch + 1
+        if ddp.main:
+            _save_last(run, model, opt, sched, gen, epoch=epoch + 1, best_score=best_score, best_epoch=best_epoch,
+                       stale=stale, step=step, best_metrics=json.dumps(best_metrics))
         emit("epoch", epoch=epoch + 1, epochs=config.epochs, train_loss=tot_loss / max(tot_n, 1),
-             train_acc=tot_correct / max(tot_n, 1), val_loss=ev["loss"], val_acc=val_acc,
-             lr=opt.param_groups[0]["lr"], time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
-        if config.early_stopping_patience and stale >= config.early_stopping_patience:
+             train_acc=tot_correct / max(tot_n, 1), val_loss=val_loss, val_acc=val_acc,
+             lr=opt.param_groups[0]["lr"], lrs={g["name"]: g["lr"] for g in opt.param_groups if g["name"] in groups},
+             time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
+        if ddp.agree(config.early_stopping_patience and stale >= config.early_stopping_patience):
             emit("early_stop", epoch=epoch + 1, best_epoch=best_epoch,
-                 message=f"no improvement of validation accuracy for {stale} epochs; keeping epoch {best_epoch}")
+                 message=f"no improvement of {config.early_stopping_metric} for {stale} epochs; "
+                         f"keeping epoch {best_epoch}")
             break
 
-    result = {"status": "finished", "val_accuracy": best_acc, "best_epoch": best_epoch,
+    if best_epoch != last_epoch and run.best_weights.exists():
+        # The model in memory ends as the best epoch's, like the exported file.
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(run.best_weights)))
+        emit("restored_best", epoch=best_epoch, message=f"restored the weights of epoch {best_epoch}, the best "
+                                                        f"by {config.early_stopping_metric}")
+    result = {"status": "finished", "val_accuracy": best_metrics.get("val_accuracy", 0.0),
+              "val_loss": best_metrics.get("val_loss"), "best_epoch": best_epoch, "epochs_run": last_epoch,
               "classes": classes, "run_dir": str(run.path), "elapsed_s": time.time() - t_loop}
     runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
     emit("end", **result)
     return result
 
 
-def _save_last(run, model, opt, sched, epoch, best_acc, best_epoch, stale, step, loader) -> None:
+def _save_last(run: runs.Run, model, opt, sched, gen: torch.Generator, **counters) -> None:
+    """The resume state after a completed epoch, written atomically (torch.load(weights_only=True) reads it)."""
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "best_acc": best_acc,
-             "best_epoch": best_epoch, "stale": stale, "step": step, "rng": _rng_state(),
-             "loader_rng": loader.generator.get_state()}
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+             "loader_rng": gen.get_state(), **counters}
     runs.atomic_save(run.last_ckpt, lambda tmp: torch.save(state, tmp))
