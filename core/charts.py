@@ -100,3 +100,47 @@ def lr_finder(result: dict) -> go.Figure:
     fig.update_xaxes(type="log", title_text="learning rate")
     fig.update_layout(title="Learning-rate finder", yaxis_title="loss", **_LAYOUT)
     return fig
+
+
+def roc_curves(curves: list[dict]) -> go.Figure:
+    """One-vs-rest ROC per class (from core.interpret.roc), AUC in the legend, chance diagonal."""
+    fig = go.Figure()
+    for c in curves:
+        if c["auc"] is not None:
+            fig.add_scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=f"{c['class']} (AUC {c['auc']:.3f})")
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "grey"})
+    fig.update_layout(title="ROC curves (one class vs the rest)", xaxis_title="false positive rate",
+                      yaxis_title="true positive rate", xaxis_range=[0, 1], yaxis_range=[0, 1.02], **_LAYOUT)
+    return fig
+
+
+def pr_curves(curves: list[dict]) -> go.Figure:
+    """Precision-recall per class (from core.interpret.pr), average precision in the legend."""
+    fig = go.Figure()
+    for c in curves:
+        if c["ap"] is not None:
+            fig.add_scatter(x=c["recall"], y=c["precision"], mode="lines", name=f"{c['class']} (AP {c['ap']:.3f})",
+                            line={"shape": "hv"})
+    fig.update_layout(title="Precision-recall curves", xaxis_title="recall", yaxis_title="precision",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1.02], **_LAYOUT)
+    return fig
+
+
+def reliability(cal: dict) -> go.Figure:
+    """Reliability diagram (from core.interpret.calibration): accuracy per confidence bin vs the diagonal."""
+    bins = [b for b in cal["bins"] if b["count"]]
+    mids = [(b["lo"] + b["hi"]) / 2 for b in bins]
+    width = [b["hi"] - b["lo"] for b in bins]
+    fig = go.Figure([
+        go.Bar(x=mids, y=[b["accuracy"] for b in bins], width=width, name="accuracy", marker_color="#4c78a8",
+               customdata=[[b["count"], b["confidence"]] for b in bins],
+               hovertemplate="confidence %{customdata[1]:.3f}<br>accuracy %{y:.3f}<br>%{customdata[0]} images"
+                             "<extra></extra>"),
+        go.Scatter(x=mids, y=[b["confidence"] for b in bins], mode="markers", name="mean confidence",
+                   marker={"color": "#d62728"}),
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dot", "color": "grey"}),
+    ])
+    fig.update_layout(title=f"Reliability diagram (ECE {cal['ece']:.3f}, {len(cal['bins'])} bins)",
+                      xaxis_title="confidence", yaxis_title="accuracy", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
+                      bargap=0.02, **_LAYOUT)
+    return fig
