@@ -142,3 +142,52 @@ def test_predict_zip_csv_matches_the_model_and_reports_bad_files(run_dir, val_pa
         assert row["label"] == r["label"] == row["label_1"]
         assert abs(float(row["confidence"]) - r["confidence"]) < 1e-5
     assert list((workspace.sub("uploads")).glob("predict-*")) == []  # temp extraction cleaned up
+
+
+# --- results of the trained run: top losses, confusion cells, a later test set -------------------
+
+def test_confusion_cells_and_top_losses_agree_with_the_report(run_dir):
+    from core import metrics
+
+    rep = metrics.evaluate_run(run_dir)
+    n = len(rep["classes"])
+    for i in range(n):
+        for j in range(n):
+            cell = metrics.cell_items(rep, i, j)
+            assert len(cell) == rep["confusion"][i][j]
+            assert all(it["true_class"] == rep["classes"][i] and it["pred_class"] == rep["classes"][j] for it in cell)
+    losses = metrics.top_losses(rep)
+    assert [it["loss"] for it in losses] == sorted((it["loss"] for it in losses), reverse=True)
+    for it in losses:
+        assert it["loss"] == pytest.approx(-np.log(max(it["p_true"], 1e-7)), rel=1e-6)
+    assert all(it["pred"] != it["label"] for it in metrics.misclassified(rep))
+    with pytest.raises(ValueError, match=r"true_idx must be a class index in 0..2; got 3"):
+        metrics.cell_items(rep, 3, 0)
+
+
+def test_evaluate_on_a_later_test_set_matches_classes_by_name(run_dir, shapes_dir, tmp_path):
+    import shutil
+
+    from conftest import zip_folder
+    from core import metrics
+
+    test = tmp_path / "test"
+    for cls in ("square", "circle"):  # no triangles: a class the model knows but the test set lacks
+        shutil.copytree(shapes_dir / cls, test / cls)
+    (test / "hexagon").mkdir()
+    for p in sorted((shapes_dir / "triangle").glob("*.png"))[:3]:
+        shutil.copy(p, test / "hexagon" / p.name)
+    rep = metrics.evaluate_on(run_dir, zip_folder(test, tmp_path / "test.zip"))
+    assert rep["unknown_classes"] == {"hexagon": 3} and rep["n_ignored"] == 3
+    assert rep["missing_classes"] == ["triangle"]
+    assert rep["classes"] == ["circle", "square", "triangle"] and rep["n_evaluated"] == 20
+    lm = load_model(run_dir)
+    paths = [it["path"] for it in rep["items"]]
+    assert [lm.classes[it["label"]] for it in rep["items"]] == [Path(p).parent.name for p in paths]
+    assert [lm.classes[it["pred"]] for it in rep["items"]] == [r["label"] for r in lm.predict(paths)]
+    assert rep["accuracy"] == pytest.approx(np.mean([it["pred"] == it["label"] for it in rep["items"]]))
+    only_unknown = tmp_path / "other"
+    for cls in ("ant", "bee"):
+        shutil.copytree(shapes_dir / "circle", only_unknown / cls)
+    with pytest.raises(ValueError, match="none of the test set's classes"):
+        metrics.evaluate_on(run_dir, only_unknown)
