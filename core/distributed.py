@@ -707,8 +707,12 @@ class SubprocessJob:
             if self._stop_at is not None:
                 self.state = "stopped"
                 return
+            if self.resume and self.run.events_file.exists():  # like a thread Job: only this session's events
+                self._offset = self.run.events_file.stat().st_size
             self.proc = launch(self.config, self.nproc, self.run, self.resume)
             _register(self)
+            if self._stop_at is not None:  # stop() raced with the launch, which clears stale request files
+                runs.atomic_write_text(self.run.path / STOP_FILE, "")
             term_sent = kill_sent = False
             last_scan = 0.0
             while self.proc.poll() is None:
@@ -737,6 +741,8 @@ class SubprocessJob:
         finally:
             self._reap()
             _unregister(self)
+            for name in (STOP_FILE, PAUSE_FILE):  # a later `--resume` must not obey an old request
+                (self.run.path / name).unlink(missing_ok=True)
 
     def _finish(self, rc: int) -> None:
         with self._lock:
