@@ -85,11 +85,11 @@ def recommend(counts: dict[str, int]) -> dict:
     if not counts:
         return {"trainable": "head", "augment": "light", "reason": "no data yet: start with the head only"}
     smallest = min(counts.values())
-    if smallest < 30:
+    if smallest < 100:
         return {"trainable": "head", "augment": "light",
                 "reason": f"the smallest class has {smallest} images: with so few, train the head only "
                           f"(feature extractor) so the pretrained features are not overwritten"}
-    if smallest < 300:
+    if smallest < 500:
         return {"trainable": "last-2", "augment": "light",
                 "reason": f"the smallest class has {smallest} images: fine-tune the last two groups "
                           f"and the head"}

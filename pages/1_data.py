@@ -88,7 +88,9 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Images", f"{len(index.items):,}")
 c2.metric("Classes", len(index.classes))
 c3.metric("Layout", index.layout)
-st.plotly_chart(charts.class_counts(counts), key="data_counts_chart", width="stretch")
+counts_fig = charts.class_counts(counts)
+counts_fig.update_xaxes(type="category")  # class names such as "0".."9" are labels, not numbers
+st.plotly_chart(counts_fig, key="data_counts_chart", width="stretch")
 
 st.subheader("A few images per class")
 for cls, paths in de.gallery(index).items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import dataset_edit as de, drafts
+from core.config import AUGMENTS
 from pages import common, train_live
 
 st.title("4 · Train")
@@ -28,13 +29,16 @@ optimizer = c1.selectbox("Optimizer", ["adamw", "sgd"], index=["adamw", "sgd"].i
 SCHEDULES = ["cosine", "onecycle", "constant"]
 scheduler = c2.selectbox("Learning-rate schedule", SCHEDULES, index=SCHEDULES.index(draft["scheduler"]),
                          key="train_scheduler")
-AUGMENTS = ["none", "light", "strong"]
 augment = c3.selectbox("Augmentation", AUGMENTS, key="train_augment",
                        index=AUGMENTS.index(draft["augment"]) if draft["augment"] in AUGMENTS else 1,
-                       help="Random crops and flips (light), plus colour and geometry changes (strong): "
-                            "more variety from few images. 'none' with the head only embeds each image once.")
+                       help="Random crops and flips (light), plus colour and geometry changes (strong), or your "
+                            "own mix (custom): more variety from few images. 'none' with the head only embeds "
+                            "each image once, which is much faster.")
+train_live.start_custom(draft, augment)
 common.set_fields(epochs=int(epochs), batch_size=int(batch), lr=float(lr), image_size=int(size),
                   optimizer=optimizer, scheduler=scheduler, augment=augment)
+if augment == "custom":
+    train_live.custom_augment(draft)
 
 with st.expander("Preview: what the augmentation does to one training image"):
     train_live.augment_grid(ds, draft)

@@ -43,10 +43,11 @@ support = int(table["support"].sum())
 for avg in ("macro", "weighted"):
     table.loc[f"{avg} avg"] = {**rep["averages"][avg], "support": support}
 st.dataframe(table.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}),
-             key="eval_table", width="stretch")
+             key="eval_table", width="stretch", height=min(36 * (len(table) + 1) + 4, 640))
 normalize = st.toggle("Show the confusion matrix as fractions of each true class", key="eval_normalize")
-st.plotly_chart(charts.confusion(rep["confusion"], classes, normalize=normalize), key="eval_confusion",
-                width="stretch")
+confusion = charts.confusion(rep["confusion"], classes, normalize=normalize)
+confusion.update_xaxes(type="category").update_yaxes(type="category")  # digit class names stay labels
+st.plotly_chart(confusion, key="eval_confusion", width="stretch")
 
 st.subheader("Mistakes, most confident first")
 wrong = drafts.misclassified(rep, limit=24)
@@ -62,7 +63,8 @@ st.subheader("Try it on new images")
 top_k = st.slider("Show the top k classes", 1, min(5, len(classes)), min(3, len(classes)), key="eval_top_k")
 uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "bmp", "webp", "gif", "tif", "tiff"],
                            accept_multiple_files=True, key="eval_upload")
-shot = st.camera_input("Or take a picture", key="eval_camera")
+shot = (st.camera_input("Take a picture", key="eval_camera")
+        if st.toggle("Use the camera", key="eval_use_camera") else None)  # asks for camera access only on demand
 images = list(uploads or []) + ([shot] if shot is not None else [])
 if images:
     m = model(str(run.best_weights), os.path.getmtime(run.best_weights))

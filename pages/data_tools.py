@@ -44,7 +44,8 @@ def class_editor(ds: str) -> None:
         st.markdown("**Camera snapshot into a class**")
         if classes:
             target = st.selectbox("Class for the snapshot", classes, key="data_camera_class")
-            shot = st.camera_input("Take a picture", key="data_camera")
+            use_camera = st.toggle("Use the camera", key="data_use_camera")  # asks for access only on demand
+            shot = st.camera_input("Take a picture", key="data_camera") if use_camera else None
             if shot is not None and st.button("Add this picture", key="data_camera_add"):
                 _act(lambda: de.add_image(ds, target, shot.getvalue(), "snapshot.jpg"),
                      f"Added the picture to '{target}'.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import charts, dataset_edit as de, drafts
+from core.augment import POLICIES, PRESETS
 from pages import common, data_tools
 
 
@@ -26,6 +27,30 @@ def augment_grid(ds: str, draft: dict) -> None:
     aug = tuple(sorted((k, v) for k, v in draft.items() if k.startswith("aug_")))
     images = _preview(path, draft["backbone"], int(draft["image_size"]), draft["augment"], int(seed), aug)
     st.image(images, width=112, caption=[f"#{i + 1}" for i in range(len(images))])
+
+
+def start_custom(draft: dict, augment: str) -> None:
+    """When switching from a preset to 'custom', start from that preset's settings, not from scratch."""
+    previous = draft["augment"]
+    if augment == "custom" and previous != "custom" and previous in PRESETS:
+        common.set_fields(**PRESETS[previous].to_config_fields())
+
+
+def custom_augment(draft: dict) -> None:
+    """The custom augmentation settings (the aug_* config fields)."""
+    a, b, c = st.columns(3)
+    flip = a.checkbox("Random horizontal flip", bool(draft["aug_flip"]), key="train_aug_flip",
+                      help="Off for images whose left and right differ in meaning (text, arrows).")
+    rotation = b.slider("Random rotation (± degrees)", 0, 180, int(draft["aug_rotation"]), 5, key="train_aug_rotation")
+    jitter = c.slider("Colour jitter strength", 0.0, 1.0, float(draft["aug_color_jitter"]), 0.1,
+                      key="train_aug_color_jitter", help="Brightness, contrast, saturation and hue; 0 = off.")
+    scale = a.slider("Random crop: smallest share of the image kept", 0.05, 1.0, float(draft["aug_scale_min"]), 0.05,
+                     key="train_aug_scale_min", help="1.0 = always the centre crop.")
+    policy = b.selectbox("Automatic policy", POLICIES, index=POLICIES.index(draft["aug_policy"]),
+                         key="train_aug_policy", help="RandAugment / TrivialAugment apply random photometric "
+                                                      "and geometric operations from a fixed list.")
+    common.set_fields(aug_flip=bool(flip), aug_rotation=float(rotation), aug_color_jitter=float(jitter),
+                      aug_scale_min=float(scale), aug_policy=policy)
 
 
 def _fmt_s(s: float | None) -> str:

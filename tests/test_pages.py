@@ -182,6 +182,23 @@ def test_data_page_add_class_with_a_bad_name_shows_an_error(shapes_ds):
     assert set(de.class_counts(shapes_ds)) == {"circle", "square", "triangle"}
 
 
+def test_data_page_camera_snapshot_lands_in_the_chosen_class(shapes_dir):
+    name = de.unique_name("pages-camera")
+    shutil.copytree(shapes_dir, de.root() / name)
+    before = de.class_counts(name)
+    at = app("1_data", ds=name)
+    at.toggle(key="data_use_camera").set_value(True).run()
+    at.selectbox(key="data_camera_class").set_value("square")
+    jpg = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(jpg, "JPEG")
+    at.camera_input(key="data_camera").set_value(("snap.jpg", jpg.getvalue(), "image/jpeg")).run()
+    at.button(key="data_camera_add").click().run()
+    assert not at.exception and not at.error
+    after = de.class_counts(name)
+    assert after["square"] == before["square"] + 1 and after["circle"] == before["circle"]
+    assert "Added the picture to 'square'" in texts(at.success)
+
+
 # --- 2 · Backbone -----------------------------------------------------------------------------------
 
 def test_backbone_choice_survives_a_reload():
@@ -333,3 +350,17 @@ def test_runs_page_lists_runs_and_opens_one(trained_run):
     assert at.session_state["job"] == trained_run and at.query_params["job"] == trained_run
     at.switch_page("pages/6_export.py").run()
     assert at.selectbox(key="export_run").value == trained_run
+
+
+def test_train_page_custom_augmentation_starts_from_the_preset_and_previews(shapes_ds):
+    at = app("4_train", ds=shapes_ds)
+    at.selectbox(key="train_augment").set_value("strong").run()
+    at.selectbox(key="train_augment").set_value("custom").run()
+    assert not at.exception
+    assert at.selectbox(key="train_aug_policy").value == "trivialaugment"  # carried over from 'strong'
+    at.slider(key="train_aug_rotation").set_value(30).run()
+    saved = drafts.load(at.query_params["sid"])
+    assert (saved["augment"], saved["aug_rotation"], saved["aug_policy"]) == ("custom", 30.0, "trivialaugment")
+    grids = [g for g in at.get("image") if g.captions == [f"#{i}" for i in range(1, 9)]]
+    assert grids, "the augmentation preview shows eight versions of one image"
+    assert len(set(grids[0].value)) > 1  # random augmentations differ, so their files differ
