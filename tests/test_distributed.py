@@ -89,7 +89,7 @@ def test_torchrun_two_ranks_matches_single_process_evaluation(digits_dir, tmp_pa
 
 
 def test_subprocess_job_feeds_snapshot_and_stop_ends_every_process(digits_dir, tiny_config):
-    from core import runs
+    from core import metrics, runs
 
     config = tiny_config(digits_dir, epochs=400)  # head-only on cached features: many quick epochs
     run = runs.create(config)
@@ -125,6 +125,10 @@ def test_subprocess_job_feeds_snapshot_and_stop_ends_every_process(digits_dir, t
     assert sum(e["type"] == "epoch" for e in snap["events"]) < 400
     assert not [p for p in pids if distributed.alive(p)], "processes outlived the stopped job"
     assert run.best_weights.exists()  # the best checkpoint so far is kept
+    # cached features were embedded on shards and all-gathered: the saved head still matches validation
+    assert next(e for e in snap["events"] if e["type"] == "start")["cached_features"]
+    best = [e for e in snap["events"] if e["type"] == "epoch" and e["best"]][-1]
+    assert metrics.evaluate_run(run.path, refresh=True)["accuracy"] == best["val_acc"]
     assert not (run.path / distributed.STOP_FILE).exists()  # a later resume must not stop at once
 
 
