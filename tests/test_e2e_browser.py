@@ -1,0 +1,152 @@
+"""End to end in a real browser: a real `streamlit run` server driven by headless Chromium.
+
+Upload a zip, train one epoch, see the live chart, download the weights, load them with core and get
+the app's predictions. Skips without Chromium, except under CI where a missing browser is a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import zip_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.browser
+
+
+def _need_browser():
+    if CHROMIUM:
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but no Chromium is installed: .ci/run must install Debian's chromium")
+    pytest.skip("no system Chromium (apt-get install chromium) — the browser test cannot run here")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """A real Streamlit server on a free localhost port, with its own workspace."""
+    _need_browser()
+    port = _free_port()
+    home = tmp_path / "home"
+    env = {**os.environ, "TRANSFER_STUDIO_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+                             "--server.port", str(port), "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the Streamlit server did not become healthy:\n" + (tmp_path / "server.log").read_text())
+    yield url, home
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture()
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                                          "--disable-dev-shm-usage", "--no-first-run"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def _goto_step(page, title: str) -> None:
+    page.get_by_role("link", name=title).first.click()
+    page.get_by_role("heading", name=title).first.wait_for()
+
+
+def test_upload_train_download_and_reload_in_browser(server, browser_page, shapes_dir, tmp_path):
+    from core.export import load_model
+
+    url, home = server
+    page = browser_page
+    shots = Path(os.environ.get("TS_SCREENSHOTS", tmp_path))
+    archive = zip_folder(shapes_dir, tmp_path / "my-shapes.zip", top="my-shapes")
+
+    # 1 · Data: upload the zip through the real file input
+    page.goto(url)
+    page.get_by_role("heading", name="1 · Data").first.wait_for()
+    page.get_by_role("tab", name="Upload .zip").click()
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(archive))
+    page.get_by_text("Images per class").first.wait_for(timeout=120_000)
+    page.get_by_text("Dataset: my-shapes").first.wait_for()
+
+    # 4 · Train: small and fast, then start
+    _goto_step(page, "4 · Train")
+    epochs = page.locator(".st-key-train_epochs input")  # widgets are found by their explicit keys
+    epochs.fill("1")
+    epochs.press("Enter")
+    page.locator(".st-key-train_image_size").click()
+    page.get_by_role("option", name="64 px").click()
+    page.locator(".st-key-train_augment").click()
+    page.get_by_role("option", name="none", exact=True).click()
+    page.locator(".st-key-train_start button").click()
+    # the live view: progress and the per-step loss chart appear, then the run finishes
+    page.get_by_text("Training loss per step").first.wait_for(timeout=180_000)
+    page.get_by_text("finished").first.wait_for(timeout=300_000)
+    page.screenshot(path=str(shots / "train.png"), full_page=True)
+    assert "job=" in page.url
+
+    # a reloaded tab finds the same job with its history
+    page.reload()
+    page.get_by_text("Training loss per step").first.wait_for(timeout=60_000)
+
+    # 5 · Evaluate: the app computes its predictions on the validation images
+    _goto_step(page, "5 · Evaluate")
+    page.get_by_text("Confusion matrix").first.wait_for(timeout=120_000)
+
+    # 6 · Export: download the weights
+    _goto_step(page, "6 · Export")
+    with page.expect_download() as dl:
+        page.locator(".st-key-export_safetensors button").click()
+    weights = tmp_path / "downloaded.safetensors"
+    dl.value.save_as(weights)
+
+    # the downloaded file alone rebuilds the model, and it predicts exactly what the app predicted
+    run_dirs = [p for p in (home / "runs").iterdir() if (p / "evaluation.json").exists()]
+    assert len(run_dirs) == 1
+    evaluation = json.loads((run_dirs[0] / "evaluation.json").read_text())
+    model = load_model(weights)
+    assert model.classes == ["circle", "square", "triangle"]
+    paths = [it["path"] for it in evaluation["items"]]
+    probs = model.predict_proba(paths)
+    assert probs.argmax(1).tolist() == [it["pred"] for it in evaluation["items"]]
+    for row, app_row in zip(probs.tolist(), evaluation["probs"]):
+        assert max(abs(a - b) for a, b in zip(row, app_row)) < 1e-4
