@@ -25,8 +25,9 @@ EDITABLE = ("backbone", "pretrained", "image_size", "trainable", "trainable_grou
             "lr", "lr_decay", "optimizer", "weight_decay", "scheduler", "augment", "label_smoothing",
             "class_weights", "grad_clip", "val_fraction", "seed", "deterministic", "early_stopping_patience",
             "name")
-# Custom augmentation settings (core.augment) travel with the draft when the config has them.
-EDITABLE += tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("aug_"))
+# Settings added to RunConfig by other parts of the engine travel with the draft when present.
+_OPTIONAL = ("early_stopping_metric", "unfreeze_after", "unfreeze_mode", "unfreeze_lr_factor")
+EDITABLE += tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("aug_") or f.name in _OPTIONAL)
 
 
 def new_sid() -> str:
@@ -118,6 +119,29 @@ def new_job_manager():
     return JobManager()
 
 
+def gpu_count() -> int:
+    """CUDA devices visible to this process (several allow a torchrun job)."""
+    from .distributed import visible_gpus
+
+    return visible_gpus()
+
+
+def start_job(manager, config: RunConfig, owner: str | None = None, nproc: int = 1):
+    """Start a job: a thread in this process, or a torchrun job over ``nproc`` GPUs when nproc > 1."""
+    if nproc > 1:
+        from .distributed import submit
+
+        return submit(manager, config, nproc, owner=owner)
+    return manager.start(config, owner=owner)
+
+
+def lr_find(config: RunConfig, on_progress=None) -> dict:
+    """core.lr_finder.lr_find with a short sweep suited to an interactive page."""
+    from .lr_finder import lr_find as _find
+
+    return _find(config, on_progress=on_progress, num_iter=60)
+
+
 def device_label() -> str:
     """The device training will use with device='auto', e.g. 'cpu' or 'cuda (NVIDIA H200)'."""
     import torch
@@ -188,10 +212,32 @@ def evaluate_run(run_dir: str | Path) -> dict:
     return metrics.evaluate_run(run_dir)
 
 
-def misclassified(rep: dict, limit: int = 24) -> list[dict]:
-    """Wrong predictions, most confident first."""
-    wrong = [it for it in rep.get("items", []) if it["pred"] != it["label"]]
-    return sorted(wrong, key=lambda it: -it["confidence"])[:limit]
+def top_losses(rep: dict, limit: int = 24, wrong_only: bool = True) -> list[dict]:
+    """Validation items the model got most wrong (core.metrics.top_losses)."""
+    from . import metrics
+
+    return metrics.top_losses(rep, limit=limit, wrong_only=wrong_only)
+
+
+def cell_items(rep: dict, true_idx: int, pred_idx: int) -> list[dict]:
+    """Validation items in one confusion-matrix cell (core.metrics.cell_items)."""
+    from . import metrics
+
+    return metrics.cell_items(rep, true_idx, pred_idx)
+
+
+def curves(rep: dict) -> dict:
+    """ROC, precision-recall and calibration for an evaluation (core.interpret.curves_for)."""
+    from . import interpret
+
+    return interpret.curves_for(rep)
+
+
+def explain(loaded, image, top_k: int = 3):
+    """Grad-CAM explanation of one prediction (core.interpret.explain)."""
+    from . import interpret
+
+    return interpret.explain(loaded, image, top_k=top_k)
 
 
 def load_model(path: str | Path):
@@ -199,6 +245,38 @@ def load_model(path: str | Path):
     from .export import load_model as _load
 
     return _load(path)
+
+
+def export_formats() -> tuple[str, ...]:
+    """Formats core.formats can write (safetensors, pt, torchscript, onnx, int8, bundle)."""
+    from .formats import FORMATS
+
+    return FORMATS
+
+
+def export_ready(run_dir: str | Path, fmt: str) -> Path | None:
+    """The existing export of a run in ``fmt`` when it is newer than the weights, else None."""
+    from . import formats
+
+    target = formats.default_path(run_dir, fmt)
+    weights = runs.open_run(run_dir).best_weights
+    if target.exists() and weights.exists() and target.stat().st_mtime >= weights.stat().st_mtime:
+        return target
+    return None
+
+
+def export_format(run_dir: str | Path, fmt: str) -> Path:
+    """Write (or reuse) an export of a run in ``fmt``; returns the file (core.formats.export)."""
+    from . import formats
+
+    return formats.export(run_dir, fmt)
+
+
+def card_markdown(run_dir: str | Path) -> str:
+    """The model card as Markdown (core.formats)."""
+    from . import formats
+
+    return formats.card_markdown(formats.full_card(run_dir))
 
 
 def export_files(run_dir: str | Path) -> dict[str, bytes]:

@@ -71,4 +71,20 @@ if len(chosen) > 1:
                       0.1, 1.0, float(draft["lr_decay"]), 0.05, key="layers_lr_decay",
                       help="1.0 = the same rate everywhere; 0.5 halves it per group, so early layers change least.")
     common.set_fields(lr_decay=float(decay))
+    if "unfreeze_after" in draft:
+        st.markdown("**Gradual unfreezing** — train the new head alone first, so its random start does not send "
+                    "large gradients into the pretrained layers, then let the chosen groups learn.")
+        a, b, c = st.columns(3)
+        after = a.number_input("Head-only epochs first (0 = off)", 0, max(int(draft["epochs"]) - 1, 0),
+                               min(int(draft["unfreeze_after"]), max(int(draft["epochs"]) - 1, 0)),
+                               key="layers_unfreeze_after", help="Must be fewer than the epochs set on the Train step.")
+        mode = b.selectbox("Then unfreeze", ["all", "gradual"], index=["all", "gradual"].index(draft["unfreeze_mode"]),
+                           key="layers_unfreeze_mode", disabled=after == 0,
+                           format_func={"all": "all chosen groups at once",
+                                        "gradual": "one more group per epoch, toward the stem"}.get)
+        factor = c.slider("Body learning rate = head lr ×", 0.01, 1.0, float(draft["unfreeze_lr_factor"]), 0.01,
+                          key="layers_unfreeze_lr_factor", disabled=after == 0)
+        common.set_fields(unfreeze_after=int(after), unfreeze_mode=mode, unfreeze_lr_factor=float(factor))
+elif draft.get("unfreeze_after"):
+    common.set_fields(unfreeze_after=0)  # nothing left to unfreeze with the head alone
 common.link("train", "Next: 4 · Train")

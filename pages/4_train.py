@@ -58,6 +58,11 @@ with st.expander("Advanced"):
                          key="train_class_weights")
     determ = b.checkbox("Deterministic algorithms (reproducible, slower)", bool(draft["deterministic"]),
                         key="train_deterministic")
+    if "early_stopping_metric" in draft:
+        metric = c.selectbox("Best epoch and early stopping by", ["val_acc", "val_loss"], key="train_es_metric",
+                             index=["val_acc", "val_loss"].index(draft["early_stopping_metric"]),
+                             format_func={"val_acc": "validation accuracy", "val_loss": "validation loss"}.get)
+        common.set_fields(early_stopping_metric=metric)
     common.set_fields(label_smoothing=float(smoothing), weight_decay=float(wd), grad_clip=float(clip),
                       early_stopping_patience=int(patience), seed=int(seed), name=name, class_weights=weights,
                       deterministic=determ)
@@ -68,6 +73,9 @@ try:
 except ValueError as e:
     st.error(f"The settings cannot train yet: {e}")
     config = None
+if config is not None:
+    with st.expander("Find a learning rate (a short sweep over the training images)"):
+        train_live.lr_finder(config)
 st.caption(f"Dataset **{ds}** · backbone **{draft['backbone']}**"
            f"{' (random init)' if not draft['pretrained'] else ''} · layers **"
            f"{', '.join(draft['trainable_groups']) if draft['trainable_groups'] else draft['trainable']}**")
@@ -77,8 +85,11 @@ job, run = common.current_job(), common.current_run()
 status = job.status() if job is not None else run.status() if run is not None else None
 active = status in common.ACTIVE
 b1, b2, b3, b4, b5 = st.columns(5)
+gpus = common.gpus()
+nproc = st.selectbox("GPUs (torchrun, DistributedDataParallel)", list(range(1, gpus + 1)), index=gpus - 1,
+                     key="train_gpus") if gpus > 1 else 1
 if b1.button("Start training", key="train_start", type="primary", disabled=active or config is None):
-    job = mgr.start(config, owner=common.owner())
+    job = drafts.start_job(mgr, config, owner=common.owner(), nproc=nproc)
     common.set_job(job.id)
     st.rerun()
 if b2.button("Pause", key="train_pause", disabled=not (active and status != "paused")):

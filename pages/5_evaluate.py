@@ -1,4 +1,4 @@
-"""5 · Evaluate: accuracy, per-class metrics, confusion matrix, mistakes, and predictions on new images."""
+"""5 · Evaluate: accuracy, per-class metrics, confusion matrix, curves, mistakes, and predictions on new images."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, drafts
-from pages import common
+from pages import common, eval_tools
 
 st.title("5 · Evaluate")
 st.write("The best checkpoint of a run is scored on the validation images it never trained on. Precision: of "
@@ -19,11 +19,6 @@ run = common.require_run("eval")
 @st.cache_data(show_spinner="Evaluating the checkpoint on the validation images…", max_entries=8)
 def evaluation(run_dir: str, mtime: float) -> dict:
     return drafts.evaluate_run(run_dir)
-
-
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def model(path: str, mtime: float):
-    return drafts.load_model(path)
 
 
 try:
@@ -38,45 +33,45 @@ c1.metric("Validation accuracy", f"{rep['accuracy']:.1%}")
 c2.metric("Macro F1", f"{rep['averages']['macro']['f1']:.3f}")
 c3.metric("Validation images", len(rep["items"]))
 
-table = pd.DataFrame(rep["per_class"]).set_index("class")
-support = int(table["support"].sum())
-for avg in ("macro", "weighted"):
-    table.loc[f"{avg} avg"] = {**rep["averages"][avg], "support": support}
-st.dataframe(table.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}),
-             key="eval_table", width="stretch", height=min(36 * (len(table) + 1) + 4, 640))
-normalize = st.toggle("Show the confusion matrix as fractions of each true class", key="eval_normalize")
-confusion = charts.confusion(rep["confusion"], classes, normalize=normalize)
-confusion.update_xaxes(type="category").update_yaxes(type="category")  # digit class names stay labels
-st.plotly_chart(confusion, key="eval_confusion", width="stretch")
+tab_class, tab_confusion, tab_curves, tab_mistakes, tab_try = st.tabs(
+    ["Per class", "Confusion matrix", "ROC · PR · calibration", "Mistakes", "Try it on new images"])
+with tab_class:
+    table = pd.DataFrame(rep["per_class"]).set_index("class")
+    support = int(table["support"].sum())
+    for avg in ("macro", "weighted"):
+        table.loc[f"{avg} avg"] = {**rep["averages"][avg], "support": support}
+    st.dataframe(table.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}),
+                 key="eval_table", width="stretch", height=min(36 * (len(table) + 1) + 4, 640))
+    st.plotly_chart(charts.per_class_bars(rep["per_class"]), key="eval_per_class", width="stretch")
 
-st.subheader("Mistakes, most confident first")
-wrong = drafts.misclassified(rep, limit=24)
-if not wrong:
-    st.success("Every validation image is classified correctly.")
-else:
-    cols = st.columns(6)
-    for i, it in enumerate(wrong):
-        cols[i % 6].image(it["path"], width=110, caption=f"true {classes[it['label']]} → "
-                                                         f"{classes[it['pred']]} ({it['confidence']:.0%})")
+with tab_confusion:
+    normalize = st.toggle("Show fractions of each true class", key="eval_normalize")
+    confusion = charts.confusion(rep["confusion"], classes, normalize=normalize)
+    confusion.update_xaxes(type="category").update_yaxes(type="category")  # digit class names stay labels
+    st.plotly_chart(confusion, key="eval_confusion", width="stretch")
+    st.caption("Look inside one cell: which images of a true class went to a predicted class.")
+    a, b = st.columns(2)
+    true_c = a.selectbox("True class", classes, key="eval_cell_true")
+    pred_c = b.selectbox("Predicted class", classes, key="eval_cell_pred", index=min(1, len(classes) - 1))
+    eval_tools.gallery(drafts.cell_items(rep, classes.index(true_c), classes.index(pred_c)),
+                       empty=f"No validation image of {true_c} was predicted as {pred_c}.")
 
-st.subheader("Try it on new images")
-top_k = st.slider("Show the top k classes", 1, min(5, len(classes)), min(3, len(classes)), key="eval_top_k")
-uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "bmp", "webp", "gif", "tif", "tiff"],
-                           accept_multiple_files=True, key="eval_upload")
-shot = (st.camera_input("Take a picture", key="eval_camera")
-        if st.toggle("Use the camera", key="eval_use_camera") else None)  # asks for camera access only on demand
-images = list(uploads or []) + ([shot] if shot is not None else [])
-if images:
-    m = model(str(run.best_weights), os.path.getmtime(run.best_weights))
-    try:
-        preds = m.predict(images, top_k=top_k)
-    except ValueError as e:  # an upload that is not a readable image
-        st.error(str(e))
-        st.stop()
-    for img, p in zip(images, preds):
-        a, b = st.columns([1, 3])
-        a.image(img.getvalue(), width=140, caption=img.name)
-        b.markdown(f"**{p['label']}** ({p['confidence']:.1%})")
-        b.dataframe(pd.DataFrame(p["top_k"], columns=["class", "probability"]), hide_index=True,
-                    key=f"eval_pred_{img.file_id}")
+with tab_curves:
+    curves = drafts.curves(rep)
+    st.plotly_chart(charts.roc_curves(curves["roc"]), key="eval_roc", width="stretch")
+    st.plotly_chart(charts.pr_curves(curves["pr"]), key="eval_pr", width="stretch")
+    cal = curves["calibration"]
+    st.plotly_chart(charts.reliability(cal), key="eval_reliability", width="stretch")
+    st.caption(f"Expected calibration error {cal['ece']:.3f}: on average the model's confidence differs from its "
+               f"accuracy by {cal['ece']:.1%}. Mean confidence {cal['mean_confidence']:.1%} vs accuracy "
+               f"{cal['accuracy']:.1%} — {'over' if cal['mean_confidence'] > cal['accuracy'] else 'under'}confident.")
+
+with tab_mistakes:
+    st.caption("Highest loss first: the images the model was most confidently wrong about. Look for wrong "
+               "labels, ambiguous images and classes that need more examples.")
+    eval_tools.gallery(drafts.top_losses(rep, limit=24, wrong_only=True),
+                       empty="Every validation image is classified correctly.")
+
+with tab_try:
+    eval_tools.try_it(run, classes)
 common.link("export", "Next: 6 · Export")

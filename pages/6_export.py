@@ -40,6 +40,29 @@ c2.download_button("Training config (.json)", files["config"], f"{stem}.config.j
                    key="export_config")
 c2.caption("Retrain the same way: `python -m core train --config config.json`.")
 
+st.subheader("Other formats")
+st.caption("For deployment without this code: TorchScript and ONNX take float RGB in [0, 1] at the card's crop "
+           "size (normalisation is inside the graph); int8 is a quantized TorchScript model, smaller and faster "
+           "on CPUs; the bundle is a zip with the weights, the card and a standalone predict.py.")
+OTHER = {"torchscript": ("TorchScript (.pt)", "application/octet-stream"),
+         "onnx": ("ONNX (.onnx)", "application/octet-stream"),
+         "int8": ("int8 quantized TorchScript", "application/octet-stream"),
+         "bundle": ("Zip bundle with predict.py", "application/zip")}
+for col, (fmt, (label, mime)) in zip(st.columns(len(OTHER)), OTHER.items()):
+    ready = drafts.export_ready(run.path, fmt)
+    if ready is None and col.button(f"Build {label}", key=f"export_build_{fmt}"):
+        try:
+            with st.spinner(f"Building the {fmt} export…"):
+                ready = drafts.export_format(run.path, fmt)
+        except (ValueError, RuntimeError) as e:  # e.g. an operator the exporter cannot convert
+            col.error(f"{fmt}: {e}")
+    if ready is not None:
+        col.download_button(f"Download {label}", ready.read_bytes(), ready.name, mime, key=f"export_fmt_{fmt}")
+        col.caption(f"{ready.stat().st_size / 1e6:.1f} MB")
+
+with st.expander("Model card (Markdown)"):
+    st.markdown(drafts.card_markdown(run.path))
+
 st.subheader("Use it in Python")
 st.code(f'''from core.export import load_model
 

@@ -35,6 +35,12 @@ def device() -> str:
     return drafts.device_label()
 
 
+@st.cache_resource
+def gpus() -> int:
+    """CUDA devices on this machine (two or more offer a torchrun job)."""
+    return drafts.gpu_count()
+
+
 def owner() -> str | None:
     """The signed-in user's e-mail (or name) when st.login is configured, else None (single user)."""
     try:

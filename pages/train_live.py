@@ -53,6 +53,34 @@ def custom_augment(draft: dict) -> None:
                       aug_scale_min=float(scale), aug_policy=policy)
 
 
+def lr_finder(config) -> None:
+    """Run the learning-rate sweep on demand, chart it, and offer to use its suggestion."""
+    st.caption("Trains briefly while the learning rate grows from 1e-7 to 10 and records the loss; a good rate is "
+               "where the loss falls fastest. The model and the run history are left untouched.")
+    key = config.to_json()
+    if st.button("Run the sweep", key="train_lr_find"):
+        bar = st.progress(0.0, text="sweeping…")
+        try:
+            result = drafts.lr_find(config, on_progress=lambda d, t: bar.progress(min(d / max(t, 1), 1.0),
+                                                                                   text=f"step {d} / {t}"))
+        except ValueError as e:
+            st.error(str(e))
+            return
+        st.session_state["_lr_find"] = (key, result)
+    found = st.session_state.get("_lr_find")
+    if not found:
+        return
+    if found[0] != key:
+        st.caption("The settings changed since the last sweep; run it again for a current suggestion.")
+    result = found[1]
+    st.plotly_chart(charts.lr_finder(result), key="train_lr_chart", width="stretch")
+    st.write(f"Suggested learning rate: **{result['suggestion']:.2e}**")
+    if st.button("Use the suggestion", key="train_lr_use"):
+        common.set_fields(lr=float(result["suggestion"]))
+        st.session_state.pop("train_lr", None)  # let the number box pick up the new value
+        st.rerun()
+
+
 def _fmt_s(s: float | None) -> str:
     if s is None:
         return "—"

@@ -288,6 +288,11 @@ def test_evaluate_page_shows_accuracy_confusion_and_predicts_uploads(trained_run
     assert fig["data"][0]["z"] == rep["confusion"]
     table = at.dataframe[0].value
     assert {"macro avg", "weighted avg"} <= set(table.index)
+    (roc,) = plotly(at, "eval_roc")
+    aucs = [t["name"] for t in roc["data"] if "AUC" in t["name"]]
+    assert len(aucs) == len(rep["classes"])
+    (cal,) = plotly(at, "eval_reliability")
+    assert "ECE" in cal["layout"]["title"]["text"]
 
     img = sorted((shapes_dir / "circle").iterdir())[0]
     at.file_uploader(key="eval_upload").set_value([(img.name, img.read_bytes(), "image/png")]).run()
@@ -296,6 +301,9 @@ def test_evaluate_page_shows_accuracy_confusion_and_predicts_uploads(trained_run
 
     expected = load_model(runs.open_run(trained_run).path).predict([img])[0]["label"]
     assert any(f"**{expected}**" in md.value for md in at.markdown)
+    at.toggle(key="eval_gradcam").set_value(True).run()
+    assert not at.exception
+    assert any(cap.startswith("Grad-CAM for ") for el in at.get("image") for cap in el.captions)
 
 
 def test_evaluate_page_without_runs_links_to_training(monkeypatch):
@@ -337,6 +345,12 @@ def test_export_page_downloads_load_back_to_the_same_predictions(trained_run, sh
     card = json.loads(payload("export_card"))
     assert card["classes"] == ["circle", "square", "triangle"]
     assert json.loads(payload("export_config"))["epochs"] == 1
+
+    at.button(key="export_build_bundle").click().run()
+    assert not at.exception and not at.error
+    with zipfile.ZipFile(io.BytesIO(payload("export_fmt_bundle"))) as z:
+        names = z.namelist()
+    assert any(n.endswith("predict.py") for n in names) and any(n.endswith(".safetensors") for n in names)
 
 
 # --- 7 · Runs ---------------------------------------------------------------------------------------
