@@ -144,3 +144,16 @@ def reliability(cal: dict) -> go.Figure:
                       xaxis_title="confidence", yaxis_title="accuracy", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
                       bargap=0.02, **_LAYOUT)
     return fig
+
+
+def compare_runs(runs_events: dict[str, list[dict]], metric: str = "val_acc") -> go.Figure:
+    """One line per run: a per-epoch metric (val_acc, val_loss, train_loss, train_acc) to compare runs."""
+    fig = go.Figure()
+    for label, events in runs_events.items():
+        ep = [e for e in events if e.get("type") == "epoch" and metric in e]
+        fig.add_scatter(x=[e["epoch"] for e in ep], y=[e[metric] for e in ep], mode="lines+markers", name=label)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    if metric.endswith("acc"):
+        fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title=f"{metric} per epoch", yaxis_title=metric, **_LAYOUT)
+    return fig

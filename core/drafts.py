@@ -155,10 +155,24 @@ def device_label() -> str:
 
 
 def backbone_table() -> list[dict]:
-    """One row per registered backbone (see core.backbones.table)."""
+    """One row per registered backbone (core.backbones.table), then backbones adapted by SimCLR (core.ssl)."""
     from . import backbones
 
-    return backbones.table()
+    rows = backbones.table()
+    try:
+        from . import ssl
+
+        adapted = ssl.list_adapted()
+    except (ImportError, OSError, ValueError):
+        adapted = []  # pretraining is optional: the registry alone is a complete table
+    base = {r["name"]: r for r in rows}
+    for a in adapted:
+        b = base.get(a["base"], {})
+        rows.append({"name": a["name"], "title": a["title"], "params (M)": b.get("params (M)"),
+                     "input": b.get("input"), "ImageNet top-1 (%)": None, "weights": "adapted",
+                     "groups": b.get("groups"), "note": f"{a['base']} after self-supervised pretraining on "
+                                                        f"{a['dataset']} ({a['epochs']} epochs)."})
+    return rows
 
 
 def backbone_groups(name: str) -> list[str]:

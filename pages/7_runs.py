@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import streamlit as st
 
-from core import runs
+from core import charts, runs
 from pages import common
 
 st.title("7 · Runs")
@@ -32,6 +33,23 @@ if st.button("Open this run", key="runs_open", type="primary"):
     common.flash(f"Run {pick[:15]} is now the current run.")
     st.rerun()
 common.show_flash()
+
+st.subheader("Compare runs")
+labels = {r["id"]: f"{r['id'][:15]} {r['name'] or r['backbone']}" for r in rows}
+chosen = st.multiselect("Runs", ids, default=ids[:min(3, len(ids))], key="runs_compare", format_func=labels.get)
+metric = st.radio("Metric", ["val_acc", "val_loss", "train_acc", "train_loss"], key="runs_metric", horizontal=True)
+if chosen:
+    events = {labels[i]: runs.open_run(i).events() for i in chosen}
+    st.plotly_chart(charts.compare_runs(events, metric), key="runs_compare_chart", width="stretch")
+    configs = {labels[i]: runs.open_run(i).config().to_dict() for i in chosen}
+    differ = sorted(k for k in next(iter(configs.values())) if k not in ("data", "extra", "name")
+                    and len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1)
+    if len(chosen) > 1:
+        st.caption("Settings that differ between these runs:" if differ else "These runs share every setting.")
+        if differ:
+            st.dataframe({k: [str(configs[lbl][k]) for lbl in configs] for k in differ} | {"run": list(configs)},
+                         key="runs_diff", hide_index=True, column_order=["run", *differ])
+
 if current:
     st.caption(f"Current run: {current}")
     common.link("evaluate", "Evaluate the current run")

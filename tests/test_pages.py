@@ -359,6 +359,10 @@ def test_runs_page_lists_runs_and_opens_one(trained_run):
     at = app("7_runs")
     ids = [r for r in at.dataframe[0].value["id"]]
     assert trained_run in ids
+    at.multiselect(key="runs_compare").set_value([trained_run]).run()
+    (fig,) = plotly(at, "runs_compare_chart")
+    epochs = [e for e in runs.open_run(trained_run).events() if e["type"] == "epoch"]
+    assert fig["data"][0]["y"] == [e["val_acc"] for e in epochs]
     at.selectbox(key="runs_pick").set_value(trained_run)
     at.button(key="runs_open").click().run()
     assert at.session_state["job"] == trained_run and at.query_params["job"] == trained_run
