@@ -71,13 +71,13 @@ def save(sid: str, draft: dict) -> None:
     runs.atomic_write_text(_path(sid), json.dumps({k: draft[k] for k in EDITABLE if k in draft}, indent=2))
 
 
-def to_config(draft: dict, data: str | Path, **overrides) -> RunConfig:
-    """A RunConfig from a draft and a dataset folder; ValueError names a bad field."""
+def to_config(draft: dict, data: str | Path, owner: str | None = None, **overrides) -> RunConfig:
+    """A RunConfig from a draft and a dataset folder (owner recorded for multi-user listings)."""
     known = {f.name for f in dataclasses.fields(RunConfig)}
     fields = {k: v for k, v in draft.items() if k in known}
     fields.update(overrides)
     cfg = RunConfig(**{**fields, "data": str(data)})
-    cfg.extra = {**cfg.extra, "dataset": Path(str(data)).name}
+    cfg.extra = {**cfg.extra, "dataset": Path(str(data)).name, **({"owner": owner} if owner else {})}
     return cfg
 
 

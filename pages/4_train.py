@@ -67,7 +67,7 @@ with st.expander("Advanced"):
                       early_stopping_patience=int(patience), seed=int(seed), name=name, class_weights=weights,
                       deterministic=determ)
 
-config = drafts.to_config(draft, de.dataset_dir(ds))
+config = drafts.to_config(draft, de.dataset_dir(ds), owner=common.owner())
 try:
     config.validate()
 except ValueError as e:
@@ -95,7 +95,7 @@ if b1.button("Start training", key="train_start", type="primary", disabled=activ
 if b2.button("Pause", key="train_pause", disabled=not (active and status != "paused")):
     job.pause()
     st.rerun()
-can_resume = status == "paused" or (status == "interrupted" and job is None)
+can_resume = status == "paused" or (status in ("interrupted", "created") and job is None)
 if b3.button("Resume", key="train_resume", disabled=not can_resume):
     if status == "paused":
         job.resume_()

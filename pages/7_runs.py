@@ -13,7 +13,7 @@ st.title("7 · Runs")
 st.write("Every training run keeps its config, event log and checkpoints on disk, so it outlives the app. "
          "Open a run to make it the current one for Train, Evaluate and Export.")
 
-rows = [r.summary() for r in runs.list_runs()]
+rows = [r.summary() for r in common.user_runs()]
 if not rows:
     st.info("No runs yet.")
     common.link("train", "Go to 4 · Train")

@@ -6,6 +6,9 @@ Torch-free: only torch-free core modules are imported here.
 """
 from __future__ import annotations
 
+import json
+import re
+
 import streamlit as st
 
 from core import dataset_edit, drafts, runs
@@ -20,6 +23,7 @@ PAGES = {
     "runs": ("pages/7_runs.py", "Runs", ":material/history:"),
 }
 _URL_KEYS = ("ds", "job", "sid")
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{32}$")  # runs.new_id()
 ACTIVE = ("queued", "running", "paused")
 
 
@@ -138,20 +142,37 @@ def current_job():
     return job_manager().get(job_id, owner()) if job_id else None
 
 
-def current_run() -> runs.Run | None:
-    """The run directory of the current job, if it exists on disk."""
-    job_id = st.session_state.get("job")
-    if not job_id:
-        return None
+def _run_owner(run: runs.Run) -> str | None:
     try:
-        return runs.open_run(job_id)
-    except ValueError:
+        return json.loads((run.path / "config.json").read_text()).get("extra", {}).get("owner")
+    except (OSError, ValueError, AttributeError):
         return None
+
+
+def visible(run: runs.Run) -> bool:
+    """Whether this user may see a run: everyone in single-user mode, only its owner once signed in."""
+    me = owner()
+    return me is None or _run_owner(run) == me
+
+
+def current_run() -> runs.Run | None:
+    """The run directory of the current job, if it exists in the workspace and this user may see it."""
+    job_id = st.session_state.get("job")
+    # Only plain run ids from the URL: open_run would also accept a path to any folder on the machine.
+    if not job_id or not _RUN_ID.match(str(job_id)):
+        return None
+    run = runs.Run(runs.root() / job_id)
+    return run if (run.path / "config.json").exists() and visible(run) else None
+
+
+def user_runs() -> list[runs.Run]:
+    """Runs this user may see, newest first."""
+    return [r for r in runs.list_runs() if visible(r)]
 
 
 def finished_runs() -> list[str]:
     """Ids of runs that have a checkpoint to evaluate or export, newest first."""
-    return [r.id for r in runs.list_runs() if r.best_weights.exists()]
+    return [r.id for r in user_runs() if r.best_weights.exists()]
 
 
 def require_run(step: str) -> runs.Run:

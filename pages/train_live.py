@@ -105,7 +105,7 @@ def monitor(active: bool) -> None:
         if status == "queued":
             pos = common.job_manager().queue_position(job.id)
             st.info(f"Waiting in the queue (position {pos}): other jobs are using the machine.")
-        if status == "interrupted":
+        if status in ("interrupted", "created") and job is None:
             st.warning("This run stopped without finishing (the server restarted?). Press Resume to continue "
                        "from the last completed epoch.")
         last = events[-1] if events else {}

@@ -382,3 +382,32 @@ def test_train_page_custom_augmentation_starts_from_the_preset_and_previews(shap
     grids = [g for g in at.get("image") if g.captions == [f"#{i}" for i in range(1, 9)]]
     assert grids, "the augmentation preview shows eight versions of one image"
     assert len(set(grids[0].value)) > 1  # random augmentations differ, so their files differ
+
+
+def test_signed_in_users_see_only_their_own_runs(shapes_ds, tiny_config):
+    cfg = tiny_config(de.dataset_dir(shapes_ds))
+    cfg.extra = {"owner": "alice@example.com"}
+    alice_run = runs.create(cfg)
+
+    def tab(email: str, page: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.user = {"is_logged_in": True, "email": email}
+        at.query_params.update(job=alice_run.id, ds=shapes_ds)
+        at.run().switch_page(f"pages/{page}.py").run()
+        assert not at.exception
+        return at
+
+    assert alice_run.id in list(tab("alice@example.com", "7_runs").dataframe[0].value["id"])
+    bob = tab("bob@example.com", "7_runs")
+    assert not bob.dataframe or alice_run.id not in list(bob.dataframe[0].value["id"])
+    # The URL alone does not hand bob alice's run: his Train page has no current run.
+    assert "stopped without finishing" in texts(tab("alice@example.com", "4_train").warning)
+    assert "No training run yet" in texts(tab("bob@example.com", "4_train").caption)
+
+
+def test_a_run_id_in_the_url_cannot_point_outside_the_workspace(shapes_ds, tmp_path, tiny_config):
+    outside = tmp_path / "not-a-run"
+    outside.mkdir()
+    (outside / "config.json").write_text(tiny_config(de.dataset_dir(shapes_ds)).to_json())
+    at = app("4_train", ds=shapes_ds, job=str(outside))
+    assert "No training run yet" in texts(at.caption)
