@@ -110,9 +110,65 @@ def cmd_lr_find(a) -> dict:
     return lr_find(_config_from_flags(a), progress, start_lr=a.start_lr, end_lr=a.end_lr, num_iter=a.num_iter)
 
 
+def _use_out(a) -> None:
+    if getattr(a, "out", None):
+        import os
+
+        os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
+
+
+def cmd_distill(a) -> dict:
+    from . import distill
+
+    _use_out(a)
+    config = _config_from_flags(a)
+    result = distill.distill(a.teacher, config, a.alpha, a.temperature, _progress_printer())
+    if a.compare and result.get("status") == "finished":
+        baseline = distill.distill(a.teacher, config, 1.0, a.temperature, _progress_printer())
+        result["comparison"] = distill.compare(a.teacher, {"distilled": result["run_dir"],
+                                                           "without teacher": baseline["run_dir"]})
+    return result
+
+
+def cmd_multitask(a) -> dict:
+    from . import multitask
+
+    _use_out(a)
+    tasks = a.tasks.split(",") if a.tasks else None
+    weights = [float(w) for w in a.weights.split(",")] if a.weights else None
+    return multitask.fit_multitask(_config_from_flags(a), tasks, weights, _progress_printer())
+
+
+def cmd_pretrain(a) -> dict:
+    from . import ssl
+
+    _use_out(a)
+    printer = _progress_printer()
+
+    def on_event(ev: dict) -> None:
+        if ev["type"] == "epoch":  # no validation split here: print the contrastive figures instead
+            sys.stderr.write(f"\repoch {ev['epoch']}/{ev['epochs']}: contrastive loss {ev['train_loss']:.4f} "
+                             f"pair accuracy {ev['pair_acc']:.3f}\n")
+        else:
+            printer(ev)
+    run = ssl.pretrain(a.backbone, a.data, epochs=a.epochs, batch_size=a.batch_size, temperature=a.temperature,
+                       lr=a.lr, image_size=a.image_size, trainable=a.trainable, seed=a.seed, device=a.device,
+                       on_event=on_event)
+    return run.result() or {"status": run.status(), "run_dir": str(run.path)}
+
+
 def cmd_predict(a) -> None:
     from .export import load_model
+    from .multitask import is_multitask, load_multitask
 
+    if is_multitask(a.model):  # every task's prediction per image
+        mt = load_multitask(a.model)
+        for path in a.images:
+            try:
+                print(json.dumps({"path": path, "tasks": mt.predict([path], top_k=a.top_k)[0]}))
+            except ValueError as e:
+                print(json.dumps({"path": path, "error": str(e)}))
+        return
     model = load_model(a.model)
     for path in a.images:
         try:
@@ -165,6 +221,32 @@ def parser() -> argparse.ArgumentParser:
     lf.add_argument("--end-lr", dest="end_lr", type=float, default=10.0)
     lf.add_argument("--num-iter", dest="num_iter", type=int, default=100)
     _add_config_flags(lf)
+    d = sub.add_parser("distill", help="train a student on a teacher's soft labels (knowledge distillation)")
+    d.add_argument("--teacher", required=True, help="the teacher: a run id, run directory or exported model")
+    d.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss, 0..1 (default 0.5)")
+    d.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T (default 4)")
+    d.add_argument("--compare", action="store_true",
+                   help="also train the student without the teacher (alpha=1) and print the comparison table")
+    m = sub.add_parser("multitask", help="one backbone, one head per label column of a CSV")
+    m.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
+    m.add_argument("--weights", help="comma-separated loss weights, one per task (default: 1 each)")
+    for sp in (d, m):
+        sp.add_argument("--config", help="a run.json; other flags override its fields")
+        sp.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
+        _add_config_flags(sp)
+    sp = sub.add_parser("pretrain", help="adapt a backbone to your own images with SimCLR (no labels needed)")
+    sp.add_argument("--backbone", default="efficientnet_lite0")
+    sp.add_argument("--data", action="append", required=True,
+                    help="a folder, .zip or sample:NAME of images; repeat to combine sources")
+    sp.add_argument("--epochs", type=int, default=5)
+    sp.add_argument("--batch-size", dest="batch_size", type=int, default=32)
+    sp.add_argument("--temperature", type=float, default=0.2)
+    sp.add_argument("--lr", type=float, default=3e-4)
+    sp.add_argument("--image-size", dest="image_size", type=int, default=0)
+    sp.add_argument("--trainable", default="all", help="layer groups that adapt: all or last-N")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
     return p
 
 
@@ -175,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             result = cmd_train(a)
             if "rank" not in result:  # under torchrun only rank 0 prints, so scripts read one line
                 print(json.dumps(result))
+            return 0 if result.get("status") == "finished" else 1
+        if a.cmd in ("distill", "multitask", "pretrain"):
+            result = {"distill": cmd_distill, "multitask": cmd_multitask, "pretrain": cmd_pretrain}[a.cmd](a)
+            print(json.dumps(result))
             return 0 if result.get("status") == "finished" else 1
         if a.cmd == "lr-find":
             print(json.dumps(cmd_lr_find(a)))
