@@ -14,7 +14,7 @@ import secrets
 import shutil
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from . import ingest, workspace
 from .imageio import is_image_name
@@ -96,9 +96,11 @@ def import_sample(sample: str, per_class: int = 40) -> str:
     return name
 
 
-def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False) -> tuple[str, list[ingest.Skipped]]:
+def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False,
+               progress: Callable[[str, int, int], None] | None = None) -> tuple[str, list[ingest.Skipped]]:
     """Extract a zip into dataset ``name`` (or merge it into the existing one); returns (name, skipped).
 
+    ``progress(stage, done, total)`` is called while extracting and while checking the images.
     The upload is extracted and validated in a scratch folder first, so a bad upload never damages
     a dataset that already exists.
     """
@@ -108,8 +110,9 @@ def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False) -> t
         raise ValueError(f"dataset {name!r} already exists; choose another name or tick 'append'")
     scratch = workspace.sub("uploads") / f"extract-{secrets.token_hex(8)}"
     try:
-        skipped = ingest.extract_archive(src, scratch)
-        ingest.scan_folder(scratch)  # raises IngestError with what to fix
+        stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
+        skipped = ingest.extract_archive(src, scratch, progress=stage("extracting"))
+        ingest.scan_folder(scratch, progress=stage("checking images"))  # raises IngestError with what to fix
         if dest.exists():
             ingest.merge_into(dest, scratch)
         else:
@@ -119,7 +122,7 @@ def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False) -> t
     return name, skipped
 
 
-def import_files(files: Iterable[tuple[str, bytes]], name: str, append: bool = False):
+def import_files(files: Iterable[tuple[str, bytes]], name: str, append: bool = False, progress=None):
     """Import (relative path, bytes) pairs from a folder upload; returns (name, skipped) like import_zip.
 
     The browser sends relative paths that nobody has sanitised, so they are packed into an
@@ -134,7 +137,7 @@ def import_files(files: Iterable[tuple[str, bytes]], name: str, append: bool = F
     if n == 0:
         raise ValueError("the folder upload holds no files; pick a folder that contains class folders")
     buf.seek(0)
-    return import_zip(buf, name, append=append)
+    return import_zip(buf, name, append=append, progress=progress)
 
 
 def add_upload(fileobj: BinaryIO, filename: str) -> Path:

@@ -34,10 +34,9 @@ with tab_zip:
         st.session_state["_data_zip_done"] = up.file_id  # one import per upload, not one per rerun
         target = current if append and current else de.unique_name(up.name)
         try:
-            with st.spinner("Extracting and checking every image…"):
-                de.add_upload(up, up.name)
-                up.seek(0)
-                name, skipped = de.import_zip(up, target, append=bool(append and current))
+            de.add_upload(up, up.name)
+            up.seek(0)
+            name, skipped = de.import_zip(up, target, append=bool(append and current), progress=common.progress_bar())
             common.set_dataset(name)
             common.flash(f"Imported {up.name} into dataset '{name}'"
                          + (f"; {len(skipped)} file(s) left out (see the health report)." if skipped else "."))
@@ -50,8 +49,8 @@ with tab_folder:
     if files and st.button("Import this folder", key="data_import_folder"):
         top = files[0].name.replace("\\", "/").split("/")[0]
         try:
-            with st.spinner("Checking every image…"):
-                name, _ = de.import_files([(f.name, f.getvalue()) for f in files], de.unique_name(top or "folder"))
+            name, _ = de.import_files([(f.name, f.getvalue()) for f in files], de.unique_name(top or "folder"),
+                                      progress=common.progress_bar())
             common.set_dataset(name)
             common.flash(f"Imported {len(files)} files into dataset '{name}'.")
             st.rerun()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import streamlit as st
 
@@ -193,6 +194,20 @@ def run_label(run_id: str) -> str:
     s = runs.Run(runs.root() / run_id).summary()
     acc = f", val acc {s['best_val_acc']:.1%}" if s.get("best_val_acc") is not None else ""
     return f"{run_id[:15]} · {s.get('backbone')} · {s['status']}{acc}"
+
+
+def progress_bar():
+    """A progress bar and the ``progress(stage, done, total)`` callback that fills it, with rate and ETA."""
+    bar = st.progress(0.0, text="starting…")
+    t0 = time.time()
+
+    def update(stage: str, done: int, total: int) -> None:
+        elapsed = max(time.time() - t0, 1e-6)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else 0
+        bar.progress(min(done / max(total, 1), 1.0),
+                     text=f"{stage}: {done:,} / {total:,} · {rate:,.0f}/s · about {eta:.0f} s left")
+    return update
 
 
 def flash(message: str, kind: str = "success") -> None:

@@ -187,3 +187,14 @@ def test_dataset_dir_refuses_names_outside_the_workspace():
         de.dataset_dir("../runs")
     with pytest.raises(ValueError, match="does not exist"):
         de.dataset_dir("no-such-dataset")
+
+
+def test_import_reports_progress_for_both_stages(tmp_path, shapes_dir):
+    calls = []
+    de.import_zip(zip_folder(shapes_dir, tmp_path / "p.zip"), de.unique_name("progress"),
+                  progress=lambda stage, done, total: calls.append((stage, done, total)))
+    stages = [c[0] for c in calls]
+    assert "extracting" in stages and "checking images" in stages
+    checks = [c for c in calls if c[0] == "checking images"]
+    n = sum(1 for p in shapes_dir.rglob("*.png"))
+    assert checks[-1][1] == checks[-1][2] == n
