@@ -249,16 +249,28 @@ def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | N
         if on_event:
             on_event(ev)
 
+    cleanup: list = []  # _fit registers work that must reach the disk before any end event (the best weights)
+
+    def finish() -> None:
+        for fn in cleanup:
+            fn()
+
     try:
-        return _fit(config, emit, control, run, resume)
+        return _fit(config, emit, control, run, resume, cleanup)
     except Stopped:
+        finish()
         emit("end", status="stopped", message="stopped by the user; the best checkpoint so far is kept",
              elapsed_s=time.time() - t_start)
         return {"status": "stopped", "run_dir": str(run.path)}
     except TrainingDiverged as e:  # a known outcome with its own advice; a traceback would only add noise
+        finish()
         emit("end", status="failed", reason="diverged", message=str(e), elapsed_s=time.time() - t_start)
         raise
     except Exception as e:  # the worker must report every failure, never vanish
+        try:
+            finish()
+        except Exception:  # the original failure is the one to report
+            pass
         emit("end", status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         raise
 
@@ -268,7 +280,7 @@ def _score(config: RunConfig, val_acc: float, val_loss: float) -> float:
     return val_acc if config.early_stopping_metric == "val_acc" else -val_loss
 
 
-def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool) -> dict:
+def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool, cleanup: list) -> dict:
     seed_everything(config.seed, config.deterministic)
     ddp = distributed.context()  # DDP hooks under torchrun; no-ops in an ordinary process
     device = ddp.device or pick_device(config.device)
@@ -342,8 +354,18 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     best_score, best_epoch, stale, step, best_metrics = float("-inf"), -1, 0, 0, {}
+    # Groups outside the plan never change (no gradient, BatchNorm in eval), so checkpoints leave them out:
+    # a resumed run rebuilds them bit-identically from the same weights and seed.
+    fixed = _group_keys(model, config.backbone, [g for g in backbones.group_names(config.backbone) if g not in target])
+    best = _BestWriter(run, model, fixed, lambda metrics: export.make_card(config, classes, pre, metrics))
+    cleanup.append(best.flush)
     if ck:
-        model.load_state_dict(ck["model"])
+        missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+        if unexpected or set(missing) - fixed:
+            raise ValueError(f"{run.last_ckpt} does not match this run's model (missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}); start a new run instead of resuming")
+        if ck.get("best_pending"):
+            best.pending = (ck["best_pending"], json.loads(ck["best_metrics"]))
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         best_score, best_epoch, stale, step = ck["best_score"], ck["best_epoch"], ck["stale"], ck["step"]
@@ -443,13 +465,14 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool)
             best_score, best_epoch, stale = score, epoch + 1, 0
             best_metrics = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
             if ddp.main:  # only rank 0 writes checkpoints
-                export.save_safetensors(model, export.make_card(config, classes, pre, best_metrics), run.best_weights)
+                best.update(best_metrics)
         else:
             stale += 1
         last_epoch = epoch + 1
         if ddp.main:
-            _save_last(run, model, opt, sched, gen, epoch=epoch + 1, best_score=best_score, best_epoch=best_epoch,
-                       stale=stale, step=step, best_metrics=json.dumps(best_metrics))
+            _save_last(run, model, opt, sched, gen, fixed, epoch=epoch + 1, best_score=best_score,
+                       best_epoch=best_epoch, stale=stale, step=step, best_metrics=json.dumps(best_metrics),
+                       best_pending=best.pending[0] if best.pending else {})
         emit("epoch", epoch=epoch + 1, epochs=config.epochs, train_loss=tot_loss / max(tot_n, 1),
              train_acc=tot_correct / max(tot_n, 1), val_loss=val_loss, val_acc=val_acc,
              lr=opt.param_groups[0]["lr"], lrs={g["name"]: g["lr"] for g in opt.param_groups if g["name"] in groups},
@@ -460,6 +483,8 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool)
                          f"keeping epoch {best_epoch}")
             break
 
+    if ddp.main:
+        best.flush()
     if best_epoch != last_epoch and run.best_weights.exists():
         # The model in memory ends as the best epoch's, like the exported file.
         from safetensors.torch import load_file
@@ -475,9 +500,55 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool)
     return result
 
 
-def _save_last(run: runs.Run, model, opt, sched, gen: torch.Generator, **counters) -> None:
+def _group_keys(model: nn.Module, backbone: str, groups: list[str]) -> set[str]:
+    """State-dict keys (parameters and buffers) inside the given layer groups."""
+    paths = [p for g, ps in backbones.group_modules(backbone).items() if g in groups for p in ps]
+    return {k for k in model.state_dict() if any(k == p or k.startswith(p + ".") for p in paths)}
+
+
+class _BestWriter:
+    """Writes best.safetensors: at once the first time, then at most every ``interval`` seconds.
+
+    A short head-only run improves nearly every epoch, and writing the whole model each time would
+    cost as much as the training itself. A pending best travels inside last.pt (only the learnable
+    tensors), so a hard kill loses nothing, and it is written before any end event.
+    """
+
+    interval = 10.0
+
+    def __init__(self, run: runs.Run, model: nn.Module, fixed: set[str], card):
+        self.run, self.model, self.fixed, self.card = run, model, fixed, card
+        self.pending: tuple[dict, dict] | None = None
+        self.written_at: float | None = None
+
+    def update(self, metrics: dict) -> None:
+        self.pending = ({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+                         if k not in self.fixed}, dict(metrics))
+        if self.written_at is None or time.time() - self.written_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        learned, metrics = self.pending
+        full = {**{k: v for k, v in self.model.state_dict().items() if k in self.fixed}, **learned}
+        export.save_safetensors(_StateOnly(full), self.card(metrics), self.run.best_weights)
+        self.pending, self.written_at = None, time.time()
+
+
+class _StateOnly:
+    """Stands in for a module where only ``state_dict()`` is needed (export of a saved state)."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state
+
+
+def _save_last(run: runs.Run, model, opt, sched, gen: torch.Generator, fixed: set[str], **counters) -> None:
     """The resume state after a completed epoch, written atomically (torch.load(weights_only=True) reads it)."""
-    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in fixed},
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
              "loader_rng": gen.get_state(), **counters}
     runs.atomic_save(run.last_ckpt, lambda tmp: torch.save(state, tmp))
