@@ -1,0 +1,240 @@
+"""Training-engine benchmark: every number is a ratio of two runs measured here, side by side.
+
+    python benchmarks/bench_engine.py [--per-class 100] [--image-size 96] [--repeats 2]
+
+(a) a 10-epoch head-only run on cached features vs one inference pass over the same images, and vs
+    the same run recomputing the backbone every epoch (cache_features=False);
+(b) fine-tuning throughput, every layer trainable, vs a plain PyTorch loop (torchvision ImageFolder,
+    DataLoader, the classic loop) on the same model, data, batch size and thread count;
+(c) the app's path (core.jobs.JobManager with a thread polling snapshot() every second) vs headless fit;
+(d) on a CUDA GPU only: absolute fine-tuning images/s with and without AMP.
+
+The dataset is the generated "shapes" sample (Pillow-drawn, three classes). Each measurement is
+repeated and the fastest kept, interleaving the two sides, so background load hits both alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, torch threads "
+            f"{torch.get_num_threads()}, GPU {gpu}, torch {torch.__version__}, load average at start {load:.1f}")
+
+
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def best_of(repeats: int, *fns) -> list[tuple[float, object]]:
+    """Run the functions interleaved ``repeats`` times; the fastest time (and its output) of each."""
+    best: list = [None] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            dt, out = timed(fn)
+            if best[i] is None or dt < best[i][0]:
+                best[i] = (dt, out)
+    return best
+
+
+def inference_pass(config) -> int:
+    """One forward pass over every image of the run (train + val), model already built: the floor."""
+    import torch
+
+    from core import backbones, data, trainer
+
+    pre = trainer.preprocessing_for(config)
+    split = data.split(data.load_index(config.data), config.val_fraction, config.seed)
+    paths = [p for p, _ in split.train + split.val]
+    cache = data.ImageCache(paths, pre)
+    model = backbones.build_model(config.backbone, len(split.classes), pretrained=True).eval()
+    ds = data.CachedDataset(split.train + split.val, cache, data.eval_transform(pre))
+    loader = torch.utils.data.DataLoader(ds, batch_size=64)
+
+    def run() -> int:
+        n = 0
+        with torch.no_grad():
+            for x, _ in loader:
+                model(data.normalize(x, pre))
+                n += len(x)
+        return n
+    return run
+
+
+def plain_loop(config, epochs: int):
+    """The classic PyTorch recipe on the same files: ImageFolder + DataLoader + train/validate loop."""
+    import torch
+    from torchvision import datasets, transforms as T
+
+    from core import backbones, data, trainer
+
+    pre = trainer.preprocessing_for(config)
+    split = data.split(data.load_index(config.data), config.val_fraction, config.seed)
+    root = data.resolve(config.data)
+    norm = T.Normalize(pre.mean, pre.std)
+    train_tf = T.Compose([T.Resize(pre.resize_size), T.CenterCrop(pre.resize_size),
+                          T.RandomResizedCrop(pre.crop_size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(),
+                          T.ToTensor(), norm])
+    val_tf = T.Compose([T.Resize(pre.resize_size), T.CenterCrop(pre.crop_size), T.ToTensor(), norm])
+    full_train = datasets.ImageFolder(str(root), transform=train_tf)
+    full_val = datasets.ImageFolder(str(root), transform=val_tf)
+    where = {str(Path(p).resolve()): i for i, (p, _) in enumerate(full_train.samples)}
+    train = torch.utils.data.Subset(full_train, [where[str(Path(p).resolve())] for p, _ in split.train])
+    val = torch.utils.data.Subset(full_val, [where[str(Path(p).resolve())] for p, _ in split.val])
+
+    def run() -> dict:
+        torch.manual_seed(config.seed)
+        model = backbones.build_model(config.backbone, len(split.classes), pretrained=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        crit = torch.nn.CrossEntropyLoss()
+        tl = torch.utils.data.DataLoader(train, batch_size=config.batch_size, shuffle=True,
+                                         num_workers=config.num_workers)
+        vl = torch.utils.data.DataLoader(val, batch_size=64, num_workers=config.num_workers)
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            model.train()
+            for x, y in tl:
+                opt.zero_grad()
+                loss = crit(model(x), y)
+                loss.backward()
+                opt.step()
+            model.eval()
+            correct = 0
+            with torch.no_grad():
+                for x, y in vl:
+                    correct += int((model(x).argmax(1) == y).sum())
+        return {"loop_s": time.perf_counter() - t0, "val_acc": correct / len(val)}
+    return run, len(split.train)
+
+
+def engine_loop(config):
+    """fit() with the loop time taken between its start and end events (model build and caches excluded)."""
+    from core.trainer import fit
+
+    def run() -> dict:
+        marks = {}
+
+        def on_event(ev: dict) -> None:
+            if ev["type"] in ("start", "end"):
+                marks[ev["type"]] = ev["time"]
+        result = fit(config, on_event)
+        return {"loop_s": marks["end"] - marks["start"], "val_acc": result["val_accuracy"]}
+    return run
+
+
+def via_jobs(config):
+    """The app's path: JobManager.start, a poller calling snapshot() every second until the job ends."""
+    from core.jobs import JobManager
+
+    def run() -> dict:
+        jm = JobManager(max_running=1)
+        job = jm.start(config)
+        polls = 0
+        while True:
+            snap = job.snapshot()
+            polls += 1
+            if snap["status"] not in ("queued", "running", "paused"):
+                break
+            time.sleep(1.0)
+        job.thread.join()
+        return {"status": snap["status"], "polls": polls}
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=100, help="images per class of the shapes sample (3 classes)")
+    ap.add_argument("--image-size", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    a = ap.parse_args()
+
+    home = tempfile.mkdtemp(prefix="ts-bench-engine-")
+    os.environ["TRANSFER_STUDIO_HOME"] = home
+    import torch
+
+    from core.config import RunConfig
+    from core.data import make_sample
+    from core.trainer import fit
+
+    root = make_sample("shapes", Path(home) / "shapes", per_class=a.per_class)
+    n_images = 3 * a.per_class
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base = dict(data=str(root), backbone="efficientnet_lite0", image_size=a.image_size, batch_size=32, lr=1e-3,
+                device=device, seed=0, num_workers=0)
+    print(f"machine: {machine()}")
+    print(f"data: shapes sample, {n_images} images ({a.per_class} per class), input {a.image_size} px, "
+          f"batch 32, EfficientNet-Lite0 (ImageNet weights), device {device}; best of {a.repeats}")
+    rows = []
+
+    def row(name: str, value: float, target: str, detail: str) -> None:
+        rows.append({"measure": name, "ratio": round(value, 3), "target": target, "detail": detail})
+        print(f"{name:<58} {value:7.3f}x   target {target:<8} {detail}", flush=True)
+
+    # (a) head-only on cached features
+    head = RunConfig(**base, epochs=10, trainable="head", augment="none", cache_features=True)
+    slow = RunConfig(**base, epochs=10, trainable="head", augment="none", cache_features=False)
+    fit(RunConfig(**base, epochs=1, augment="none"))  # warm-up: decode cache, index cache, weights file
+    infer = inference_pass(head)
+    (t_inf, n_inf), (t_head, r_head) = best_of(a.repeats, infer, lambda: fit(head))
+    (t_slow, r_slow), = best_of(1, lambda: fit(slow))
+    row("(a1) 10-epoch head-only run / one inference pass", t_head / t_inf, "<= 1.3",
+        f"{t_head:.2f}s vs {t_inf:.2f}s for {n_inf} images (whole fit(): data, model, embedding, 10 epochs, "
+        f"validation, checkpoints)")
+    row("(a2) speed-up of cached features over recomputing", t_slow / t_head, ">= 5",
+        f"{t_slow:.2f}s vs {t_head:.2f}s; val acc {r_slow['val_accuracy']:.3f} vs {r_head['val_accuracy']:.3f}")
+
+    # (b) fine-tuning throughput, every layer trainable, light augmentation in both
+    ft = RunConfig(**base, epochs=a.finetune_epochs, trainable="all", augment="light", scheduler="constant",
+                   weight_decay=1e-4, amp=False)
+    plain, n_train = plain_loop(ft, a.finetune_epochs)
+    (_, p_out), (_, e_out) = best_of(a.repeats, plain, engine_loop(ft))
+    ips_plain = n_train * a.finetune_epochs / p_out["loop_s"]
+    ips_engine = n_train * a.finetune_epochs / e_out["loop_s"]
+    row("(b) fine-tuning images/s, engine / plain PyTorch loop", ips_engine / ips_plain, ">= 1.0",
+        f"{ips_engine:.1f} vs {ips_plain:.1f} img/s over {a.finetune_epochs} epochs of {n_train} images "
+        f"(train + validation each epoch; the engine also writes last.pt every epoch)")
+
+    # (c) the app's overhead over headless
+    app_cfg = RunConfig(**base, epochs=3, trainable="last-1", augment="light")
+    (t_head_less, _), (t_app, app_out) = best_of(a.repeats, lambda: fit(app_cfg), via_jobs(app_cfg))
+    row("(c) app path (JobManager + 1 s polling) / headless fit", t_app / t_head_less, "< 1.03",
+        f"{t_app:.2f}s vs {t_head_less:.2f}s, {app_out['polls']} snapshot polls, job {app_out['status']}")
+
+    # (d) CUDA only: absolute throughput with and without AMP
+    if device == "cuda":
+        for amp in (False, True):
+            cfg = RunConfig(**{**base, "image_size": 224}, epochs=2, trainable="all", augment="light", amp=amp)
+            out = engine_loop(cfg)()
+            ips = n_train * 2 / out["loop_s"]
+            print(f"(d) fine-tuning on {torch.cuda.get_device_name(0)} at 224 px, amp={amp}: {ips:.0f} images/s")
+            rows.append({"measure": f"(d) images/s amp={amp}", "value": round(ips, 1)})
+    print("json: " + json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
