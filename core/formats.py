@@ -168,8 +168,8 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reus
                              "training images are used) or pass calibration=[image paths]")
         _save_torchscript(lm, quantize(lm, images), target,
                           {"quantization": {"scheme": "static post-training, per-channel int8 weights, "
-                                                      "uint8 activations (FX graph mode, x86 backend)",
-                                            "calibration_images": len(images)}})
+                                                      "uint8 activations (FX graph mode)",
+                                            "engine": quant_engine(), "calibration_images": len(images)}})
     else:
         _save_bundle(lm, model_path, target)
     return target
@@ -214,17 +214,54 @@ def _save_onnx(lm: LoadedModel, target: Path) -> None:
     runs.atomic_write_bytes(target, proto.SerializeToString())
 
 
+def quant_engine() -> str:
+    """The quantized backend used for int8 exports on this machine."""
+    # onednn's default qconfig keeps all 8 activation bits; x86/fbgemm's drops one (reduce_range) to avoid
+    # overflow on CPUs without VNNI, which cost EfficientNet-Lite0 visibly more accuracy in our checks.
+    for engine in ("onednn", "x86", "qnnpack"):
+        if engine in torch.backends.quantized.supported_engines:
+            return engine
+    raise RuntimeError("this PyTorch build has no quantized CPU backend; int8 export is unavailable")
+
+
+def _quantizable(module: nn.Module) -> nn.Module:
+    """Rewrite (in place) two patterns that FX post-training quantization handles badly.
+
+    1. Conv2d subclasses with their own forward (EfficientNet-Lite's "same" padding) are traced into
+       functional convs that cannot be fused with their BatchNorm: split into ZeroPad2d + a plain Conv2d.
+    2. conv-BN-ReLU6 is not a fusable pattern, so the conv output would be quantized over its full,
+       mostly negative range: ReLU6 becomes ReLU (fused, range starts at 0) followed by ReLU6.
+    Both rewrites compute exactly the same function in float.
+    """
+    for name, m in list(module.named_modules()):
+        if isinstance(m, nn.Conv2d) and type(m) is not nn.Conv2d and isinstance(getattr(m, "static_padding", None),
+                                                                                 nn.Module):
+            conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, tuple(m.stride), m.padding, m.dilation,
+                             m.groups, m.bias is not None, m.padding_mode)
+            conv.weight = m.weight
+            if m.bias is not None:
+                conv.bias = m.bias
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, child, nn.Sequential(m.static_padding, conv))
+    for m in list(module.modules()):
+        for child_name, child in list(m.named_children()):
+            if type(child) is nn.ReLU6:
+                setattr(m, child_name, nn.Sequential(nn.ReLU(), nn.ReLU6()))
+    return module.eval()
+
+
 def quantize(lm: LoadedModel, calibration: list[str], batch_size: int = 16) -> nn.Module:
     """Static int8 post-training quantization (FX graph mode) calibrated on the given images."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "qnnpack"
+    engine = quant_engine()
     torch.backends.quantized.engine = engine
     size = lm.preprocessing.crop_size
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices; the API still works in this torch
-        prepared = prepare_fx(_deployable(lm), get_default_qconfig_mapping(engine), (torch.rand(1, 3, size, size),))
+        prepared = prepare_fx(_quantizable(_deployable(lm)), get_default_qconfig_mapping(engine),
+                              (torch.rand(1, 3, size, size),))
         with torch.no_grad():
             for i in range(0, len(calibration), batch_size):
                 prepared(unit_batch(lm, calibration[i:i + batch_size]))
@@ -248,6 +285,12 @@ class ExportedModel:
             self._module = None
         else:
             files = {CARD_FILE: ""}
+            with zipfile.ZipFile(self.path) as z:  # the engine must be set before the int8 weights unpack
+                card_name = next((n for n in z.namelist() if n.endswith("/extra/" + CARD_FILE)), None)
+                early = json.loads(z.read(card_name)) if card_name else {}
+            engine = (early.get("quantization") or {}).get("engine")
+            if engine and engine in torch.backends.quantized.supported_engines:
+                torch.backends.quantized.engine = engine
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=files)

@@ -79,14 +79,30 @@ def test_int8_is_smaller_and_close_to_fp32(run_dir, val_paths):
     rep = formats.compare_int8(run_dir, repeats=2)
     assert rep["int8"]["size_bytes"] < 0.5 * rep["fp32"]["size_bytes"]
     assert rep["int8"]["latency_ms"] > 0 and rep["fp32"]["latency_ms"] > 0
-    assert rep["agreement"] >= 0.5, rep
-    assert abs(rep["int8"]["val_accuracy"] - rep["fp32"]["val_accuracy"]) <= 0.5, rep
+    assert rep["agreement"] >= 0.8, rep  # 6 validation images: at most one flipped prediction
+    assert abs(rep["int8"]["val_accuracy"] - rep["fp32"]["val_accuracy"]) <= 0.2, rep
     saved = json.loads((run_dir / "exports" / "int8_report.json").read_text())
     assert saved["int8"]["size_bytes"] == rep["int8"]["size_bytes"]
     ex = formats.ExportedModel(run_dir / "exports" / "efficientnet_lite0.int8.torchscript.pt")
     assert ex.card["quantization"]["calibration_images"] > 0
     # the quantized graph really holds int8 weights
     assert "quantized" in str(ex._module.graph)
+
+
+def test_quantization_rewrites_compute_the_same_float_function():
+    from core.backbones import build_model
+
+    torch.manual_seed(0)
+    net = formats.Normalised(build_model("efficientnet_lite0", 3, pretrained=False).eval(), (0.5,) * 3, (0.25,) * 3)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        import copy
+
+        rewritten = formats._quantizable(copy.deepcopy(net))
+        custom = lambda mod: [m for m in mod.modules() if isinstance(m, torch.nn.Conv2d) and type(m) is not torch.nn.Conv2d]
+        assert custom(net) and not custom(rewritten)
+        assert torch.equal(rewritten(x), ref)
 
 
 def test_bundle_predict_py_runs_standalone_and_agrees(run_dir, val_paths, tmp_path):
