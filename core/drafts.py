@@ -226,6 +226,13 @@ def evaluate_run(run_dir: str | Path) -> dict:
     return metrics.evaluate_run(run_dir)
 
 
+def evaluate_on(run_dir: str | Path, dataset_dir: str | Path) -> dict:
+    """Score a run's best checkpoint on another labelled dataset (core.metrics.evaluate_on)."""
+    from . import metrics
+
+    return metrics.evaluate_on(run_dir, dataset_dir)
+
+
 def top_losses(rep: dict, limit: int = 24, wrong_only: bool = True) -> list[dict]:
     """Validation items the model got most wrong (core.metrics.top_losses)."""
     from . import metrics

@@ -33,8 +33,9 @@ c1.metric("Validation accuracy", f"{rep['accuracy']:.1%}")
 c2.metric("Macro F1", f"{rep['averages']['macro']['f1']:.3f}")
 c3.metric("Validation images", len(rep["items"]))
 
-tab_class, tab_confusion, tab_curves, tab_mistakes, tab_try = st.tabs(
-    ["Per class", "Confusion matrix", "ROC · PR · calibration", "Mistakes", "Try it on new images"])
+tab_class, tab_confusion, tab_curves, tab_mistakes, tab_try, tab_test = st.tabs(
+    ["Per class", "Confusion matrix", "ROC · PR · calibration", "Mistakes", "Try it on new images",
+     "Test on another dataset"])
 with tab_class:
     table = pd.DataFrame(rep["per_class"]).set_index("class")
     support = int(table["support"].sum())
@@ -74,4 +75,7 @@ with tab_mistakes:
 
 with tab_try:
     eval_tools.try_it(run, classes)
+
+with tab_test:
+    eval_tools.test_set(run)
 common.link("export", "Next: 6 · Export")

@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from core import drafts, runs
+from core import charts, dataset_edit as de, drafts, runs
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -55,3 +55,37 @@ def try_it(run: runs.Run, classes: list[str]) -> None:
         right.markdown(f"**{p['label']}** ({p['confidence']:.1%})")
         right.dataframe(pd.DataFrame(p["top_k"], columns=["class", "probability"]), hide_index=True,
                         key=f"eval_pred_{img.file_id}")
+
+
+def test_set(run: runs.Run) -> None:
+    """Score the model on a held-out dataset from the workspace (class folders named like the training classes)."""
+    st.caption("A test set the model never saw, not even for choosing the best epoch, gives the honest final "
+               "number. Its class folders must be named like the training classes; others are left out.")
+    have = de.list_datasets()
+    if not have:
+        st.info("No dataset in the workspace; upload a test set on the Data step.")
+        return
+    name = st.selectbox("Test dataset", have, key="eval_test_ds")
+    if st.button("Evaluate on this dataset", key="eval_test_run"):
+        try:
+            with st.spinner("Predicting every image of the test set…"):
+                st.session_state["_eval_test"] = (run.id, name, drafts.evaluate_on(run.path, de.dataset_dir(name)))
+        except ValueError as e:
+            st.error(str(e))
+            return
+    found = st.session_state.get("_eval_test")
+    if not found or found[:2] != (run.id, name):
+        return
+    rep = found[2]
+    a, b, c = st.columns(3)
+    a.metric("Test accuracy", f"{rep['accuracy']:.1%}")
+    b.metric("Images evaluated", rep["n_evaluated"])
+    c.metric("Images left out (unknown class)", rep["n_ignored"])
+    if rep["unknown_classes"]:
+        st.warning("Classes the model does not know were left out: "
+                   + ", ".join(f"{k} ({v})" for k, v in rep["unknown_classes"].items()))
+    if rep["missing_classes"]:
+        st.info("No test images for: " + ", ".join(rep["missing_classes"]))
+    fig = charts.confusion(rep["confusion"], rep["classes"])
+    fig.update_xaxes(type="category").update_yaxes(type="category")
+    st.plotly_chart(fig, key="eval_test_confusion", width="stretch")

@@ -306,6 +306,21 @@ def test_evaluate_page_shows_accuracy_confusion_and_predicts_uploads(trained_run
     assert any(cap.startswith("Grad-CAM for ") for el in at.get("image") for cap in el.captions)
 
 
+def test_evaluate_page_scores_another_dataset_by_class_name(trained_run, shapes_dir):
+    name = de.unique_name("pages-test-set")
+    for cls in ("circle", "square"):  # a test set with two of the three classes, plus one the model never saw
+        shutil.copytree(shapes_dir / cls, de.root() / name / cls)
+    shutil.copytree(shapes_dir / "triangle", de.root() / name / "hexagon")
+    at = app("5_evaluate", job=trained_run)
+    at.selectbox(key="eval_test_ds").set_value(name)
+    at.button(key="eval_test_run").click().run()
+    assert not at.exception and not at.error
+    n = len(list((shapes_dir / "circle").iterdir()))
+    m = metrics(at)
+    assert m["Images evaluated"] == str(2 * n) and m["Images left out (unknown class)"] == str(n)
+    assert "hexagon" in texts(at.warning) and "triangle" in texts(at.info)
+
+
 def test_evaluate_page_without_runs_links_to_training(monkeypatch):
     from pages import common
 
