@@ -92,8 +92,11 @@ counts_fig.update_xaxes(type="category")  # class names such as "0".."9" are lab
 st.plotly_chart(counts_fig, key="data_counts_chart", width="stretch")
 
 st.subheader("A few images per class")
-for cls, paths in de.gallery(index).items():
-    st.image(paths, width=96, caption=[f"{cls}"] * len(paths))
+cols = st.columns(3)
+for i, (cls, paths) in enumerate(de.gallery(index).items()):
+    with cols[i % 3]:
+        st.markdown(f"**{cls}** · {counts[cls]} images")
+        st.image(paths, width=60)
 
 st.subheader("Health report")
 for w in health["warnings"]:
