@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -72,9 +73,14 @@ def _weights_file(model_path: Path) -> Path:
 
 
 def exports_dir(model_path: str | Path) -> Path:
-    """Where exports of this model go by default: ``<run>/exports`` or ``<workspace>/exports``."""
+    """Where exports of this model go by default: ``<run>/exports``, else a per-file workspace folder."""
     run = _run_dir_of(Path(model_path))
-    out = (run / "exports") if run else workspace.sub("exports")
+    if run:
+        out = run / "exports"
+    else:
+        # Two model files may share a backbone (and so a default file name): one folder per source file.
+        src = _weights_file(Path(model_path)).resolve()
+        out = workspace.sub("exports") / f"{src.stem}-{hashlib.sha256(str(src).encode()).hexdigest()[:10]}"
     out.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -89,6 +89,17 @@ def test_int8_is_smaller_and_close_to_fp32(run_dir, val_paths):
     assert "quantized" in str(ex._module.graph)
 
 
+def test_exports_of_a_loose_model_file_go_to_a_folder_of_their_own(run_dir, val_paths, tmp_path):
+    loose = formats.export(run_dir, "safetensors", tmp_path / "downloaded.safetensors")
+    out = formats.export(loose, "torchscript")
+    assert out.parent.parent == workspace.sub("exports") and out.parent.name.startswith("downloaded-")
+    assert formats.compare_outputs(loose, out, val_paths[:2])["max_abs_diff"] <= 1e-4
+    with pytest.raises(ValueError, match="int8 quantization needs calibration images"):
+        formats.export(loose, "int8")
+    with pytest.raises(ValueError, match="has no weights yet"):
+        formats.export(tmp_path / "missing.safetensors", "onnx")
+
+
 def test_quantization_rewrites_compute_the_same_float_function():
     from core.backbones import build_model
 
