@@ -157,3 +157,46 @@ def compare_runs(runs_events: dict[str, list[dict]], metric: str = "val_acc") ->
         fig.update_yaxes(range=[0, 1.02])
     fig.update_layout(title=f"{metric} per epoch", yaxis_title=metric, **_LAYOUT)
     return fig
+
+
+def task_curves(events: list[dict]) -> go.Figure:
+    """Multi-task runs: validation accuracy and macro F1 of every task per epoch."""
+    ep = [e for e in events if e.get("type") == "epoch" and "tasks" in e]
+    tasks = list(ep[0]["tasks"]) if ep else []
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Validation macro F1"))
+    for t in tasks:
+        x = [e["epoch"] for e in ep]
+        fig.add_scatter(x=x, y=[e["tasks"][t]["val_acc"] for e in ep], name=f"{t} acc", mode="lines+markers",
+                        row=1, col=1)
+        fig.add_scatter(x=x, y=[e["tasks"][t]["val_f1"] for e in ep], name=f"{t} F1", mode="lines+markers",
+                        row=1, col=2)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title="Per task", **_LAYOUT)
+    return fig
+
+
+def contrastive_curves(events: list[dict]) -> go.Figure:
+    """Self-supervised pretraining: NT-Xent loss and positive-pair accuracy per step."""
+    steps = [e for e in events if e.get("type") == "step" and "pair_acc" in e]
+    x = [e["step"] for e in steps]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Contrastive loss (NT-Xent)", "Pairs found"))
+    fig.add_scatter(x=x, y=[e["loss"] for e in steps], name="loss", mode="lines", row=1, col=1)
+    fig.add_scatter(x=x, y=[e["pair_acc"] for e in steps], name="pair accuracy", mode="lines", row=1, col=2)
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title="Domain adaptation", **_LAYOUT)
+    return fig
+
+
+def distill_comparison(rows: list[dict]) -> go.Figure:
+    """Teacher vs students (rows of core.distill.compare): accuracy, agreement, size and latency."""
+    labels = [r["model"] for r in rows]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Accuracy / agreement", "Size (MB)", "CPU ms per image"))
+    fig.add_bar(x=labels, y=[r["accuracy"] for r in rows], name="accuracy", row=1, col=1)
+    fig.add_bar(x=labels, y=[r["agreement_with_teacher"] for r in rows], name="agrees with teacher", row=1, col=1)
+    fig.add_bar(x=labels, y=[r["size_mb"] for r in rows], name="size", row=1, col=2, showlegend=False)
+    fig.add_bar(x=labels, y=[r["latency_ms"] for r in rows], name="latency", row=1, col=3, showlegend=False)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_layout(title="Distillation result", barmode="group", **_LAYOUT)
+    return fig

@@ -110,6 +110,9 @@ def test_compare_table(teachers, students):
     assert rows[0]["accuracy"] > 0.3  # a teacher worth learning from: chance is 0.1
     for r in rows:
         assert r["parameters"] > 1e6 and r["size_mb"] > 1 and r["latency_ms"] > 0
+    from core import charts
+
+    assert list(charts.distill_comparison(rows).data[0].y) == [r["accuracy"] for r in rows]
 
 
 def test_augmented_students_and_wrong_classes_are_refused(teachers, shapes_dir, digits_dir, tiny_config):
@@ -119,3 +122,10 @@ def test_augmented_students_and_wrong_classes_are_refused(teachers, shapes_dir, 
         distill.distill(teachers[0], tiny_config(shapes_dir))
     with pytest.raises(ValueError, match="not a run directory"):
         distill.distill("no-such-run", tiny_config(digits_dir))
+
+
+def test_cli_refuses_a_missing_teacher(digits_dir, capsys):
+    from core import cli
+
+    code = cli.main(["distill", "--teacher", "no-such-run", "--data", str(digits_dir), "--augment", "none"])
+    assert code == 2 and "not a run directory" in capsys.readouterr().err

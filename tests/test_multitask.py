@@ -125,3 +125,30 @@ def test_zip_with_csv_and_images(digits_csv, tmp_path):
     assert list(table.tasks) == ["parity"]
     assert len(table.files) == 120 - 18  # rows without a parity label have nothing to learn from
     assert any("no label for any task" in s for s in table.skipped)
+
+
+def test_task_chart_shows_every_task(trained):
+    from core import charts
+
+    _, events = trained
+    fig = charts.task_curves(events)
+    assert sorted(tr.name for tr in fig.data) == ["digit F1", "digit acc", "parity F1", "parity acc"]
+    parity = next(tr for tr in fig.data if tr.name == "parity acc")
+    assert list(parity.y) == [e["tasks"]["parity"]["val_acc"] for e in events if e["type"] == "epoch"]
+
+
+def test_cli_trains_and_predicts_every_task(digits_csv, trained, capsys):
+    from core import cli
+
+    code = cli.main(["multitask", "--data", str(digits_csv / "labels.csv"), "--tasks", "parity",
+                     "--weights", "2", "--image-size", "64", "--epochs", "1", "--augment", "none",
+                     "--device", "cpu"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["tasks"] == {"parity": ["even", "odd"]}
+    image = str(next((digits_csv / "images").glob("*.png")))
+    assert cli.main(["predict", "--model", trained[0]["run_dir"], "--top-k", "1", image]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert set(line["tasks"]) == {"digit", "parity"} and line["tasks"]["parity"]["label"] in ("even", "odd")
+    assert cli.main(["multitask", "--data", str(digits_csv / "labels.csv"), "--tasks", "digit,parity",
+                     "--weights", "1"]) == 2
+    assert "2 tasks" in capsys.readouterr().err

@@ -124,3 +124,12 @@ def test_bad_adapted_names_are_explained():
         RunConfig(data="x", backbone="adapted:efficientnet_lite0:20990101-000000-" + "0" * 32).validate()
     with pytest.raises(ValueError, match="no adapted weights"):
         backbones.build_model("adapted:efficientnet_lite0:20990101-000000-" + "0" * 32, 3)
+
+
+def test_contrastive_chart_follows_the_log(adapted):
+    from core import charts
+
+    _, events = adapted
+    fig = charts.contrastive_curves(events)
+    assert list(fig.data[0].y) == [e["loss"] for e in events if e["type"] == "step"]
+    assert all(0 <= v <= 1 for v in fig.data[1].y)
