@@ -83,9 +83,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None, layer
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m, _inp, out):
-        out = out[0] if isinstance(out, tuple) else out
-        out.retain_grad()  # a tensor-level gradient survives in-place ops that module backward hooks dislike
-        store["act"] = out
+        store["act"] = out[0] if isinstance(out, tuple) else out
 
     was_training = model.training
     model.eval()
@@ -98,13 +96,13 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None, layer
             t = int(probs.argmax()) if target is None else int(target)
             if not 0 <= t < logits.shape[1]:
                 raise ValueError(f"target class {t} is out of range; the model has {logits.shape[1]} classes")
-            model.zero_grad(set_to_none=True)
-            logits[0, t].backward()
+            # autograd.grad, not backward(): only this one gradient is computed and no parameter .grad is
+            # touched (a model being trained elsewhere keeps its gradients; frozen layers cost nothing).
+            grad = torch.autograd.grad(logits[0, t], store["act"])[0]
     finally:
         handle.remove()
         model.train(was_training)
-    act = store["act"]
-    act, grad = _to_spatial(act.detach()), _to_spatial(act.grad)
+    act, grad = _to_spatial(store["act"].detach()), _to_spatial(grad)
     weights = grad.mean(dim=(2, 3), keepdim=True)
     raw = (weights * act).sum(1, keepdim=True)
     cam = torch.relu(raw)

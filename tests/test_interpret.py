@@ -37,6 +37,7 @@ def test_grad_cam_works_for_every_registry_backbone(name):
     assert cam.heatmap.max() - cam.heatmap.min() > 0.5 and cam.heatmap.std() > 1e-3  # not constant
     assert cam.target == int(np.argmax(cam.probs)) and abs(cam.probs.sum() - 1) < 1e-5
     assert cam.layer == interpret.CAM_LAYERS[name]
+    assert all(p.grad is None for p in model.parameters())  # the model's own gradients are left alone
 
 
 def _bright_detector() -> TransferNet:
