@@ -133,6 +133,18 @@ def distill(teacher, student_config: RunConfig, alpha: float = 0.5, temperature:
     return result
 
 
+def fit_config(config: RunConfig, on_event=None, control: Control | None = None, run: runs.Run | None = None,
+               resume: bool = False) -> dict:
+    """Same call as trainer.fit, for job runners: teacher, alpha and temperature come from ``config.extra``."""
+    if resume:
+        raise ValueError("a distillation run cannot be resumed; start it again (the teacher's logits are cached)")
+    extra = config.extra
+    if "teacher" not in extra:
+        raise ValueError("config.extra['teacher'] is missing: name the teacher run for distillation")
+    return distill(extra["teacher"], config, float(extra.get("alpha", 0.5)), float(extra.get("temperature", 4.0)),
+                   on_event, control, run)
+
+
 def _distill(config: RunConfig, teacher: export.LoadedModel, teacher_file: Path, emit, control, run) -> dict:
     alpha, temperature = config.extra["alpha"], config.extra["temperature"]
     seed_everything(config.seed, config.deterministic)

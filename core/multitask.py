@@ -234,6 +234,14 @@ def fit_multitask(config: RunConfig, tasks: list[str] | None = None, weights=Non
     return result
 
 
+def fit_config(config: RunConfig, on_event=None, control: Control | None = None, run: runs.Run | None = None,
+               resume: bool = False) -> dict:
+    """Same call as trainer.fit, for job runners: tasks and weights come from ``config.extra``."""
+    if resume:
+        raise ValueError("a multi-task run cannot be resumed; start it again")
+    return fit_multitask(config, config.extra.get("tasks"), config.extra.get("task_weights"), on_event, control, run)
+
+
 class _Rows(torch.utils.data.Dataset):
     """(uint8 image, label row) pairs."""
 

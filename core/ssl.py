@@ -207,7 +207,7 @@ def list_adapted() -> list[dict]:
 def pretrain(base_backbone: str, sources: list[str] | str, epochs: int = 5, batch_size: int = 32,
              temperature: float = 0.2, lr: float = 3e-4, image_size: int = 0, trainable: str = "all",
              projection_dim: int = 128, seed: int = 0, device: str = "auto", name: str = "",
-             on_event=None, control: Control | None = None) -> runs.Run:
+             on_event=None, control: Control | None = None, run: runs.Run | None = None) -> runs.Run:
     """Adapt ``base_backbone`` to the images of ``sources`` with SimCLR; returns the run (see module doc)."""
     sources = [sources] if isinstance(sources, str) else list(sources)
     if not sources:
@@ -217,6 +217,9 @@ def pretrain(base_backbone: str, sources: list[str] | str, epochs: int = 5, batc
                          f"not an adapted one; got {base_backbone!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 (SimCLR uses 0.1-0.5); got {temperature!r}")
+    if trainable == "head":
+        raise ValueError("trainable='head' would adapt nothing (the head is thrown away after pretraining); "
+                         "use 'all' or 'last-N'")
     if not (isinstance(batch_size, int) and batch_size >= 2):
         raise ValueError(f"batch_size must be an integer >= 2 (the other images are the negatives); got {batch_size!r}")
     dataset = " + ".join(_source_name(s) for s in sources)
@@ -226,7 +229,7 @@ def pretrain(base_backbone: str, sources: list[str] | str, epochs: int = 5, batc
                        extra={"kind": "adapted", "technique": "simclr", "sources": sources, "dataset": dataset,
                               "temperature": temperature, "projection_dim": projection_dim}).validate()
     control = control or Control()
-    run = runs.create(config)
+    run = run or runs.create(config)
 
     def emit(type_: str, **fields) -> None:
         ev = {"type": type_, "time": time.time(), **fields}
@@ -246,6 +249,20 @@ def pretrain(base_backbone: str, sources: list[str] | str, epochs: int = 5, batc
         raise
     emit("end", **result)
     return run
+
+
+def fit_config(config: RunConfig, on_event=None, control: Control | None = None, run: runs.Run | None = None,
+               resume: bool = False) -> dict:
+    """Same call as trainer.fit, for job runners: sources, temperature and projection size from ``config.extra``."""
+    if resume:
+        raise ValueError("a pretraining run cannot be resumed; start it again")
+    extra = config.extra
+    run = pretrain(config.backbone, extra.get("sources") or [config.data], epochs=config.epochs,
+                   batch_size=config.batch_size, temperature=float(extra.get("temperature", 0.2)), lr=config.lr,
+                   image_size=config.image_size, trainable=config.trainable,
+                   projection_dim=int(extra.get("projection_dim", 128)), seed=config.seed, device=config.device,
+                   name=config.name, on_event=on_event, control=control, run=run)
+    return run.result() or {"status": run.status(), "run_dir": str(run.path)}
 
 
 def _pretrain(config: RunConfig, run: runs.Run, emit, control: Control) -> dict:

@@ -114,6 +114,13 @@ def test_adapted_backbone_fine_tunes_like_any_other(adapted, shapes_dir, tiny_co
     assert preds[0]["label"] in ("circle", "square", "triangle")
 
 
+def test_pretrain_refuses_settings_that_adapt_nothing():
+    with pytest.raises(ValueError, match="adapt nothing"):
+        ssl.pretrain("efficientnet_lite0", "sample:shapes", trainable="head")
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 2"):
+        ssl.pretrain("efficientnet_lite0", "sample:shapes", batch_size=1)
+
+
 def test_bad_adapted_names_are_explained():
     assert "adapted:efficientnet_lite0:20990101-000000-" + "0" * 32 not in backbones.names()
     with pytest.raises(ValueError, match="adapted:<backbone>:<run id>"):
