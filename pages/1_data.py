@@ -6,6 +6,7 @@ import streamlit as st
 from core import charts, dataset_edit as de, ingest
 from pages import common, data_tools
 
+common.entrypoint()
 st.title("1 · Data")
 st.write("A dataset is a set of images with one label each: one folder per class (`cats/`, `dogs/`), "
          "optionally under `train/` and `val/`, or a CSV of file names and labels. Several uploads can "

@@ -7,6 +7,7 @@ import streamlit as st
 from core import drafts
 from pages import common
 
+common.entrypoint()
 st.title("2 · Backbone")
 st.write("The backbone is a network already trained on ImageNet (1.3 million photos, 1000 classes). Its "
          "features are reused and only a new head learns your classes. Small backbones train fast on a "

@@ -8,6 +8,7 @@ import streamlit as st
 from core import dataset_edit as de, drafts
 from pages import common
 
+common.entrypoint()
 st.title("3 · Layers")
 st.write("A backbone is a stack of layer groups, from the stem (edges, colours) to the last stages "
          "(object parts). Frozen groups keep their ImageNet weights; trainable groups adapt to your data. "

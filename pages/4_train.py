@@ -7,6 +7,7 @@ from core import dataset_edit as de, drafts
 from core.config import AUGMENTS
 from pages import common, train_live
 
+common.entrypoint()
 st.title("4 · Train")
 st.write("Training shows the network your images batch by batch and nudges the trainable layers to reduce "
          "the loss; after every epoch it measures accuracy on the validation images it never trains on.")

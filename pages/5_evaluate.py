@@ -9,6 +9,7 @@ import streamlit as st
 from core import charts, drafts
 from pages import common, eval_tools
 
+common.entrypoint()
 st.title("5 · Evaluate")
 st.write("The best checkpoint of a run is scored on the validation images it never trained on. Precision: of "
          "the images predicted as a class, how many are right; recall: of the images of a class, how many "

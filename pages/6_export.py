@@ -8,6 +8,7 @@ import streamlit as st
 from core import drafts
 from pages import common
 
+common.entrypoint()
 st.title("6 · Export")
 st.write("The model file is all you need: the `.safetensors` file carries the model card (classes, backbone, "
          "preprocessing, config, metrics) in its metadata, so it rebuilds and predicts on its own.")

@@ -9,6 +9,7 @@ import streamlit as st
 from core import charts, runs
 from pages import common
 
+common.entrypoint()
 st.title("7 · Runs")
 st.write("Every training run keeps its config, event log and checkpoints on disk, so it outlives the app. "
          "Open a run to make it the current one for Train, Evaluate and Export.")

@@ -28,6 +28,22 @@ _RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{32}$")  # runs.new_id()
 ACTIVE = ("queued", "running", "paused")
 
 
+def entrypoint() -> None:
+    """Make sure the app's st.navigation is in charge, even on a deep link to a fresh server.
+
+    Streamlit runs a new server in its old "pages/ folder" mode until some session has executed
+    st.navigation; a first request for /train would then run this page alone (no shared state, helper
+    modules listed as pages). Switch the mode off and rerun through streamlit_app.py instead.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the old mode: nothing to correct
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @st.cache_resource
 def job_manager():
     """The process-wide job registry (one per server process, shared by every tab)."""

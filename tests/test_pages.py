@@ -426,3 +426,18 @@ def test_a_run_id_in_the_url_cannot_point_outside_the_workspace(shapes_ds, tmp_p
     (outside / "config.json").write_text(tiny_config(de.dataset_dir(shapes_ds)).to_json())
     at = app("4_train", ds=shapes_ds, job=str(outside))
     assert "No training run yet" in texts(at.caption)
+
+
+def test_a_deep_link_on_a_fresh_server_still_goes_through_the_app_navigation(shapes_ds):
+    from streamlit.runtime.pages_manager import PagesManager
+
+    at = app()
+    # A fresh server starts in Streamlit's old "pages/ folder" mode until st.navigation has run once;
+    # a first request for /train would run that page file alone.
+    PagesManager.uses_pages_directory = True
+    at.query_params["ds"] = shapes_ds
+    at.switch_page("pages/4_train.py").run()
+    assert not at.exception
+    assert PagesManager.uses_pages_directory is False
+    assert "draft" in at.session_state  # streamlit_app.py ran: shared state was set up
+    assert at.number_input(key="train_epochs").value == drafts.defaults()["epochs"]
