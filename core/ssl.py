@@ -296,7 +296,7 @@ def _pretrain(config: RunConfig, run: runs.Run, emit, control: Control) -> dict:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
     emit("start", technique="simclr", device=str(device), n_images=len(paths), sources=extra["sources"],
          dataset=extra["dataset"], trainable_groups=groups, params_trainable=counts["trainable"] - _head_params(model),
-         params_total=counts["total"], steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+         params_total=counts["total"] - _head_params(model), steps_per_epoch=steps_per_epoch, epochs=config.epochs,
          temperature=extra["temperature"], versions=export.versions())
 
     step, ips, t_loop = 0, 0.0, time.time()
@@ -342,7 +342,7 @@ def _pretrain(config: RunConfig, run: runs.Run, emit, control: Control) -> dict:
 
 
 def _head_params(model: backbones.TransferNet) -> int:
-    """Parameters of the throwaway classification head (trainable but never used while pretraining)."""
+    """Parameters of the TransferNet's classification head, which pretraining never uses."""
     return sum(p.numel() for p in model.head.parameters() if p.requires_grad)
 
 
