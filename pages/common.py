@@ -41,7 +41,9 @@ def entrypoint() -> None:
         return
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        if "draft" not in st.session_state:  # a new tab: start over through the app's navigation
+            st.rerun()
+        init()  # Streamlit's AppTest re-enters the old mode on every run; keep the shared state in step
 
 
 @st.cache_resource

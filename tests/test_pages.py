@@ -429,15 +429,12 @@ def test_a_run_id_in_the_url_cannot_point_outside_the_workspace(shapes_ds, tmp_p
 
 
 def test_a_deep_link_on_a_fresh_server_still_goes_through_the_app_navigation(shapes_ds):
-    from streamlit.runtime.pages_manager import PagesManager
-
-    at = app()
-    # A fresh server starts in Streamlit's old "pages/ folder" mode until st.navigation has run once;
-    # a first request for /train would run that page file alone.
-    PagesManager.uses_pages_directory = True
+    # A fresh server starts in Streamlit's old "pages/ folder" mode until st.navigation has run once; a
+    # first request for /train would run that page file alone, without streamlit_app.py's shared state.
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["ds"] = shapes_ds
-    at.switch_page("pages/4_train.py").run()
+    at.switch_page("pages/4_train.py").run()  # the tab's very first request is the deep link
     assert not at.exception
-    assert PagesManager.uses_pages_directory is False
     assert "draft" in at.session_state  # streamlit_app.py ran: shared state was set up
     assert at.number_input(key="train_epochs").value == drafts.defaults()["epochs"]
+    assert "**Dataset:** " + shapes_ds in texts(at.markdown)  # the app's own sidebar, not the old one
