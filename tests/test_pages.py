@@ -106,6 +106,21 @@ def test_pages_import_nothing_that_pulls_in_torch():
     assert out.stdout.strip() == "False", f"importing {sorted(modules)} loaded torch"
 
 
+WIDGETS = {"button", "selectbox", "slider", "number_input", "text_input", "checkbox", "toggle", "radio",
+           "multiselect", "file_uploader", "camera_input", "download_button", "select_slider", "dataframe",
+           "plotly_chart", "text_area", "data_editor"}
+
+
+def test_every_widget_on_every_page_has_an_explicit_key():
+    missing = []
+    for f in [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WIDGETS
+                    and not any(k.arg == "key" for k in node.keywords)):
+                missing.append(f"{f.name}:{node.lineno} {node.func.attr}")
+    assert not missing, f"widgets without key=: {missing}"
+
+
 # --- drafts -----------------------------------------------------------------------------------------
 
 def test_draft_round_trip_and_bad_ids():
