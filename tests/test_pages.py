@@ -279,6 +279,22 @@ def test_train_page_runs_a_tiny_job_and_a_reload_finds_it(shapes_ds):
     assert reloaded.number_input(key="train_epochs").value == 1
 
 
+def test_a_failed_job_shows_its_error_and_traceback(shapes_dir):
+    name = de.unique_name("pages-broken")
+    shutil.copytree(shapes_dir, de.root() / name)
+    for p in sorted((de.root() / name / "triangle").iterdir())[1:]:
+        p.unlink()  # one image left: the engine refuses the dataset inside the worker thread
+    at = app("4_train", ds=name)
+    at.selectbox(key="train_image_size").set_value(64)
+    at.button(key="train_start").click().run()
+    assert wait_for(at.session_state["job"]) == "failed"
+    at.run()
+    assert not at.exception
+    assert "Training failed" in texts(at.error) and "triangle" in texts(at.error)
+    assert any("Traceback" in c.value for c in at.code)
+    assert not at.button(key="train_start").disabled  # the user can fix the data and start again
+
+
 def test_an_interrupted_run_offers_resume_and_resumes(shapes_ds, tiny_config):
     run = runs.create(tiny_config(de.dataset_dir(shapes_ds)))
     run.append({"type": "start", "time": time.time()})  # a start without an end: the process died
