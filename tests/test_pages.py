@@ -279,6 +279,35 @@ def test_train_page_runs_a_tiny_job_and_a_reload_finds_it(shapes_ds):
     assert reloaded.number_input(key="train_epochs").value == 1
 
 
+def test_pause_resume_and_stop_buttons_control_the_job(shapes_ds):
+    at = app("4_train", ds=shapes_ds)
+    at.number_input(key="train_epochs").set_value(3)
+    at.selectbox(key="train_image_size").set_value(64)
+    at.selectbox(key="train_augment").set_value("none")
+    at.button(key="train_start").click().run()
+    job_id = at.session_state["job"]
+    at.button(key="train_pause").click().run()  # the worker is still building the model: it stops at step 1
+    from pages import common
+
+    job = common.job_manager().get(job_id)
+    assert job.status() == "paused" and "paused" in texts(at.subheader)
+    assert not at.button(key="train_resume").disabled and at.button(key="train_start").disabled
+    time.sleep(1.5)
+    steps = [e for e in runs.open_run(job_id).events() if e["type"] == "step"]
+    assert len(steps) <= 1  # nothing trains while paused (at most the step already in flight)
+    at.button(key="train_resume").click().run()
+    assert wait_for(job_id) == "finished"
+
+    at.run()
+    at.button(key="train_start").click().run()
+    second = at.session_state["job"]
+    assert second != job_id
+    at.button(key="train_stop").click().run()
+    assert wait_for(second) == "stopped"
+    at.run()
+    assert "Stopped by you" in texts(at.info)
+
+
 def test_a_failed_job_shows_its_error_and_traceback(shapes_dir):
     name = de.unique_name("pages-broken")
     shutil.copytree(shapes_dir, de.root() / name)
