@@ -85,10 +85,10 @@ mgr = common.job_manager()
 job, run = common.current_job(), common.current_run()
 status = job.status() if job is not None else run.status() if run is not None else None
 active = status in common.ACTIVE
-b1, b2, b3, b4, b5 = st.columns(5)
 gpus = common.gpus()
 nproc = st.selectbox("GPUs (torchrun, DistributedDataParallel)", list(range(1, gpus + 1)), index=gpus - 1,
                      key="train_gpus") if gpus > 1 else 1
+b1, b2, b3, b4, b5 = st.columns(5)
 if b1.button("Start training", key="train_start", type="primary", disabled=active or config is None):
     job = drafts.start_job(mgr, config, owner=common.owner(), nproc=nproc)
     common.set_job(job.id)

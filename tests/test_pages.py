@@ -308,6 +308,22 @@ def test_pause_resume_and_stop_buttons_control_the_job(shapes_ds):
     assert "Stopped by you" in texts(at.info)
 
 
+def test_with_several_gpus_the_train_page_offers_a_torchrun_job(shapes_ds, monkeypatch):
+    from types import SimpleNamespace
+
+    from pages import common
+
+    started = []
+    monkeypatch.setattr(common, "gpus", lambda: 4)
+    monkeypatch.setattr(drafts, "start_job", lambda manager, config, owner=None, nproc=1:
+                        started.append(nproc) or SimpleNamespace(id="not-a-run"))
+    at = app("4_train", ds=shapes_ds)
+    assert at.selectbox(key="train_gpus").value == 4  # all GPUs by default
+    at.selectbox(key="train_gpus").set_value(2)
+    at.button(key="train_start").click().run()
+    assert started == [2]
+
+
 def test_a_failed_job_shows_its_error_and_traceback(shapes_dir):
     name = de.unique_name("pages-broken")
     shutil.copytree(shapes_dir, de.root() / name)
