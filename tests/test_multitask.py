@@ -11,7 +11,8 @@ import torch
 from core import export, multitask
 from core.multitask import MISSING
 
-# Chance: 0.1 for the digit (10 classes), 0.5 for parity. Measured with these settings: see the report.
+# Chance: 0.1 for the digit (10 classes), 0.5 for parity. Measured with these settings at the best epoch:
+# digit 0.89, parity 0.95 (on the 18-19 validation rows that carry each label).
 MIN_DIGIT_ACC = 0.3
 MIN_PARITY_ACC = 0.6
 
