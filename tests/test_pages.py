@@ -281,7 +281,7 @@ def test_train_page_runs_a_tiny_job_and_a_reload_finds_it(shapes_ds):
 
 def test_pause_resume_and_stop_buttons_control_the_job(shapes_ds):
     at = app("4_train", ds=shapes_ds)
-    at.number_input(key="train_epochs").set_value(3)
+    at.number_input(key="train_epochs").set_value(2)
     at.selectbox(key="train_image_size").set_value(64)
     at.selectbox(key="train_augment").set_value("none")
     at.button(key="train_start").click().run()
