@@ -19,7 +19,12 @@ backbone = draft["backbone"]
 ds = common.dataset()
 counts = de.class_counts(ds) if ds else {}
 num_classes = max(len(counts), 2)
-groups = drafts.backbone_groups(backbone)
+try:
+    groups = drafts.backbone_groups(backbone)
+except ValueError as e:  # e.g. an adapted backbone whose run was deleted since it was chosen
+    st.error(str(e))
+    common.link("backbone", "Choose a backbone on 2 · Backbone")
+    st.stop()
 
 
 @st.cache_resource(show_spinner="Counting parameters…")

@@ -244,6 +244,13 @@ def test_layers_presets_show_the_right_trainable_counts(shapes_ds):
     assert drafts.load(at.query_params["sid"])["trainable"] == "all"
 
 
+def test_layers_page_with_a_vanished_backbone_says_so_and_links_back():
+    sid = drafts.new_sid()
+    drafts.save(sid, {**drafts.defaults(), "backbone": "resnet9000"})  # e.g. a draft from another version
+    at = app("3_layers", sid=sid)
+    assert at.error and "2 · Backbone" in texts(at.get("page_link"))
+
+
 # --- 4 · Train --------------------------------------------------------------------------------------
 
 def test_train_page_without_a_dataset_links_to_the_data_step():
