@@ -58,6 +58,8 @@ def test_torchscript_matches_pytorch_and_carries_its_input_contract(run_dir, val
     # a second call reuses the file instead of tracing again
     mtime = out.stat().st_mtime_ns
     assert formats.export(run_dir, "torchscript").stat().st_mtime_ns == mtime
+    listed = {e["format"]: e for e in formats.existing(run_dir)}
+    assert listed["torchscript"]["path"] == out and listed["torchscript"]["size_bytes"] == out.stat().st_size
 
 
 def test_onnx_matches_pytorch_within_1e4_with_a_dynamic_batch(run_dir, val_paths, tmp_path):
@@ -96,7 +98,7 @@ def test_exports_of_a_loose_model_file_go_to_a_folder_of_their_own(run_dir, val_
     assert formats.compare_outputs(loose, out, val_paths[:2])["max_abs_diff"] <= 1e-4
     with pytest.raises(ValueError, match="int8 quantization needs calibration images"):
         formats.export(loose, "int8")
-    with pytest.raises(ValueError, match="has no weights yet"):
+    with pytest.raises(ValueError, match="does not exist; pass a run directory"):
         formats.export(tmp_path / "missing.safetensors", "onnx")
 
 
