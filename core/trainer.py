@@ -185,7 +185,8 @@ def _loader(dataset, batch_size, shuffle, config, device, seed=0, generator: tor
         g = torch.Generator()
         g.manual_seed(seed)
     kw = {}
-    if config.num_workers > 0:
+    # Cached features are already tensors in memory: worker processes would only add start-up and IPC.
+    if config.num_workers > 0 and not isinstance(dataset, torch.utils.data.TensorDataset):
         kw = {"num_workers": config.num_workers, "persistent_workers": True}
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
                                        pin_memory=device.type == "cuda", drop_last=False, **kw)
@@ -295,6 +296,9 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
     ck = None
     if resume and run.last_ckpt.exists():
         ck = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+    if resume and ddp.main:
+        for tmp in run.path.glob(".*.tmp"):  # half-written files of a killed writer; the real ones are intact
+            tmp.unlink(missing_ok=True)
     start_epoch = ck["epoch"] if ck else 0
 
     # model and freeze plan; `target` is what learns once gradual unfreezing (if any) is done

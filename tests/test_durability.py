@@ -119,6 +119,7 @@ def test_killed_cli_run_shows_interrupted_and_resumes_from_the_cli(digits_dir, t
     cfg = json.loads((run.path / "config.json").read_text())
     cfg["epochs"] = done + 1
     runs.atomic_write_text(run.path / "config.json", json.dumps(cfg))
+    (run.path / ".last.pt.torn.tmp").write_bytes(b"half a checkpoint")  # what a kill mid-save leaves behind
     p = subprocess.run([sys.executable, "-m", "core", "train", "--resume", str(run.path)], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -127,3 +128,4 @@ def test_killed_cli_run_shows_interrupted_and_resumes_from_the_cli(digits_dir, t
     assert [e["epoch"] for e in _epochs(run.path)][-1] == done + 1
     assert any(e["type"] == "resumed" and e["epoch"] == done for e in run.events())
     assert run.status() == "finished"
+    assert not list(run.path.glob(".*.tmp"))
