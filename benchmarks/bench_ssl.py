@@ -9,6 +9,12 @@ Protocol (scikit-learn digits, made offline):
 
 The defaults fit a 2-core CPU in a few minutes (32-pixel input, a short adaptation); on a GPU raise
 ``--image-size``, ``--ssl-epochs`` and ``--pool``. Run: ``python benchmarks/bench_ssl.py``.
+
+Measured on a shared 2-core CPU (linear probe, 5 labels/class, 150 validation images, 32px, 3 seeds):
+  defaults (4 SimCLR epochs on 250 images):       ImageNet 0.631 ± 0.027, adapted 0.591 ± 0.038
+  --pool 20 --ssl-epochs 12 --ssl-lr 1e-3 --ssl-batch 40: ImageNet 0.607 ± 0.018, adapted 0.562 ± 0.050
+At this budget the contrastive loss barely leaves its chance level (log(2N-1)) and adaptation does not
+help (-0.04 ± 0.03 to 0.06); the effect of a real adaptation (more epochs, larger input) is unmeasured here.
 """
 from __future__ import annotations
 
