@@ -38,10 +38,27 @@ class Job:
         with self._lock:
             self.events.append(ev)
 
+    def _runner(self):
+        """The engine entry point for this job's technique (config.extra['technique']; None is plain training)."""
+        technique = self.config.extra.get("technique")
+        if technique is None:
+            return fit
+        # Imported here: each technique module is heavy and most jobs never need it.
+        if technique == "distill":
+            from .distill import fit_config
+        elif technique == "multitask":
+            from .multitask import fit_config
+        elif technique == "simclr":
+            from .ssl import fit_config
+        else:
+            raise ValueError(f"config.extra['technique'] must be distill, multitask or simclr (or absent for plain "
+                             f"training); got {technique!r}")
+        return fit_config
+
     def _work(self) -> None:
         self.state = "running"
         try:
-            self.result = fit(self.config, self._on_event, self.control, self.run, resume=self.resume)
+            self.result = self._runner()(self.config, self._on_event, self.control, self.run, resume=self.resume)
             self.state = self.result.get("status", "finished")
         except Exception as e:  # shown in the UI with its traceback
             self.error = f"{type(e).__name__}: {e}"

@@ -1,0 +1,52 @@
+"""JobManager dispatches on config.extra['technique']: a multi-task job trains one head per task."""
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+
+from core import multitask
+from core.jobs import JobManager
+
+
+def wait(job, timeout: float = 120) -> str:
+    """Block until the job's thread ends; return its status."""
+    deadline = time.time() + timeout
+    while job.alive and time.time() < deadline:
+        time.sleep(0.1)
+    assert not job.alive, f"job {job.id} still running after {timeout} s"
+    return job.status()
+
+
+@pytest.fixture(scope="module")
+def parity_csv(tmp_path_factory, digits_dir):
+    """Digits with a parity column next to the digit: two tasks, every image labelled for both."""
+    folder = tmp_path_factory.mktemp("jobs-mt")
+    rows = []
+    for p in sorted(digits_dir.rglob("*.png")):
+        d = int(p.parent.name)
+        rows.append([str(p), str(d), "even" if d % 2 == 0 else "odd"])
+    with open(folder / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["filename", "digit", "parity"], *rows])
+    return folder / "labels.csv"
+
+
+def test_multitask_job_finishes_with_a_multitask_export(parity_csv, tiny_config):
+    manager = JobManager()
+    config = tiny_config(parity_csv, extra={"technique": "multitask", "tasks": ["digit", "parity"],
+                                            "task_weights": {"digit": 1.0, "parity": 0.5}})
+    job = manager.start(config)
+    assert wait(job) == "finished", job.error
+    assert job.result["technique"] == "multitask"
+    assert multitask.is_multitask(job.run.path)
+    loaded = multitask.load_multitask(job.run.path)
+    assert loaded.tasks == {"digit": [str(d) for d in range(10)], "parity": ["even", "odd"]}
+    epochs = [e for e in job.snapshot()["events"] if e["type"] == "epoch"]
+    assert len(epochs) == 1 and set(epochs[0]["tasks"]) == {"digit", "parity"}
+
+
+def test_unknown_technique_fails_the_job_with_a_clear_error(digits_dir, tiny_config):
+    job = JobManager().start(tiny_config(digits_dir, extra={"technique": "mixup"}))
+    assert wait(job) == "failed"
+    assert "distill, multitask or simclr" in job.error and "'mixup'" in job.error
