@@ -312,3 +312,18 @@ def export_files(run_dir: str | Path) -> dict[str, bytes]:
             "card": json.dumps(loaded.card, indent=2).encode(),
             "bundle": export.bundle_bytes(loaded.model, loaded.card),
             "config": run.config().to_json().encode()}
+
+
+def distill_compare(teacher: str | Path, students: dict) -> list[dict]:
+    """Teacher and student rows: accuracy, agreement, parameters, size, CPU latency (core.distill.compare)."""
+    from . import distill
+
+    return distill.compare(teacher, students, latency_repeats=5)
+
+
+def task_table(source: str | Path, tasks: list[str] | None = None) -> dict:
+    """A multi-label CSV's tasks (task -> classes), usable row count and skipped rows (core.multitask.read_table)."""
+    from . import multitask
+
+    table = multitask.read_table(str(source), tasks)
+    return {"tasks": table.tasks, "rows": len(table.files), "skipped": table.skipped}

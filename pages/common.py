@@ -22,6 +22,9 @@ PAGES = {
     "evaluate": ("pages/5_evaluate.py", "Evaluate", ":material/fact_check:"),
     "export": ("pages/6_export.py", "Export", ":material/download:"),
     "runs": ("pages/7_runs.py", "Runs", ":material/history:"),
+    "distill": ("pages/8_distill.py", "Distill", ":material/compress:"),
+    "multitask": ("pages/9_multitask.py", "Multi-task", ":material/call_split:"),
+    "pretrain": ("pages/10_pretrain.py", "Pretrain", ":material/auto_awesome:"),
 }
 _URL_KEYS = ("ds", "job", "sid")
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{32}$")  # runs.new_id()

@@ -1,0 +1,53 @@
+"""10 · Pretrain: adapt the backbone to the current dataset's images with SimCLR, before fine-tuning."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import charts, dataset_edit as de, drafts
+from pages import common, technique_tools as tt
+
+common.entrypoint()
+st.title("10 · Pretrain")
+st.write("Self-supervised pretraining adapts an ImageNet backbone to your own kind of images (microscopy, "
+         "X-rays, satellite tiles) from the pictures alone, without labels, by teaching it that two random views "
+         "of one image belong together. Use it when your images look unlike everyday photos and you have many "
+         "more images than labels; on photo-like data or tiny budgets it may not help.")
+
+ds = common.require_dataset()
+d = common.draft()
+base = d["backbone"]
+if str(base).startswith("adapted:"):
+    st.info(f"The chosen backbone ({base}) is already adapted. Pick a registry backbone to adapt on the Backbone "
+            f"step.")
+    common.link("backbone", "Go to 2 · Backbone")
+    st.stop()
+
+st.write(f"Adapts **{base}** (from the Backbone step) on the images of **{ds}**; the labels are not used.")
+c1, c2, c3 = st.columns(3)
+epochs = c1.number_input("Epochs", 1, 500, 5, key="pretrain_epochs")
+batch = c2.number_input("Batch size", 2, 1024, 32, key="pretrain_batch",
+                        help="The other images of a batch are the negatives: larger batches give a harder task.")
+temperature = c3.number_input("Temperature", 0.05, 1.0, 0.2, 0.05, key="pretrain_temperature",
+                              help="Softmax temperature of the NT-Xent loss (SimCLR uses 0.1-0.5).")
+
+run, job, active = tt.current("simclr")
+if st.button("Start pretraining", key="pretrain_start", type="primary", disabled=active):
+    folder = str(de.dataset_dir(ds))
+    trainable = "all" if d["trainable"] == "head" else d["trainable"]  # the head is thrown away afterwards
+    cfg = drafts.to_config(d, folder, common.owner(), epochs=int(epochs), batch_size=int(batch), lr=3e-4,
+                           augment="none", trainable=trainable, trainable_groups=None, name="")
+    cfg.extra = {**cfg.extra, "technique": "simclr", "sources": [folder], "temperature": float(temperature)}
+    tt.start(cfg, "pretrain")
+
+
+def draw(run, events, status) -> None:
+    if any(e.get("type") == "step" for e in events):
+        st.plotly_chart(charts.contrastive_curves(events), key="pretrain_chart", width="stretch")
+    if status == "finished":
+        result = run.result() or {}
+        st.success(f"Done. The adapted backbone **{result.get('backbone_name', 'adapted:' + base)}** now appears "
+                   f"on the Backbone page: choose it there and fine-tune it like any other.")
+        common.link("backbone", "Go to 2 · Backbone")
+
+
+tt.live("simclr", "pretrain", draw)

@@ -1,0 +1,78 @@
+"""8 · Distill: a finished run teaches a smaller student (knowledge distillation, Hinton et al. 2015)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import charts, drafts, runs
+from pages import common, technique_tools as tt, train_live
+
+common.entrypoint()
+st.title("8 · Distill")
+st.write("Distillation trains a small, fast student to imitate a big teacher you already trained, learning from "
+         "the teacher's soft probabilities as well as the labels. Use it when your best model is too slow or too "
+         "large to deploy and a smaller backbone trained alone falls short of it.")
+
+teachers = [i for i in common.finished_runs() if tt.technique_of(runs.open_run(i)) in (None, "distill")]
+if not teachers:
+    st.info("Distillation needs a teacher: a finished training run with a checkpoint, and there is none yet. "
+            "Train one first (a large backbone makes the best teacher).")
+    common.link("train", "Go to 4 · Train")
+    st.stop()
+
+d = common.draft()
+current = st.session_state.get("job")
+teacher = st.selectbox("Teacher run", teachers, index=teachers.index(current) if current in teachers else 0,
+                       key="distill_teacher", format_func=common.run_label)
+tcfg = runs.open_run(teacher).config()
+names = [r["name"] for r in drafts.backbone_table()]
+preferred = next((n for n in ("mobilenet_v3_small", "efficientnet_lite0") if n in names and n != tcfg.backbone),
+                 names[0])
+c1, c2, c3, c4 = st.columns(4)
+student = c1.selectbox("Student backbone", names, index=names.index(preferred), key="distill_student")
+alpha = c2.slider("alpha (weight of the true labels)", 0.0, 1.0, 0.5, 0.05, key="distill_alpha",
+                  help="1 trains the student on the labels alone: the baseline without a teacher.")
+temperature = c3.slider("Temperature T", 1.0, 10.0, 4.0, 0.5, key="distill_temperature",
+                        help="Higher T softens the teacher's probabilities and passes on more of what it knows "
+                             "about similar classes.")
+epochs = c4.number_input("Epochs", 1, 500, int(d["epochs"]), key="distill_epochs")
+st.caption(f"The student learns on the teacher's data ({tcfg.extra.get('dataset') or tcfg.data}) with the layer "
+           f"and optimizer settings of your draft; augmentation is off because the teacher's logits are computed "
+           f"once, on the centre crop.")
+
+run, job, active = tt.current("distill")
+if st.button("Start distillation", key="distill_start", type="primary", disabled=active):
+    cfg = drafts.to_config(d, tcfg.data, common.owner(), backbone=student, augment="none", trainable_groups=None,
+                           epochs=int(epochs), name=f"{student} distilled from {tcfg.backbone}")
+    cfg.extra = {**cfg.extra, "technique": "distill", "teacher": teacher, "alpha": float(alpha),
+                 "temperature": float(temperature)}
+    tt.start(cfg, "distill")
+
+if run is not None:
+    train_live.monitor(active)
+    status = job.status() if job is not None else run.status()
+    if status == "finished":
+        st.subheader("Teacher versus students")
+        st.write("Accuracy on the student's validation split, agreement with the teacher's top-1, size and CPU "
+                 "latency. Train once more with alpha = 1 to add the same student without a teacher.")
+        rcfg = run.config()
+        peers = {r.id: r for r in common.user_runs() if r.best_weights.exists() and tt.technique_of(r) == "distill"
+                 and r.config().extra.get("teacher") == rcfg.extra.get("teacher")}
+        students = {f"student {r.config().backbone} α={r.config().extra.get('alpha')} ({rid[:15]})": rid
+                    for rid, r in peers.items()}
+        stored = st.session_state.get("distill_result")
+        if stored is None or stored[0] != sorted(students.values()):
+            if st.button("Compare", key="distill_compare"):
+                with st.spinner("Scoring every model on the validation split…"):
+                    try:
+                        rows = drafts.distill_compare(rcfg.extra["teacher"], students)
+                    except ValueError as e:
+                        st.error(str(e))
+                        st.stop()
+                st.session_state["distill_result"] = (sorted(students.values()), rows)
+                st.rerun()
+        else:
+            rows = stored[1]
+            st.dataframe(rows, key="distill_table", hide_index=True, width="stretch",
+                         column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
+                                        "agreement_with_teacher": st.column_config.NumberColumn(format="percent")})
+            st.plotly_chart(charts.distill_comparison(rows), key="distill_chart", width="stretch")

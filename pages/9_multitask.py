@@ -1,0 +1,82 @@
+"""9 · Multi-task: one shared backbone, one head per label column of a CSV."""
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from core import charts, dataset_edit as de, drafts, workspace
+from pages import common, technique_tools as tt
+
+common.entrypoint()
+st.title("9 · Multi-task")
+st.write("Multi-task learning trains one backbone with a separate head for each label of an image (say species "
+         "and health), so every task shares what the others teach the features. Use it when your images carry "
+         "several related labels, or some labels are scarce and can lean on a better-labelled task.")
+
+ds = common.dataset()
+options = ["Upload a zip (CSV + images)"] + ([f"The CSV in dataset {ds}"] if ds else [])
+choice = st.radio("Data", options, key="mt_source", horizontal=True,
+                  help="A CSV with a filename column and one column per task; an empty cell means no label.")
+source = None
+if choice.startswith("Upload"):
+    up = st.file_uploader("Zip with one CSV and the images it names", type=["zip"], key="mt_upload")
+    if up is not None:
+        payload = up.getvalue()
+        target = workspace.sub("uploads") / f"multitask-{hashlib.sha256(payload).hexdigest()[:16]}.zip"
+        if not target.exists():
+            target.write_bytes(payload)
+        source = str(target)
+else:
+    source = str(de.dataset_dir(ds))
+if source is None:
+    st.info("Multi-task training needs images with several label columns: upload a zip holding a CSV "
+            "(filename, task_a, task_b, ...) and its images, or choose a dataset that has such a CSV on the "
+            "Data step.")
+    common.link("data", "Go to 1 · Data")
+    st.stop()
+
+try:
+    table = drafts.task_table(source)
+except ValueError as e:
+    st.error(f"{e}")
+    common.link("data", "Go to 1 · Data")
+    st.stop()
+st.caption(f"{table['rows']} images with at least one label; "
+           + ", ".join(f"{t}: {len(c)} classes" for t, c in table["tasks"].items()))
+if table["skipped"]:
+    with st.expander(f"{len(table['skipped'])} rows left out"):
+        st.text("\n".join(table["skipped"][:200]))
+
+d = common.draft()
+tasks = st.multiselect("Tasks", list(table["tasks"]), default=list(table["tasks"]), key="mt_tasks")
+cols = st.columns(max(len(tasks), 1))
+weights = {t: cols[i].number_input(f"Weight of {t}", 0.0, 10.0, 1.0, 0.1, key=f"mt_weight_{t}")
+           for i, t in enumerate(tasks)}
+epochs = st.number_input("Epochs", 1, 500, int(d["epochs"]), key="mt_epochs")
+st.caption(f"Backbone {d['backbone']} with the layer and optimizer settings of your draft. "
+           f"Loss = sum over tasks of weight × cross-entropy, over the rows labelled for that task.")
+
+run, job, active = tt.current("multitask")
+ready = bool(tasks) and any(w > 0 for w in weights.values())
+if not ready:
+    st.warning("Choose at least one task with a weight above 0.")
+if st.button("Start multi-task training", key="mt_start", type="primary", disabled=active or not ready):
+    cfg = drafts.to_config(d, source, common.owner(), epochs=int(epochs), trainable_groups=None,
+                           name=f"multi-task: {', '.join(tasks)}")
+    cfg.extra = {**cfg.extra, "technique": "multitask", "tasks": tasks, "task_weights": weights}
+    tt.start(cfg, "mt")
+
+
+def draw(run, events, status) -> None:
+    epochs_ev = [e for e in events if e.get("type") == "epoch" and "tasks" in e]
+    if epochs_ev:
+        st.plotly_chart(charts.task_curves(events), key="mt_chart_tasks", width="stretch")
+        last = epochs_ev[-1]
+        st.dataframe([{"task": t, **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}}
+                      for t, m in last["tasks"].items()], key="mt_task_table", hide_index=True, width="stretch")
+    if status == "finished":
+        st.success("Done. The checkpoint carries every task's head; export it on the Export step.")
+
+
+tt.live("multitask", "mt", draw)

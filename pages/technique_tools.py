@@ -1,0 +1,66 @@
+"""Helpers shared by the technique pages (Distill, Multi-task, Pretrain): the run of a technique and its live view."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import runs
+from pages import common
+
+
+def technique_of(run: runs.Run) -> str | None:
+    """The technique a run used (config.extra['technique']), None for plain training."""
+    try:
+        return run.config().extra.get("technique")
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def current(technique: str):
+    """(run, job, active) for this tab's current run when it used ``technique``, else (None, None, False)."""
+    run = common.current_run()
+    if run is None or technique_of(run) != technique:
+        return None, None, False
+    job = common.current_job()
+    return run, job, job is not None and job.status() in common.ACTIVE
+
+
+def start(config, key: str) -> None:
+    """Start ``config`` as a job of this user, make it the current run, and redraw the page."""
+    try:
+        job = common.job_manager().start(config, owner=common.owner())
+    except ValueError as e:
+        st.error(f"Could not start: {e}")
+        return
+    common.set_job(job.id)
+    st.session_state.pop(f"{key}_result", None)
+    st.rerun()
+
+
+def live(technique: str, key: str, draw) -> None:
+    """Status, progress and ``draw(run, events, status)`` for the current run of ``technique``; polls while active."""
+    _, _, active = current(technique)
+
+    @st.fragment(run_every=1.0 if active else None)
+    def body() -> None:
+        run, job, _ = current(technique)
+        if run is None:
+            st.caption("No run of this kind yet: choose the settings above and press Start.")
+            return
+        status = job.status() if job is not None else run.status()
+        if active and status not in common.ACTIVE:
+            st.rerun()  # it just ended: redraw the whole page (buttons, results) and stop polling
+        events = run.events()
+        st.subheader(f"Run {run.id[:15]} — {status}")
+        steps = [e for e in events if e.get("type") == "step"]
+        if steps and status in common.ACTIVE:
+            s = steps[-1]
+            st.progress(min(s["step"] / max(s["total_steps"], 1), 1.0),
+                        text=f"step {s['step']} / {s['total_steps']} · epoch {s['epoch']}")
+            if job is not None and st.button("Stop", key=f"{key}_stop"):
+                job.stop()
+        if status == "failed":
+            end = next((e for e in reversed(events) if e.get("type") == "end"), {})
+            st.error(f"The run failed: {(job.error if job is not None else None) or end.get('message')}")
+        draw(run, events, status)
+
+    body()
