@@ -5,7 +5,7 @@ import hashlib
 
 import streamlit as st
 
-from core import charts, dataset_edit as de, drafts, workspace
+from core import charts, dataset_edit as de, drafts, runs, workspace
 from pages import common, technique_tools as tt
 
 common.entrypoint()
@@ -24,8 +24,8 @@ if choice.startswith("Upload"):
     if up is not None:
         payload = up.getvalue()
         target = workspace.sub("uploads") / f"multitask-{hashlib.sha256(payload).hexdigest()[:16]}.zip"
-        if not target.exists():
-            target.write_bytes(payload)
+        if not target.exists():  # named by content: the same upload on every rerun is written once
+            runs.atomic_write_bytes(target, payload)
         source = str(target)
 else:
     source = str(de.dataset_dir(ds))

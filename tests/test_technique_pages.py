@@ -100,7 +100,7 @@ def test_pretrain_page_runs_simclr_and_shows_the_loss(digits_ds):
     assert name in [r["name"] for r in drafts.backbone_table()]
 
 
-def test_multitask_page_reads_the_task_columns_of_the_dataset_csv(digits_ds, tmp_path):
+def test_multitask_page_reads_the_dataset_csv_and_trains_every_task(digits_ds):
     name = de.unique_name("tech-mt")
     folder = de.root() / name
     shutil.copytree(de.dataset_dir(digits_ds), folder)
@@ -116,6 +116,19 @@ def test_multitask_page_reads_the_task_columns_of_the_dataset_csv(digits_ds, tmp
     at.number_input(key="mt_weight_parity").set_value(0.0)
     at.number_input(key="mt_weight_digit").set_value(0.0).run()
     assert "weight above 0" in texts(at.warning) and at.button(key="mt_start").disabled
+
+    at.number_input(key="mt_weight_parity").set_value(0.5)
+    at.number_input(key="mt_weight_digit").set_value(1.0).run()
+    at.button(key="mt_start").click().run()
+    job = at.session_state["job"]
+    assert wait_for(job) == "finished"
+    extra = runs.open_run(job).config().extra
+    assert (extra["technique"], extra["tasks"], extra["task_weights"]) == (
+        "multitask", ["digit", "parity"], {"digit": 1.0, "parity": 0.5})
+    at.run()
+    assert not at.error, texts(at.error)
+    names = sorted(tr["name"] for tr in plotly(at, "mt_chart_tasks")[0]["data"])
+    assert names == ["digit F1", "digit acc", "parity F1", "parity acc"]
 
 
 def test_distill_page_offers_a_finished_run_as_teacher_and_compares(shapes_ds, tiny_config):
