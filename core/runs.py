@@ -24,28 +24,17 @@ from . import workspace
 _append_lock = threading.Lock()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Text version of atomic_write_bytes."""
-    atomic_write_bytes(path, text.encode())
+_FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp's 0600 would hide exports
 
 
 def atomic_save(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then fsync and replace ``path``; for writers that want a file name."""
+    """Call ``write(tmp_path)``, fsync, then os.replace ``path``: readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -53,10 +42,21 @@ def atomic_save(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """atomic_save of bytes."""
+    atomic_save(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """atomic_save of UTF-8 text."""
+    atomic_write_bytes(path, text.encode())
 
 
 def root() -> Path:
