@@ -19,7 +19,6 @@ import hashlib
 import json
 import statistics
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from torch import nn
 
 from . import backbones, data, export, freezing, runs, workspace
 from .config import RunConfig
-from .trainer import (Control, Stopped, embed, make_optimizer, make_scheduler, pick_device, preprocessing_for,
+from .trainer import (Control, embed, logged_run, make_optimizer, make_scheduler, pick_device, preprocessing_for,
                       seed_everything)
 
 
@@ -112,25 +111,8 @@ def distill(teacher, student_config: RunConfig, alpha: float = 0.5, temperature:
     config.validate()
     control = control or Control()
     run = run or runs.create(config)
-    t0 = time.time()
-
-    def emit(type_: str, **fields) -> None:
-        ev = {"type": type_, "time": time.time(), **fields}
-        run.append(ev)
-        if on_event:
-            on_event(ev)
-
-    try:
-        result = _distill(config, teacher_model, teacher_file, emit, control, run)
-    except Stopped:
-        emit("end", status="stopped", message="stopped by the user; the best student so far is kept",
-             elapsed_s=time.time() - t0)
-        return {"status": "stopped", "run_dir": str(run.path)}
-    except Exception as e:  # the worker must report every failure, never vanish
-        emit("end", status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-        raise
-    emit("end", **result)
-    return result
+    return logged_run(run, on_event, lambda emit: _distill(config, teacher_model, teacher_file, emit, control, run),
+                      "stopped by the user; the best student so far is kept")
 
 
 def fit_config(config: RunConfig, on_event=None, control: Control | None = None, run: runs.Run | None = None,

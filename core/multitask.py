@@ -14,7 +14,6 @@ import dataclasses
 import io
 import json
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from . import backbones, data, export, freezing, ingest, runs
 from .backbones import Preprocessing
 from .config import RunConfig
 from .imageio import is_image_name, open_image
-from .trainer import (Control, Stopped, embed, make_optimizer, make_scheduler, pick_device, preprocessing_for,
+from .trainer import (Control, embed, logged_run, make_optimizer, make_scheduler, pick_device, preprocessing_for,
                       seed_everything)
 
 MISSING = -1
@@ -213,25 +212,8 @@ def fit_multitask(config: RunConfig, tasks: list[str] | None = None, weights=Non
     config.validate()
     control = control or Control()
     run = run or runs.create(config)
-    t0 = time.time()
-
-    def emit(type_: str, **fields) -> None:
-        ev = {"type": type_, "time": time.time(), **fields}
-        run.append(ev)
-        if on_event:
-            on_event(ev)
-
-    try:
-        result = _fit(config, table, w, emit, control, run)
-    except Stopped:
-        emit("end", status="stopped", message="stopped by the user; the best checkpoint so far is kept",
-             elapsed_s=time.time() - t0)
-        return {"status": "stopped", "run_dir": str(run.path)}
-    except Exception as e:  # the worker must report every failure, never vanish
-        emit("end", status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-        raise
-    emit("end", **result)
-    return result
+    return logged_run(run, on_event, lambda emit: _fit(config, table, w, emit, control, run),
+                      "stopped by the user; the best checkpoint so far is kept")
 
 
 def fit_config(config: RunConfig, on_event=None, control: Control | None = None, run: runs.Run | None = None,

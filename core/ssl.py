@@ -14,7 +14,6 @@ import dataclasses
 import json
 import re
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ from torch import nn
 from . import backbones, data, export, freezing, runs
 from .config import RunConfig
 from .imageio import is_image_name
-from .trainer import Control, Stopped, pick_device, preprocessing_for, seed_everything
+from .trainer import Control, logged_run, pick_device, preprocessing_for, seed_everything
 
 ADAPTED_FILE = "adapted.safetensors"
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{32}$")
@@ -231,23 +230,8 @@ def pretrain(base_backbone: str, sources: list[str] | str, epochs: int = 5, batc
     control = control or Control()
     run = run or runs.create(config)
 
-    def emit(type_: str, **fields) -> None:
-        ev = {"type": type_, "time": time.time(), **fields}
-        run.append(ev)
-        if on_event:
-            on_event(ev)
-
-    t0 = time.time()
-    try:
-        result = _pretrain(config, run, emit, control)
-    except Stopped:
-        emit("end", status="stopped", elapsed_s=time.time() - t0,
-             message="stopped by the user; the body from the last finished epoch is kept (if any)")
-        return run
-    except Exception as e:  # the worker must report every failure, never vanish
-        emit("end", status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-        raise
-    emit("end", **result)
+    logged_run(run, on_event, lambda emit: _pretrain(config, run, emit, control),
+               "stopped by the user; the body from the last finished epoch is kept (if any)")
     return run
 
 

@@ -235,13 +235,13 @@ def _environment(device: torch.device) -> dict:
     return env
 
 
-def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | None = None,
-        run: runs.Run | None = None, resume: bool = False) -> dict:
-    """Train per ``config``; every event goes to the run's log and to ``on_event``. Returns the final metrics."""
-    config.validate()
-    control = control or Control()
-    if run is None:
-        run = runs.create(config)
+def logged_run(run: runs.Run, on_event: OnEvent | None, work: Callable, stopped: str = "stopped by the user; "
+               "the best checkpoint so far is kept", cleanup: list | None = None) -> dict:
+    """Run ``work(emit)``: every event goes to the run's log and to ``on_event``, and the log always ends
+    with one 'end' event (finished with the returned metrics, stopped, or failed with the reason).
+
+    ``cleanup`` holds callables that must reach the disk before any end event (e.g. pending best weights).
+    """
     t_start = time.time()
 
     def emit(kind: str, **fields) -> None:
@@ -250,18 +250,15 @@ def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | N
         if on_event:
             on_event(ev)
 
-    cleanup: list = []  # _fit registers work that must reach the disk before any end event (the best weights)
-
     def finish() -> None:
-        for fn in cleanup:
+        for fn in cleanup or ():
             fn()
 
     try:
-        return _fit(config, emit, control, run, resume, cleanup)
+        result = work(emit)
     except Stopped:
         finish()
-        emit("end", status="stopped", message="stopped by the user; the best checkpoint so far is kept",
-             elapsed_s=time.time() - t_start)
+        emit("end", status="stopped", message=stopped, elapsed_s=time.time() - t_start)
         return {"status": "stopped", "run_dir": str(run.path)}
     except TrainingDiverged as e:  # a known outcome with its own advice; a traceback would only add noise
         finish()
@@ -274,6 +271,18 @@ def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | N
             pass
         emit("end", status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         raise
+    emit("end", **result)
+    return result
+
+
+def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | None = None,
+        run: runs.Run | None = None, resume: bool = False) -> dict:
+    """Train per ``config``; every event goes to the run's log and to ``on_event``. Returns the final metrics."""
+    config.validate()
+    control = control or Control()
+    run = run or runs.create(config)
+    cleanup: list = []  # _fit registers work that must reach the disk before any end event (the best weights)
+    return logged_run(run, on_event, lambda emit: _fit(config, emit, control, run, resume, cleanup), cleanup=cleanup)
 
 
 def _score(config: RunConfig, val_acc: float, val_loss: float) -> float:
@@ -500,7 +509,6 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
               "val_loss": best_metrics.get("val_loss"), "best_epoch": best_epoch, "epochs_run": last_epoch,
               "classes": classes, "run_dir": str(run.path), "elapsed_s": time.time() - t_loop}
     runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
-    emit("end", **result)
     return result
 
 

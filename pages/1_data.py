@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, dataset_edit as de, ingest
+from core import charts, dataset_edit as de
 from pages import common, data_tools
 
 common.entrypoint()
