@@ -65,14 +65,7 @@ def cmd_train(a) -> dict:
             return distributed.train(None, _progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
         run = runs.open_run(a.resume or a.run_dir)
         return fit(run.config(), _progress_printer(), run=run, resume=bool(a.resume))
-    base = RunConfig.load(a.config).to_dict() if a.config else {}
-    for f in fields():
-        v = getattr(a, f.name, None)
-        if v is not None:
-            base[f.name] = v.split(",") if f.name == "trainable_groups" else v
-    if not base.get("data"):
-        raise CliError("--data is required (a folder of class folders, a .zip, or sample:digits)")
-    config = RunConfig.from_dict(base).validate()
+    config = _config_from_flags(a)
     if a.out:
         import os
 
