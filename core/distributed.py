@@ -816,9 +816,4 @@ def submit(manager, config, nproc: int, owner: str | None = None, run: runs.Run 
     config.validate()
     run = run or runs.create(config)
     job = SubprocessJob(config, run, nproc, owner=owner, resume=resume)
-    # JobManager runs whatever sits in its registry through job._work() in a worker thread.
-    with manager._lock:
-        manager._jobs[job.id] = job
-        manager._queue.append(job.id)
-    manager._pump()
-    return job
+    return manager.enqueue(job)  # the manager runs job._work() in a worker thread, like its own jobs

@@ -5,6 +5,7 @@ name under ``st.login``, or None for the single-user default) and only its owner
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -100,7 +101,12 @@ class Job:
 class JobManager:
     """Registry of jobs; at most ``max_running`` train at once, the rest wait in a queue."""
 
-    def __init__(self, max_running: int = 2):
+    def __init__(self, max_running: int | None = None):
+        if max_running is None:  # the app's limit: $TRANSFER_STUDIO_MAX_JOBS, default 2 (a CPU box has few cores)
+            text = os.environ.get("TRANSFER_STUDIO_MAX_JOBS", "2")
+            if not text.isdigit() or int(text) < 1:
+                raise ValueError(f"TRANSFER_STUDIO_MAX_JOBS must be a whole number >= 1; got {text!r}")
+            max_running = int(text)
         self.max_running = max_running
         self._jobs: dict[str, Job] = {}
         self._queue: list[str] = []
@@ -111,7 +117,10 @@ class JobManager:
         """Validate, create the run directory, and run (or queue) a job; returns it at once."""
         config.validate()
         run = run or runs.create(config)
-        job = Job(run.id, config, run, owner=owner, resume=resume)
+        return self.enqueue(Job(run.id, config, run, owner=owner, resume=resume))
+
+    def enqueue(self, job):
+        """Register a job (a Job, or anything with its surface and ``_work()``) and run it when a slot frees."""
         with self._lock:
             self._jobs[job.id] = job
             self._queue.append(job.id)
@@ -126,9 +135,10 @@ class JobManager:
             raise ValueError(f"run {run.id} is already running")
         return self.start(run.config(), owner=owner, run=run, resume=True)
 
-    def _pump(self) -> None:
+    def _pump(self, finished: Job | None = None) -> None:
+        """Start queued jobs while there is room; ``finished`` is a job whose thread is about to end."""
         with self._lock:
-            running = sum(1 for j in self._jobs.values() if j.alive)
+            running = sum(1 for j in self._jobs.values() if j.alive and j is not finished)
             while self._queue and running < self.max_running:
                 job = self._jobs[self._queue.pop(0)]
                 job.thread = threading.Thread(target=self._run, args=(job,), name=f"job-{job.id[:24]}", daemon=True)
@@ -140,7 +150,7 @@ class JobManager:
         try:
             job._work()
         finally:
-            self._pump()
+            self._pump(finished=job)  # this thread is still alive here, but its slot is free
 
     def queue_position(self, job_id: str) -> int | None:
         """1-based place in the queue, or None when not waiting."""
