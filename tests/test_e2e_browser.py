@@ -5,6 +5,7 @@ the app's predictions. Skips without Chromium, except under CI where a missing b
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(tmp_path):
-    """A real Streamlit server on a free localhost port, with its own workspace."""
+@contextlib.contextmanager
+def _serving(tmp_path, *extra: str):
+    """A real Streamlit server on a free localhost port, with its own workspace; yields (url, home)."""
     _need_browser()
     port = _free_port()
     home = tmp_path / "home"
@@ -49,7 +51,7 @@ def server(tmp_path):
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
                              "--server.port", str(port), "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -62,13 +64,21 @@ def server(tmp_path):
     else:
         proc.kill()
         pytest.fail("the Streamlit server did not become healthy:\n" + (tmp_path / "server.log").read_text())
-    yield url, home
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield url, home
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    with _serving(tmp_path) as served:
+        yield served
 
 
 @pytest.fixture()
@@ -150,3 +160,20 @@ def test_upload_train_download_and_reload_in_browser(server, browser_page, shape
     assert probs.argmax(1).tolist() == [it["pred"] for it in evaluation["items"]]
     for row, app_row in zip(probs.tolist(), evaluation["probs"]):
         assert max(abs(a - b) for a, b in zip(row, app_row)) < 1e-4
+
+
+def test_upload_over_the_size_limit_is_refused_with_a_message(tmp_path, browser_page):
+    """server.maxUploadSize (1 MB here, 1024 MB in .streamlit/config.toml) refuses a bigger zip clearly."""
+    big = tmp_path / "too-big.zip"
+    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("a/noise.bin", os.urandom(1_600_000))  # incompressible: 1.6 MB on disk
+    with _serving(tmp_path, "--server.maxUploadSize", "1") as (url, home):
+        page = browser_page
+        page.goto(url)
+        page.get_by_role("heading", name="1 · Data").first.wait_for()
+        page.get_by_role("tab", name="Upload .zip").click()
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(big))
+        page.get_by_text("1.0MB or smaller", exact=False).first.wait_for(timeout=30_000)
+        # nothing was ingested and the app still answers: the Data step still asks for a dataset
+        page.get_by_text("No dataset chosen yet").first.wait_for()
+        assert not (home / "datasets").exists() or not any((home / "datasets").iterdir())
