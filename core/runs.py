@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -167,3 +168,13 @@ def open_run(run_id_or_path: str | Path) -> Run:
 def list_runs() -> list[Run]:
     """All runs, newest first."""
     return [Run(p) for p in sorted(root().iterdir(), reverse=True) if (p / "config.json").exists()]
+
+
+def delete(run_id: str, active_ids: set[str] = frozenset()) -> None:
+    """Remove a run directory for good; refuses runs that are training or paths outside the workspace."""
+    if run_id in active_ids:
+        raise ValueError(f"run {run_id} is still training; stop it first, then delete it")
+    path = (root() / run_id).resolve()
+    if path.parent != root().resolve() or not (path / "config.json").exists():
+        raise ValueError(f"{run_id!r} is not a run of this workspace; nothing was deleted")
+    shutil.rmtree(path)

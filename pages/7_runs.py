@@ -33,6 +33,20 @@ if st.button("Open this run", key="runs_open", type="primary"):
     common.set_job(pick)
     common.flash(f"Run {pick[:15]} is now the current run.")
     st.rerun()
+with st.expander("Delete this run"):
+    st.write("Deletes its checkpoints, event log and exports from disk. This cannot be undone.")
+    sure = st.checkbox(f"Yes, delete run {pick[:15]} for good", key="runs_delete_confirm")
+    if st.button("Delete run", key="runs_delete", disabled=not sure):
+        active = {j.id for j in common.job_manager().list(owner=common.owner()) if j.status() in common.ACTIVE}
+        try:
+            runs.delete(pick, active)
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            if st.session_state.get("job") == pick:
+                common.set_job(None)
+            common.flash(f"Deleted run {pick[:15]}.")
+            st.rerun()
 common.show_flash()
 
 st.subheader("Compare runs")
