@@ -300,18 +300,18 @@ def card_markdown(run_dir: str | Path) -> str:
     return formats.card_markdown(formats.full_card(run_dir))
 
 
-def export_files(run_dir: str | Path) -> dict[str, bytes]:
-    """Download payloads of a run: safetensors (card inside), card JSON, .pt bundle, config JSON."""
-    from . import export
+def export_files(run_dir: str | Path) -> dict:
+    """What the Export step offers: the weight files on disk (read only when a download is clicked, so a
+    VGG-size model is never held in memory several times over) and the small card and config texts."""
+    from . import formats
+    from .export import read_card
 
     run = runs.open_run(run_dir)
     if not run.best_weights.exists():
         raise ValueError(f"run {run.id} has no checkpoint yet; train at least one epoch first")
-    loaded = export.load_model(run.path)
-    return {"safetensors": run.best_weights.read_bytes(),
-            "card": json.dumps(loaded.card, indent=2).encode(),
-            "bundle": export.bundle_bytes(loaded.model, loaded.card),
-            "config": run.config().to_json().encode()}
+    card = read_card(run.path)
+    return {"safetensors": run.best_weights, "bundle": formats.export(run.path, "pt"),
+            "card": json.dumps(card, indent=2).encode(), "config": run.config().to_json().encode()}
 
 
 def distill_compare(teacher: str | Path, students: dict) -> list[dict]:

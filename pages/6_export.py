@@ -16,8 +16,13 @@ run = common.require_run("export")
 
 
 @st.cache_data(show_spinner="Packing the files…", max_entries=4)
-def payloads(run_dir: str, mtime: float) -> dict[str, bytes]:
+def payloads(run_dir: str, mtime: float) -> dict:
     return drafts.export_files(run_dir)
+
+
+def from_disk(path):
+    """Download data read only when the button is clicked: large models are never kept in memory meanwhile."""
+    return lambda: path.read_bytes()
 
 
 try:
@@ -28,13 +33,13 @@ except ValueError as e:
 
 stem = f"{run.config().backbone}-{run.id[:15]}"
 c1, c2 = st.columns(2)
-c1.download_button("Model weights + card (.safetensors)", files["safetensors"], f"{stem}.safetensors",
+c1.download_button("Model weights + card (.safetensors)", from_disk(files["safetensors"]), f"{stem}.safetensors",
                    "application/octet-stream", key="export_safetensors", type="primary")
-c1.caption(f"{len(files['safetensors']) / 1e6:.1f} MB — load with `core.export.load_model`, or with any "
+c1.caption(f"{files['safetensors'].stat().st_size / 1e6:.1f} MB — load with `core.export.load_model`, or with any "
            "safetensors reader.")
 c2.download_button("Model card (.json)", files["card"], f"{stem}.card.json", "application/json", key="export_card")
 c2.caption("Classes, preprocessing, metrics and library versions, readable by people.")
-c1.download_button("One-file bundle (.pt)", files["bundle"], f"{stem}.pt", "application/octet-stream",
+c1.download_button("One-file bundle (.pt)", from_disk(files["bundle"]), f"{stem}.pt", "application/octet-stream",
                    key="export_bundle")
 c1.caption("A plain dict of tensors and strings: `torch.load(path, weights_only=True)`.")
 c2.download_button("Training config (.json)", files["config"], f"{stem}.config.json", "application/json",
@@ -58,7 +63,7 @@ for col, (fmt, (label, mime)) in zip(st.columns(len(OTHER)), OTHER.items()):
         except (ValueError, RuntimeError) as e:  # e.g. an operator the exporter cannot convert
             col.error(f"{fmt}: {e}")
     if ready is not None:
-        col.download_button(f"Download {label}", ready.read_bytes(), ready.name, mime, key=f"export_fmt_{fmt}")
+        col.download_button(f"Download {label}", from_disk(ready), ready.name, mime, key=f"export_fmt_{fmt}")
         col.caption(f"{ready.stat().st_size / 1e6:.1f} MB")
 
 with st.expander("Model card (Markdown)"):
