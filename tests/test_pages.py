@@ -433,7 +433,7 @@ def test_export_page_downloads_load_back_to_the_same_predictions(trained_run, sh
             # check the very files the page hands to those buttons
             run_dir = runs.open_run(trained_run).path
             name = key.removeprefix("export_")
-            offered = (drafts.export_ready(run_dir, name.removeprefix("fmt_")) if name.startswith("fmt_")
+            offered = (drafts.export_format(run_dir, name.removeprefix("fmt_")) if name.startswith("fmt_")
                        else drafts.export_files(run_dir)[name])
             return offered.read_bytes()
         url = proto.url

@@ -34,7 +34,9 @@ def test_delete_removes_the_run_and_refuses_active_or_foreign_ids(tmp_path):
     assert gone.id not in {r.id for r in runs.list_runs()}
 
 
-def test_runs_page_deletes_only_after_confirmation():
+def test_runs_page_deletes_only_after_confirmation(tmp_path, monkeypatch):
+    # a workspace of its own: runs appearing from other tests' jobs would change the list under the widget
+    monkeypatch.setenv("TRANSFER_STUDIO_HOME", str(tmp_path))
     run = _run()
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -42,8 +44,10 @@ def test_runs_page_deletes_only_after_confirmation():
     at.selectbox(key="runs_pick").set_value(run.id).run()
     assert at.button(key="runs_delete").disabled  # nothing happens without the confirmation
     at.checkbox(key="runs_delete_confirm").check().run()
+    assert at.checkbox(key="runs_delete_confirm").value, "confirmation did not stick"
+    assert at.selectbox(key="runs_pick").value == run.id, at.selectbox(key="runs_pick").value
     at.button(key="runs_delete").click().run()
-    assert not at.exception
+    assert not at.exception and not at.error, [e.value for e in at.error]
     assert not run.path.exists()
     listed = list(at.dataframe[0].value["id"]) if at.dataframe else []
     assert run.id not in listed
