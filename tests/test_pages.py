@@ -20,6 +20,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from core import dataset_edit as de, drafts, runs
+from pages import common
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -463,6 +464,10 @@ def test_export_page_downloads_load_back_to_the_same_predictions(trained_run, sh
 # --- 7 · Runs ---------------------------------------------------------------------------------------
 
 def test_runs_page_lists_runs_and_opens_one(trained_run):
+    # jobs left running by earlier tests create or change runs; the run list under the widgets must hold still
+    deadline = time.time() + 120
+    while any(j.alive for j in common.job_manager()._jobs.values()) and time.time() < deadline:
+        time.sleep(0.5)
     at = app("7_runs")
     ids = [r for r in at.dataframe[0].value["id"]]
     assert trained_run in ids
