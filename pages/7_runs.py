@@ -50,7 +50,8 @@ with st.expander("Delete this run"):
 common.show_flash()
 
 st.subheader("Compare runs")
-labels = {r["id"]: f"{r['id'][:15]} {r['name'] or r['backbone']}" for r in rows}
+# the id's last characters keep two runs started in the same second apart in the chart's legend
+labels = {r["id"]: f"{r['id'][:15]}…{r['id'][-4:]} {r['name'] or r['backbone']}" for r in rows}
 chosen = st.multiselect("Runs", ids, default=ids[:min(3, len(ids))], key="runs_compare", format_func=labels.get)
 metric = st.radio("Metric", ["val_acc", "val_loss", "train_acc", "train_loss"], key="runs_metric", horizontal=True)
 if chosen:
