@@ -81,7 +81,7 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
     The returned image's `info["source_mode"]` holds the mode the file was stored in.
     """
     limit = max_pixels_limit() if max_pixels is None else int(max_pixels)
-    name = _display_name(source)
+    name = display_name(source)
     fp, owned = _as_binary_file(source, name)
     try:
         _reject_empty(fp, name)
@@ -106,13 +106,14 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
     return rgb
 
 
-def _display_name(source: object) -> str:
+def display_name(source: object, default: str = "the uploaded image") -> str:
+    """The file name to show in messages for a path or an uploaded file object."""
     if isinstance(source, (str, os.PathLike)):
         return Path(os.fspath(source)).name or os.fspath(source)
     raw_name = getattr(source, "name", None)
     if isinstance(raw_name, str) and raw_name:
         return os.path.basename(raw_name) or raw_name
-    return "the uploaded image"
+    return default
 
 
 def _as_binary_file(source: ImageSource, name: str) -> tuple[BinaryIO, bool]:

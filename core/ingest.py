@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
-from core.imageio import IMAGE_EXTENSIONS, ImageError, is_image_name, open_image
+from core.imageio import IMAGE_EXTENSIONS, ImageError, display_name, is_image_name, open_image
 
 __all__ = [
     "DatasetIndex",
@@ -284,7 +284,7 @@ def extract_archive(
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     dest_real = dest.resolve()
-    name = _source_name(src)
+    name = display_name(src, "the upload")
 
     with _open_zip(src, name) as zf:
         infos = zf.infolist()
@@ -359,15 +359,6 @@ class _Budget:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.total = 0
-
-
-def _source_name(src: object) -> str:
-    if isinstance(src, (str, os.PathLike)):
-        return Path(os.fspath(src)).name or os.fspath(src)
-    raw = getattr(src, "name", None)
-    if isinstance(raw, str) and raw:
-        return os.path.basename(raw) or raw
-    return "the upload"
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -58,3 +59,16 @@ def tiny_config():
         base.update(kw)
         return RunConfig(**base)
     return make
+
+
+def wait_for_run(run_id: str, timeout: float = 120) -> str:
+    """Block until a run has an end event; return its status."""
+    from core import runs
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = runs.open_run(run_id).status()
+        if status in ("finished", "failed", "stopped"):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not end within {timeout} s")

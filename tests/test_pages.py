@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import wait_for_run as wait_for
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
@@ -54,17 +55,6 @@ def plotly(at: AppTest, key_fragment: str) -> list[dict]:
         if key_fragment in el.proto.id:
             out.append(json.loads(el.proto.spec))
     return out
-
-
-def wait_for(run_id: str, timeout: float = 120) -> str:
-    """Block until a run has an end event; return its status."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = runs.open_run(run_id).status()
-        if status in ("finished", "failed", "stopped"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not end within {timeout} s")
 
 
 @pytest.fixture(scope="module")

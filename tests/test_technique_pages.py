@@ -4,10 +4,10 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for_run as wait_for
 from streamlit.testing.v1 import AppTest
 
 from core import dataset_edit as de, drafts, runs
@@ -33,16 +33,6 @@ def texts(elements) -> str:
 
 def plotly(at: AppTest, key: str) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart") if key in el.proto.id]
-
-
-def wait_for(run_id: str, timeout: float = 120) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = runs.open_run(run_id).status()
-        if status in ("finished", "failed", "stopped"):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not end within {timeout} s")
 
 
 def tiny_draft(**fields) -> str:
