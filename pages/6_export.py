@@ -5,13 +5,14 @@ import os
 
 import streamlit as st
 
-from core import drafts
+from core import downloads, drafts
 from pages import common
 
 common.entrypoint()
 st.title("6 · Export")
 st.write("The model file is all you need: the `.safetensors` file carries the model card (classes, backbone, "
-         "preprocessing, config, metrics) in its metadata, so it rebuilds and predicts on its own.")
+         "preprocessing, config, metrics) in its metadata, so it rebuilds and predicts on its own. Weight files "
+         "download straight from disk, through links that work for at least half an hour after this page shows them.")
 run = common.require_run("export")
 
 
@@ -20,9 +21,18 @@ def payloads(run_dir: str, mtime: float) -> dict:
     return drafts.export_files(run_dir)
 
 
-def from_disk(path):
-    """Download data read only when the button is clicked: large models are never kept in memory meanwhile."""
-    return lambda: path.read_bytes()
+def disk_link(path, label: str, filename: str, key: str, col=st, **kw) -> None:
+    """A link that streams a weight file from disk (GET /download/<token>, see core.downloads).
+
+    st.download_button would copy the whole file into Streamlit's in-memory media store while it is
+    served (530 MB for VGG-16); the link's token is 128 random bits, for this user, valid one hour.
+    """
+    try:
+        token = downloads.issue(path, filename, common.owner())
+    except ValueError as e:  # e.g. the file was deleted since the page listed it
+        col.error(f"{label}: {e}")
+        return
+    col.link_button(label, downloads.url(token, st.get_option("server.baseUrlPath") or ""), key=key, **kw)
 
 
 try:
@@ -33,14 +43,13 @@ except ValueError as e:
 
 stem = f"{run.config().backbone}-{run.id[:15]}"
 c1, c2 = st.columns(2)
-c1.download_button("Model weights + card (.safetensors)", from_disk(files["safetensors"]), f"{stem}.safetensors",
-                   "application/octet-stream", key="export_safetensors", type="primary")
+disk_link(files["safetensors"], "Model weights + card (.safetensors)", f"{stem}.safetensors", "export_safetensors",
+          c1, type="primary", icon=":material/download:")
 c1.caption(f"{files['safetensors'].stat().st_size / 1e6:.1f} MB — load with `core.export.load_model`, or with any "
            "safetensors reader.")
 c2.download_button("Model card (.json)", files["card"], f"{stem}.card.json", "application/json", key="export_card")
 c2.caption("Classes, preprocessing, metrics and library versions, readable by people.")
-c1.download_button("One-file bundle (.pt)", from_disk(files["bundle"]), f"{stem}.pt", "application/octet-stream",
-                   key="export_bundle")
+disk_link(files["bundle"], "One-file bundle (.pt)", f"{stem}.pt", "export_bundle", c1, icon=":material/download:")
 c1.caption("A plain dict of tensors and strings: `torch.load(path, weights_only=True)`.")
 c2.download_button("Training config (.json)", files["config"], f"{stem}.config.json", "application/json",
                    key="export_config")
@@ -50,11 +59,9 @@ st.subheader("Other formats")
 st.caption("For deployment without this code: TorchScript and ONNX take float RGB in [0, 1] at the card's crop "
            "size (normalisation is inside the graph); int8 is a quantized TorchScript model, smaller and faster "
            "on CPUs; the bundle is a zip with the weights, the card and a standalone predict.py.")
-OTHER = {"torchscript": ("TorchScript (.pt)", "application/octet-stream"),
-         "onnx": ("ONNX (.onnx)", "application/octet-stream"),
-         "int8": ("int8 quantized TorchScript", "application/octet-stream"),
-         "bundle": ("Zip bundle with predict.py", "application/zip")}
-for col, (fmt, (label, mime)) in zip(st.columns(len(OTHER)), OTHER.items()):
+OTHER = {"torchscript": "TorchScript (.pt)", "onnx": "ONNX (.onnx)", "int8": "int8 quantized TorchScript",
+         "bundle": "Zip bundle with predict.py"}
+for col, (fmt, label) in zip(st.columns(len(OTHER)), OTHER.items()):
     ready = drafts.export_ready(run.path, fmt)
     if ready is None and col.button(f"Build {label}", key=f"export_build_{fmt}"):
         try:
@@ -63,7 +70,7 @@ for col, (fmt, (label, mime)) in zip(st.columns(len(OTHER)), OTHER.items()):
         except (ValueError, RuntimeError) as e:  # e.g. an operator the exporter cannot convert
             col.error(f"{fmt}: {e}")
     if ready is not None:
-        col.download_button(f"Download {label}", from_disk(ready), ready.name, mime, key=f"export_fmt_{fmt}")
+        disk_link(ready, f"Download {label}", ready.name, f"export_fmt_{fmt}", col, icon=":material/download:")
         col.caption(f"{ready.stat().st_size / 1e6:.1f} MB")
 
 with st.expander("Model card (Markdown)"):

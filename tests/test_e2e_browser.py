@@ -42,11 +42,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _serving(tmp_path, *extra: str):
-    """A real Streamlit server on a free localhost port, with its own workspace; yields (url, home)."""
+def _serving(tmp_path, *extra: str, home: Path | None = None, with_process: bool = False):
+    """A real Streamlit server on a free localhost port, with its own workspace (or ``home``);
+    yields (url, home), or (url, home, the server's Popen) with ``with_process``."""
     _need_browser()
     port = _free_port()
-    home = tmp_path / "home"
+    home = home or tmp_path / "home"
     env = {**os.environ, "TRANSFER_STUDIO_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
@@ -65,7 +66,7 @@ def _serving(tmp_path, *extra: str):
         proc.kill()
         pytest.fail("the Streamlit server did not become healthy:\n" + (tmp_path / "server.log").read_text())
     try:
-        yield url, home
+        yield (url, home, proc) if with_process else (url, home)
     finally:
         proc.terminate()
         try:
@@ -142,10 +143,13 @@ def test_upload_train_download_and_reload_in_browser(server, browser_page, shape
     _goto_step(page, "5 · Evaluate")
     page.get_by_text("Confusion matrix").first.wait_for(timeout=120_000)
 
-    # 6 · Export: download the weights
+    # 6 · Export: download the weights through the link that streams them from disk (GET /download/<token>)
     _goto_step(page, "6 · Export")
+    link = page.locator(".st-key-export_safetensors a")
+    assert link.get_attribute("href").startswith("/download/")
     with page.expect_download() as dl:
-        page.locator(".st-key-export_safetensors button").click()
+        link.click()
+    assert dl.value.suggested_filename.endswith(".safetensors")
     weights = tmp_path / "downloaded.safetensors"
     dl.value.save_as(weights)
 

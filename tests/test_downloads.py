@@ -1,0 +1,220 @@
+"""Download links (core.downloads) and the app's GET /download/<token> route on a real server.
+
+The registry is tested directly; the route through a real `streamlit run streamlit_app.py`, with the token
+taken from the real Export page in headless Chromium (so the test also proves the page issues it).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core import downloads, workspace
+
+
+@pytest.fixture()
+def model_file() -> Path:
+    """A small file inside the session's workspace."""
+    folder = workspace.sub("downloads-test")
+    path = folder / f"model-{os.urandom(4).hex()}.safetensors"
+    path.write_bytes(os.urandom(1000))
+    return path
+
+
+# --- the registry --------------------------------------------------------------------------------------
+
+def test_tokens_are_128_random_bits_and_only_issued_tokens_resolve(model_file):
+    tokens = {downloads.issue(model_file, f"m{i}.safetensors") for i in range(200)}
+    assert len(tokens) == 200  # a new name is a new grant, and no two tokens collide
+    for t in tokens:
+        assert len(base64.urlsafe_b64decode(t + "==")) == 16  # 16 bytes = 128 bits
+        assert downloads.resolve(t) == model_file.resolve()
+    # a token of the same shape that was never issued names nothing
+    forged = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    assert forged not in tokens and downloads.resolve(forged) is None
+    assert downloads.resolve("") is None and downloads.resolve("../../etc/passwd") is None
+
+
+def test_tokens_expire(model_file):
+    t0 = 1_000_000.0
+    token = downloads.issue(model_file, "m.safetensors", ttl=60, now=t0)
+    assert downloads.resolve(token, now=t0 + 59) == model_file.resolve()
+    assert downloads.resolve(token, now=t0 + 61) is None
+    assert downloads.resolve(token, now=t0 + 1) is None  # an expired token is forgotten, not revived
+
+
+def test_default_lifetime_is_an_hour(model_file):
+    now = time.time()
+    token = downloads.issue(model_file, "m.safetensors", now=now)
+    assert downloads.grant(token, now=now).expires == pytest.approx(now + 3600)
+    assert downloads.resolve(token, now=now + 3599) is not None
+    assert downloads.resolve(token, now=now + 3601) is None
+
+
+def test_files_outside_the_workspace_are_refused(tmp_path, model_file):
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(b"not yours")
+    with pytest.raises(ValueError, match="outside the workspace"):
+        downloads.issue(outside, "secret.bin")
+    # a path that looks inside but climbs out, and a link inside that points out, are refused too
+    with pytest.raises(ValueError, match="outside the workspace"):
+        downloads.issue(workspace.home() / ".." / outside.relative_to(outside.anchor), "secret.bin")
+    link = model_file.parent / "link-out.bin"
+    link.symlink_to(outside)
+    with pytest.raises(ValueError, match="outside the workspace"):
+        downloads.issue(link, "secret.bin")
+    with pytest.raises(ValueError, match="not a file"):
+        downloads.issue(model_file.parent, "folder.bin")
+    with pytest.raises(ValueError, match="plain file name"):
+        downloads.issue(model_file, "../evil.sh")
+
+
+def test_a_file_swapped_or_deleted_after_issuing_is_not_served(tmp_path, model_file):
+    token = downloads.issue(model_file, "m.safetensors")
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(b"not yours")
+    model_file.unlink()
+    assert downloads.resolve(token) is None  # deleted
+    model_file.symlink_to(outside)
+    assert downloads.resolve(token) is None  # now a link that leads out of the workspace
+
+
+def test_issuance_is_per_owner_and_reuses_a_fresh_token(model_file):
+    t0 = 2_000_000.0
+    alice = downloads.issue(model_file, "m.safetensors", "alice@example.com", ttl=100, now=t0)
+    # the Export page reruns often: the same owner gets the same link while it has over half its life left
+    assert downloads.issue(model_file, "m.safetensors", "alice@example.com", ttl=100, now=t0 + 40) == alice
+    bob = downloads.issue(model_file, "m.safetensors", "bob@example.com", ttl=100, now=t0 + 40)
+    assert bob != alice
+    assert downloads.grant(bob, now=t0 + 40).owner == "bob@example.com"
+    assert downloads.grant(alice, now=t0 + 40).owner == "alice@example.com"
+    assert downloads.issue(model_file, "m.safetensors", None, ttl=100, now=t0 + 40) not in (alice, bob)
+    # with under half its life left, a fresh token is issued; the old one still works until it expires
+    later = downloads.issue(model_file, "m.safetensors", "alice@example.com", ttl=100, now=t0 + 60)
+    assert later != alice
+    assert downloads.resolve(alice, now=t0 + 60) and downloads.resolve(later, now=t0 + 150)
+    downloads.revoke(later)
+    assert downloads.resolve(later, now=t0 + 61) is None
+
+
+def test_urls_follow_the_base_path():
+    assert downloads.url("abc") == "/download/abc"
+    assert downloads.url("abc", "/studio/") == "/studio/download/abc"
+
+
+# --- the route on a real server ---------------------------------------------------------------------------
+
+BIG_MB = 300
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+class _PeakRss(threading.Thread):
+    """Samples a process's resident memory every 5 ms until stopped; keeps the peak."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self._stop_event = pid, _rss_kib(pid), threading.Event()
+
+    def run(self):
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, _rss_kib(self.pid))
+            time.sleep(0.005)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+@pytest.fixture(scope="module")
+def run_with_big_export(shapes_dir, tiny_config):
+    """A real one-epoch run in the session workspace, whose ONNX export is a 300 MB stand-in.
+
+    The page lists a run's current ONNX export by its path; random bytes in its place make a VGG-size
+    file that the server must stream (random, so no compression or sparse-file shortcut can hide a copy).
+    """
+    from core import formats
+    from core.trainer import fit
+
+    result = fit(tiny_config(shapes_dir, epochs=1))
+    assert result["status"] == "finished"
+    run_dir = Path(result["run_dir"])
+    big = formats.default_path(run_dir, "onnx")
+    big.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with open(big, "wb") as f:
+        for _ in range(BIG_MB):
+            chunk = os.urandom(1 << 20)
+            digest.update(chunk)
+            f.write(chunk)
+    yield run_dir, big, digest.hexdigest()
+    big.unlink(missing_ok=True)
+
+
+@pytest.mark.browser
+def test_a_300_mb_export_streams_from_disk_without_the_server_holding_it(run_with_big_export, tmp_path):
+    from test_e2e_browser import CHROMIUM, _serving
+    from playwright.sync_api import sync_playwright
+
+    run_dir, big, expected_sha = run_with_big_export
+    size = big.stat().st_size
+    with _serving(tmp_path, home=workspace.home(), with_process=True) as (url, _home, proc):
+        # the real Export page issues the link
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page()
+            page.set_default_timeout(120_000)
+            page.goto(f"{url}/export?job={run_dir.name}")
+            page.get_by_role("heading", name="6 · Export").first.wait_for()
+            href = page.locator(".st-key-export_fmt_onnx a").get_attribute("href")
+            page.get_by_text("Use it in Python").first.wait_for()  # the page's script has run to its end
+            browser.close()
+        time.sleep(1)
+        assert href.startswith("/download/")
+
+        # download it as a browser would (asking for gzip), stalling once halfway: the server must wait
+        # for the client, not read ahead into memory
+        sampler = _PeakRss(proc.pid)
+        before = sampler.peak
+        sampler.start()
+        request = urllib.request.Request(url + href, headers={"Accept-Encoding": "gzip, deflate"})
+        got, digest = 0, hashlib.sha256()
+        with urllib.request.urlopen(request, timeout=60) as r:
+            headers = r.headers
+            while chunk := r.read(1 << 20):
+                digest.update(chunk)
+                got += len(chunk)
+                if got == size // 2 // (1 << 20) * (1 << 20):
+                    time.sleep(2)
+        peak = sampler.stop()
+
+        assert headers.get("Content-Encoding") in (None, "identity")  # bytes as on disk, not recompressed
+        assert int(headers["Content-Length"]) == size
+        assert headers["Content-Disposition"] == f'attachment; filename="{big.name}"'
+        assert got == size and digest.hexdigest() == expected_sha
+        grew = (peak - before) * 1024
+        assert grew < size / 3, f"the server grew by {grew / 1e6:.0f} MB while serving a {size / 1e6:.0f} MB file"
+
+        # an unknown token, and the same link once the file is gone, get a 404 that says what to do
+        for bad in ("/download/" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="), href):
+            if bad == href:
+                big.unlink()
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(url + bad, timeout=30)
+            assert e.value.code == 404
+            assert "Open the Export step again" in e.value.read().decode()
+        assert urllib.request.urlopen(url + "/_stcore/health", timeout=10).read() == b"ok"
