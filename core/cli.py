@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -64,15 +65,29 @@ def cmd_train(a) -> dict:
         if distributed.launched():  # rank 0 opens the run; the others are sent what they need
             return distributed.train(None, _progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
         run = runs.open_run(a.resume or a.run_dir)
+        if os.environ.get(distributed.SUPERVISOR_ENV):  # a job of the app: obey its pause / stop files
+            return _supervised(run, bool(a.resume))
         return fit(run.config(), _progress_printer(), run=run, resume=bool(a.resume))
     config = _config_from_flags(a)
     if a.out:
-        import os
-
         os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
     if distributed.launched():  # started by torchrun: one DDP rank
         return distributed.train(config, _progress_printer())
     return fit(config, _progress_printer())
+
+
+def _supervised(run, resume: bool) -> dict:
+    """Train one of the app's jobs in this process: its technique's entry point, the app's request files as
+    the control (pause, stop; an app that went away ends this process), SIGTERM as a stop."""
+    import signal
+
+    from .jobs import runner
+
+    config = run.config()
+    entry = runner(config)  # the app checked the technique before launching
+    control = distributed.DistControl(distributed.context(), run.path)
+    signal.signal(signal.SIGTERM, lambda *_: control.stop())
+    return entry(config, _progress_printer(), control, run, resume=resume)
 
 
 def _config_from_flags(a) -> RunConfig:
@@ -90,8 +105,6 @@ def cmd_lr_find(a) -> dict:
     from .lr_finder import lr_find
 
     if a.out:
-        import os
-
         os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
     tty = sys.stderr.isatty()
 

@@ -45,8 +45,10 @@ from . import runs
 STOP_FILE = "stop.request"    # written by the app: the trainer stops between steps
 PAUSE_FILE = "pause.request"  # present while the app wants the run paused
 LOG_FILE = "torchrun.log"     # stdout and stderr of the torchrun agent and its workers
+WORKER_LOG = "worker.log"     # stdout and stderr of a plain (single-process) job
 DEBUG_SHARDS_ENV = "TRANSFER_STUDIO_DEBUG_SHARDS"  # a folder: each rank logs the sample indices it sees
 SUPERVISOR_ENV = "TRANSFER_STUDIO_SUPERVISOR_PID"  # the app's pid: rank 0 stops if that process is gone
+ORPHAN_EXIT = 75  # exit status of a plain job process whose app went away
 TIMEOUT_ENV = "TRANSFER_STUDIO_DDP_TIMEOUT_MIN"    # collective timeout; rank 0 may decode a big dataset alone
 
 
@@ -139,6 +141,10 @@ class Single:
 
     def oom(self) -> None:
         """Called when CUDA ran out of memory: fine in one process (the trainer halves the batch)."""
+
+    def max_int(self, value: int) -> int:
+        """The largest of the ranks' values: here, this process's own."""
+        return value
 
 
 _current: Single = Single()
@@ -364,10 +370,13 @@ class Distributed(Single):
 # --- pause / stop across ranks -----------------------------------------------------------------
 
 class DistControl:
-    """The trainer's Control for torchrun: rank 0 reads the app's request files; every rank obeys together.
+    """The trainer's Control in a process the app supervises: reads the app's request files between steps.
 
-    Each step all ranks all-reduce one small flag (0 run, 1 pause, 2 stop), so they stop at the same
-    step. A SIGTERM, a vanished torchrun agent (parent) or a vanished app (``SUPERVISOR_ENV``) stop too.
+    Under torchrun, rank 0 reads the files and each step all ranks all-reduce one small flag (0 run,
+    1 pause, 2 stop), so they stop at the same step; a SIGTERM, a vanished torchrun agent (parent) or
+    a vanished app (``SUPERVISOR_ENV``) stop too. In one plain process (``ctx`` is ``Single``, the app's
+    own jobs) a vanished app ends the process at once, as if it had died with the app: the run is left
+    "interrupted" and resumes from its last completed epoch (``last.pt``), like a run in a killed server.
     """
 
     def __init__(self, ctx: Distributed, run_path: Path | None):
@@ -404,7 +413,12 @@ class DistControl:
         except PermissionError:
             return False
 
+    def _orphaned(self) -> bool:
+        return os.getppid() != self._ppid or bool(self._supervisor and self._gone(self._supervisor))
+
     def _local(self) -> int:
+        if self.ctx.world == 1 and not launched() and self._orphaned():
+            os._exit(ORPHAN_EXIT)  # no end event: the run stays resumable, as after a crash of the app
         if self._stop.is_set() or os.getppid() != self._ppid:
             return 2
         if self.run_path is not None:
@@ -517,17 +531,26 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def command(run_dir: str | Path, nproc: int, resume: bool = False) -> list[str]:
-    """The torchrun command line that trains ``run_dir`` (its config.json) on ``nproc`` local processes."""
-    if not (isinstance(nproc, int) and nproc >= 1):
-        raise ValueError(f"nproc must be an integer >= 1; got {nproc!r}")
+def command(run_dir: str | Path, nproc: int | None, resume: bool = False) -> list[str]:
+    """The command line that trains ``run_dir`` (its config.json): torchrun on ``nproc`` local processes,
+    or one plain ``python -m core`` process when ``nproc`` is None (the app's single-device jobs)."""
     flag = "--resume" if resume else "--run-dir"
+    if nproc is None:
+        return [sys.executable, "-m", "core", "train", flag, str(run_dir)]
+    if not (isinstance(nproc, int) and nproc >= 1):
+        raise ValueError(f"nproc must be an integer >= 1 (or None for one plain process); got {nproc!r}")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "core", "train", flag, str(run_dir)]
 
 
-def launch(config, nproc: int, run: runs.Run, resume: bool = False) -> subprocess.Popen:
-    """Start torchrun for ``run`` in its own session (so one signal reaches the group); output goes to torchrun.log."""
+def log_name(nproc: int | None) -> str:
+    """The run-folder file that collects a job's stdout and stderr."""
+    return WORKER_LOG if nproc is None else LOG_FILE
+
+
+def launch(config, nproc: int | None, run: runs.Run, resume: bool = False) -> subprocess.Popen:
+    """Start ``command()`` for ``run`` in its own session (so one signal reaches the group); output goes to
+    the run's ``log_name(nproc)``."""
     if not resume:
         runs.atomic_write_text(run.path / "config.json", config.validate().to_json())
     for name in (STOP_FILE, PAUSE_FILE):
@@ -538,10 +561,11 @@ def launch(config, nproc: int, run: runs.Run, resume: bool = False) -> subproces
     env["TRANSFER_STUDIO_HOME"] = str(workspace.home())
     env[SUPERVISOR_ENV] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join([str(_repo_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    if config.device == "auto" or config.device == "cpu":
-        env["TRANSFER_STUDIO_DDP_DEVICE"] = config.device
-    log = open(run.path / LOG_FILE, "ab")
+    if nproc is not None:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        if config.device == "auto" or config.device == "cpu":
+            env["TRANSFER_STUDIO_DDP_DEVICE"] = config.device
+    log = open(run.path / log_name(nproc), "ab")
     try:
         return subprocess.Popen(command(run.path, nproc, resume), cwd=_repo_root(), env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -592,14 +616,15 @@ def alive(pid: int) -> bool:
 
 
 class SubprocessJob:
-    """A training run as a torchrun subprocess, supervised by a thread; same surface as ``core.jobs.Job``.
+    """A training run in a child process (torchrun on ``nproc`` processes, or one plain ``python -m core``
+    process when ``nproc`` is None), supervised by a thread; same surface as ``core.jobs.Job``.
 
     The UI reads ``snapshot()``; events come from tailing the run's events.jsonl. ``pause`` / ``stop``
-    write request files that rank 0 reads between steps; if the processes do not end within
-    ``grace_s`` of a stop, the whole tree gets SIGTERM, then SIGKILL.
+    write request files that the trainer (rank 0) reads between steps; if the processes do not end
+    within ``grace_s`` of a stop, the whole tree gets SIGTERM, then SIGKILL.
     """
 
-    def __init__(self, config, run: runs.Run, nproc: int, owner: str | None = None, resume: bool = False,
+    def __init__(self, config, run: runs.Run, nproc: int | None, owner: str | None = None, resume: bool = False,
                  grace_s: float = 30.0):
         self.id, self.config, self.run, self.nproc = run.id, config, run, nproc
         self.owner, self.resume, self.grace_s = owner, resume, grace_s
@@ -623,9 +648,15 @@ class SubprocessJob:
         return self.thread is not None and self.thread.is_alive()
 
     def status(self) -> str:
-        """The state, corrected so a job whose supervisor thread is gone is never shown as running."""
+        """The state, corrected so a job whose supervisor thread is gone is never shown as running, and a run
+        that has logged its end counts as ended while its process is still shutting down."""
         if self.state in ("running", "paused") and self.thread is not None and not self.thread.is_alive():
             return "failed" if self.error else "interrupted"
+        if self.state == "running":
+            with self._lock:
+                end = self.events[-1] if self.events else {}  # 'end' is always a run's last event
+            if end.get("type") == "end":
+                return end.get("status", "finished")
         if self.state == "running" and (self.run.path / PAUSE_FILE).exists():
             return "paused"
         return self.state
@@ -667,7 +698,7 @@ class SubprocessJob:
 
     def start(self) -> "SubprocessJob":
         """Start the supervisor thread (JobManager-free use; ``submit`` queues it in a JobManager instead)."""
-        self.thread = threading.Thread(target=self._work, name=f"ddp-job-{self.id[:24]}", daemon=True)
+        self.thread = threading.Thread(target=self._work, name=f"proc-job-{self.id[:24]}", daemon=True)
         self.state = "running"
         self.thread.start()
         return self
@@ -693,6 +724,11 @@ class SubprocessJob:
                 continue
         with self._lock:
             self.events.extend(new)
+        for ev in new:  # the UI can show the outcome at once, while the process is still shutting down
+            if ev.get("type") == "end":
+                self.result = self.run.result()
+                if ev.get("status") == "failed" and self.error is None:
+                    self.error, self.traceback = ev.get("message"), ev.get("traceback")
 
     def _signal_all(self, sig) -> None:
         for pid in self.pids():
@@ -752,19 +788,23 @@ class SubprocessJob:
             end = ends[-1]
             self.state = end.get("status", "finished")
             if self.state == "failed":
-                self.error = end.get("message") or f"torchrun exited with code {rc}"
+                self.error = end.get("message") or f"{self._what} exited with code {rc}"
                 self.traceback = end.get("traceback") or self._log_tail()
         elif self._stop_at is not None:
             self.state = "stopped"
         else:
             self.state = "failed"
-            self.error = (f"torchrun exited with code {rc} before the run ended; the last lines of "
-                          f"{LOG_FILE} in the run folder say why")
+            self.error = (f"{self._what} exited with code {rc} before the run ended; the last lines of "
+                          f"{log_name(self.nproc)} in the run folder say why")
             self.traceback = self._log_tail()
+
+    @property
+    def _what(self) -> str:
+        return "the training process" if self.nproc is None else "torchrun"
 
     def _log_tail(self, n: int = 60) -> str:
         try:
-            return "\n".join((self.run.path / LOG_FILE).read_text(errors="replace").splitlines()[-n:])
+            return "\n".join((self.run.path / log_name(self.nproc)).read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
 

@@ -1,7 +1,14 @@
-"""Background-thread jobs: one per training run, in a process-wide registry guarded by a lock.
+"""Training jobs: one per run, in a process-wide registry guarded by a lock.
 
-Worker threads never touch the UI; the UI polls ``Job.snapshot()``. A job knows its owner (a user
-name under ``st.login``, or None for the single-user default) and only its owner may see it.
+By default each job trains in a child process (``python -m core train --run-dir RUN``, supervised by
+``core.distributed.SubprocessJob``); ``TRANSFER_STUDIO_JOBS=thread`` (or ``JobManager(mode="thread")``)
+trains in a worker thread of this process instead (``Job``). Why a process: PyTorch's CPU thread pool
+(OpenMP) runs ~10-20% slower when a second thread of the same process drives it, and a page-serving
+server is such a process; a child process trains exactly as fast as the command line, and a crash in
+native code cannot take the server down with it.
+
+Either way the UI polls ``snapshot()``; worker code never touches the UI. A job knows its owner (a
+user name under ``st.login``, or None for the single-user default) and only its owner may see it.
 """
 from __future__ import annotations
 
@@ -14,6 +21,30 @@ from dataclasses import dataclass, field
 from . import runs
 from .config import RunConfig
 from .trainer import Control, fit
+
+
+def runner(config: RunConfig):
+    """The engine entry point for a config's technique (config.extra['technique']; None is plain training).
+
+    Every entry point has ``fit``'s signature: ``(config, on_event, control, run, resume=...)``.
+    """
+    technique = config.extra.get("technique")
+    if technique is None:
+        return fit
+    # Imported here: each technique module is heavy and most jobs never need it.
+    if technique == "distill":
+        from .distill import fit_config
+    elif technique == "multitask":
+        from .multitask import fit_config
+    elif technique == "simclr":
+        from .ssl import fit_config
+    else:
+        raise ValueError(f"config.extra['technique'] must be distill, multitask or simclr (or absent for plain "
+                         f"training); got {technique!r}")
+    return fit_config
+
+
+MODES = ("process", "thread")
 
 
 @dataclass
@@ -39,27 +70,10 @@ class Job:
         with self._lock:
             self.events.append(ev)
 
-    def _runner(self):
-        """The engine entry point for this job's technique (config.extra['technique']; None is plain training)."""
-        technique = self.config.extra.get("technique")
-        if technique is None:
-            return fit
-        # Imported here: each technique module is heavy and most jobs never need it.
-        if technique == "distill":
-            from .distill import fit_config
-        elif technique == "multitask":
-            from .multitask import fit_config
-        elif technique == "simclr":
-            from .ssl import fit_config
-        else:
-            raise ValueError(f"config.extra['technique'] must be distill, multitask or simclr (or absent for plain "
-                             f"training); got {technique!r}")
-        return fit_config
-
     def _work(self) -> None:
         self.state = "running"
         try:
-            self.result = self._runner()(self.config, self._on_event, self.control, self.run, resume=self.resume)
+            self.result = runner(self.config)(self.config, self._on_event, self.control, self.run, resume=self.resume)
             self.state = self.result.get("status", "finished")
         except Exception as e:  # shown in the UI with its traceback
             self.error = f"{type(e).__name__}: {e}"
@@ -101,7 +115,11 @@ class Job:
 class JobManager:
     """Registry of jobs; at most ``max_running`` train at once, the rest wait in a queue."""
 
-    def __init__(self, max_running: int | None = None):
+    def __init__(self, max_running: int | None = None, mode: str | None = None):
+        mode = mode or os.environ.get("TRANSFER_STUDIO_JOBS", "process")
+        if mode not in MODES:
+            raise ValueError(f"TRANSFER_STUDIO_JOBS must be one of {', '.join(MODES)}; got {mode!r}")
+        self.mode = mode
         if max_running is None:  # the app's limit: $TRANSFER_STUDIO_MAX_JOBS, default 2 (a CPU box has few cores)
             text = os.environ.get("TRANSFER_STUDIO_MAX_JOBS", "2")
             if not text.isdigit() or int(text) < 1:
@@ -116,8 +134,13 @@ class JobManager:
               resume: bool = False) -> Job:
         """Validate, create the run directory, and run (or queue) a job; returns it at once."""
         config.validate()
+        runner(config)  # an unknown technique fails here, before a run folder or a process exists
         run = run or runs.create(config)
-        return self.enqueue(Job(run.id, config, run, owner=owner, resume=resume))
+        if self.mode == "thread":
+            return self.enqueue(Job(run.id, config, run, owner=owner, resume=resume))
+        from .distributed import SubprocessJob
+
+        return self.enqueue(SubprocessJob(config, run, nproc=None, owner=owner, resume=resume))
 
     def enqueue(self, job):
         """Register a job (a Job, or anything with its surface and ``_work()``) and run it when a slot frees."""

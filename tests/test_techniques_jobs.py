@@ -46,7 +46,9 @@ def test_multitask_job_finishes_with_a_multitask_export(parity_csv, tiny_config)
     assert len(epochs) == 1 and set(epochs[0]["tasks"]) == {"digit", "parity"}
 
 
-def test_unknown_technique_fails_the_job_with_a_clear_error(digits_dir, tiny_config):
-    job = JobManager().start(tiny_config(digits_dir, extra={"technique": "mixup"}))
-    assert wait(job) == "failed"
-    assert "distill, multitask or simclr" in job.error and "'mixup'" in job.error
+def test_unknown_technique_is_refused_before_any_run_starts(digits_dir, tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFER_STUDIO_HOME", str(tmp_path))
+    manager = JobManager()
+    with pytest.raises(ValueError, match=r"distill, multitask or simclr.*'mixup'"):
+        manager.start(tiny_config(digits_dir, extra={"technique": "mixup"}))
+    assert manager.list() == [] and not list(tmp_path.glob("runs/*"))
