@@ -12,7 +12,7 @@ st.write("Distillation trains a small, fast student to imitate a big teacher you
          "the teacher's soft probabilities as well as the labels. Use it when your best model is too slow or too "
          "large to deploy and a smaller backbone trained alone falls short of it.")
 
-teachers = [i for i in common.finished_runs() if tt.technique_of(runs.open_run(i)) in (None, "distill")]
+teachers = [i for i in common.finished_runs() if common.technique_of(runs.open_run(i)) in (None, "distill")]
 if not teachers:
     st.info("Distillation needs a teacher: a finished training run with a checkpoint, and there is none yet. "
             "Train one first (a large backbone makes the best teacher).")
@@ -55,7 +55,7 @@ if run is not None:
         st.write("Accuracy on the student's validation split, agreement with the teacher's top-1, size and CPU "
                  "latency. Train once more with alpha = 1 to add the same student without a teacher.")
         rcfg = run.config()
-        peers = {r.id: r for r in common.user_runs() if r.best_weights.exists() and tt.technique_of(r) == "distill"
+        peers = {r.id: r for r in common.user_runs() if r.best_weights.exists() and common.technique_of(r) == "distill"
                  and r.config().extra.get("teacher") == rcfg.extra.get("teacher")}
         students = {f"student {r.config().backbone} α={r.config().extra.get('alpha')} ({rid[:15]})": rid
                     for rid, r in peers.items()}

@@ -197,14 +197,32 @@ def finished_runs() -> list[str]:
     return [r.id for r in user_runs() if r.best_weights.exists()]
 
 
+def technique_of(run: runs.Run) -> str | None:
+    """The technique a run used (config.extra['technique']), None for plain training."""
+    try:
+        return run.config().extra.get("technique")
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# Runs whose checkpoint is not one classifier: they are evaluated and exported on their own pages.
+OWN_PAGE = {"multitask": ("multitask", "Go to 9 · Multi-task"), "simclr": ("pretrain", "Go to 10 · Pretrain")}
+
+
 def require_run(step: str) -> runs.Run:
-    """A run with a checkpoint chosen on this page (default: the current one), or stop with a link."""
-    ids = finished_runs()
+    """A classifier run with a checkpoint chosen on this page (default: the current one), or stop with a link."""
+    kinds = {i: technique_of(runs.open_run(i)) for i in finished_runs()}
+    ids = [i for i, kind in kinds.items() if kind not in OWN_PAGE]
+    current = st.session_state.get("job")
+    if kinds.get(current) in OWN_PAGE:
+        step_, label = OWN_PAGE[kinds[current]]
+        st.info(f"The current run ({kinds[current]}) is not one classifier: its results and downloads are on "
+                f"its own page. Below: the classifier runs.")
+        link(step_, label)
     if not ids:
         st.info("This step needs a trained model, and no run has a checkpoint yet. Train one first.")
         link("train", "Go to 4 · Train")
         st.stop()
-    current = st.session_state.get("job")
     choice = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, key=f"{step}_run",
                           format_func=run_label)
     return runs.open_run(choice)

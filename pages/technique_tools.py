@@ -3,22 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import runs
 from pages import common
-
-
-def technique_of(run: runs.Run) -> str | None:
-    """The technique a run used (config.extra['technique']), None for plain training."""
-    try:
-        return run.config().extra.get("technique")
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def current(technique: str):
     """(run, job, active) for this tab's current run when it used ``technique``, else (None, None, False)."""
     run = common.current_run()
-    if run is None or technique_of(run) != technique:
+    if run is None or common.technique_of(run) != technique:
         return None, None, False
     job = common.current_job()
     return run, job, job is not None and job.status() in common.ACTIVE
