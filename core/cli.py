@@ -25,13 +25,28 @@ def _bool(text: str) -> bool:
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in fields():
-        if f.name in ("extra", "trainable_groups"):
+        if f.name in ("extra", "trainable_groups") or f.name in _TRACKING_FIELDS:
             continue
         flag = "--" + f.name.replace("_", "-")
         typ = {"int": int, "float": float, "bool": _bool, "str": str}.get(str(f.type).split(" ")[0], str)
         p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper())
     p.add_argument("--groups", dest="trainable_groups", default=None,
                    help="comma-separated layer groups to train (overrides --trainable)")
+
+
+_TRACKING_FIELDS = ("tensorboard", "mlflow_uri", "mlflow_experiment")  # flags of the commands that log a run
+
+
+def _add_tracking_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("experiment tracking (optional, off by default)")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write TensorBoard event files to <run_dir>/tensorboard/ (pip install tensorboard); "
+                        "view with `tensorboard --logdir <workspace>/runs`")
+    g.add_argument("--mlflow-uri", dest="mlflow_uri", metavar="URI", default=None,
+                   help="log the run to MLflow at this tracking URI, e.g. http://127.0.0.1:5000 or "
+                        "file:///abs/mlruns (pip install mlflow-skinny); '' turns it off")
+    g.add_argument("--mlflow-experiment", dest="mlflow_experiment", metavar="NAME", default=None,
+                   help="MLflow experiment name (default transfer-studio)")
 
 
 def _progress_printer():
@@ -210,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", metavar="RUN_DIR", help="train into an existing run folder made by the app "
                                                          "(its config.json); used by `use N GPUs`")
     _add_config_flags(t)
+    _add_tracking_flags(t)
     pr = sub.add_parser("predict", help="predict images with a run directory or an exported model")
     pr.add_argument("--model", required=True)
     pr.add_argument("--top-k", type=int, default=3)
@@ -239,6 +255,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="a run.json; other flags override its fields")
         sp.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
         _add_config_flags(sp)
+        _add_tracking_flags(sp)
     sp = sub.add_parser("pretrain", help="adapt a backbone to your own images with SimCLR (no labels needed)")
     sp.add_argument("--backbone", default="efficientnet_lite0")
     sp.add_argument("--data", action="append", required=True,

@@ -21,6 +21,32 @@ def _choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _check_tracking(c) -> None:
+    """Experiment-tracking fields: values only; a missing package is a warning at start (core.tracking)."""
+    if not isinstance(c.tensorboard, bool):
+        raise ValueError(f"tensorboard must be true or false; got {c.tensorboard!r}")
+    uri = c.mlflow_uri
+    if not isinstance(uri, str):
+        raise ValueError(f"mlflow_uri must be a string (empty = MLflow off); got {uri!r}")
+    if uri:
+        from urllib.parse import urlsplit
+
+        scheme = "databricks" if uri == "databricks" else urlsplit(uri).scheme.split("+")[0].lower()
+        if scheme not in MLFLOW_SCHEMES or any(ch.isspace() for ch in uri):
+            raise ValueError(f"mlflow_uri must be empty (MLflow off) or a tracking URI starting with "
+                             f"{', '.join(s + ':' for s in MLFLOW_SCHEMES)}; got {uri!r} — e.g. "
+                             f"http://127.0.0.1:5000 for `mlflow server`, or file:///absolute/folder")
+        if scheme in ("http", "https") and not urlsplit(uri).hostname:
+            raise ValueError(f"mlflow_uri {uri!r} names no host; write it as http://HOST:PORT, "
+                             f"e.g. http://127.0.0.1:5000")
+    if not isinstance(c.mlflow_experiment, str) or not c.mlflow_experiment.strip():
+        raise ValueError(f"mlflow_experiment must be a non-empty name (default transfer-studio); "
+                         f"got {c.mlflow_experiment!r}")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run."""
@@ -65,13 +91,17 @@ class RunConfig:
     num_workers: int = 0              # DataLoader workers
     device: str = "auto"              # "auto" | "cpu" | "cuda" | "mps"
     name: str = ""                    # optional human label for the run
+    tensorboard: bool = False         # also write TensorBoard event files to <run_dir>/tensorboard/ (pip install tensorboard)
+    mlflow_uri: str = ""              # MLflow tracking URI: http(s)://host:port, file:///folder, sqlite:///file.db; "" = off
+    mlflow_experiment: str = "transfer-studio"  # MLflow experiment the runs go to (created when missing)
     extra: dict = field(default_factory=dict)  # free-form notes carried along (e.g. dataset name)
 
     def validate(self) -> "RunConfig":
         """Raise ValueError naming the field, the valid choices and the value that arrived."""
         from . import backbones  # late import: the registry imports torchvision
 
-        _choice("backbone", self.backbone, backbones.names())
+        if not backbones.known(self.backbone):
+            _choice("backbone", self.backbone, backbones.names())  # raises, naming the registry's choices
         if self.trainable_groups is None and not _TRAINABLE_RE.match(str(self.trainable)):
             raise ValueError(f"trainable must be one of head, last-N (e.g. last-2), all; got {self.trainable!r}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -116,6 +146,7 @@ class RunConfig:
                              "set trainable to last-N or all, or unfreeze_after to 0")
         if not 0 < self.unfreeze_lr_factor <= 1:
             raise ValueError(f"unfreeze_lr_factor must be in (0, 1]; got {self.unfreeze_lr_factor!r}")
+        _check_tracking(self)
         return self
 
     def to_dict(self) -> dict:

@@ -26,7 +26,8 @@ EDITABLE = ("backbone", "pretrained", "image_size", "trainable", "trainable_grou
             "class_weights", "grad_clip", "val_fraction", "seed", "deterministic", "early_stopping_patience",
             "name")
 # Settings added to RunConfig by other parts of the engine travel with the draft when present.
-_OPTIONAL = ("early_stopping_metric", "unfreeze_after", "unfreeze_mode", "unfreeze_lr_factor")
+_OPTIONAL = ("early_stopping_metric", "unfreeze_after", "unfreeze_mode", "unfreeze_lr_factor", "tensorboard",
+             "mlflow_uri", "mlflow_experiment")
 EDITABLE += tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("aug_") or f.name in _OPTIONAL)
 
 

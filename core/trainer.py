@@ -242,13 +242,22 @@ def logged_run(run: runs.Run, on_event: OnEvent | None, work: Callable, stopped:
 
     ``cleanup`` holds callables that must reach the disk before any end event (e.g. pending best weights).
     """
+    from . import tracking
+
     t_start = time.time()
+    sink = None  # TensorBoard / MLflow, when the run's config turns them on
 
     def emit(kind: str, **fields) -> None:
         ev = {"type": kind, "time": time.time(), **fields}
+        if kind == "end" and sink:
+            sink.close(ev)  # first, so a tracking warning still comes before the end line
         run.append(ev)
         if on_event:
             on_event(ev)
+        if sink and kind != "end":
+            sink.send(ev)
+
+    sink = tracking.open_sink(run, lambda message: emit("warning", source="tracking", message=message))
 
     def finish() -> None:
         for fn in cleanup or ():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import dataset_edit as de, drafts
+from core import dataset_edit as de, drafts, tracking, workspace
 from core.config import AUGMENTS
 from pages import common, train_live
 
@@ -67,6 +67,20 @@ with st.expander("Advanced"):
     common.set_fields(label_smoothing=float(smoothing), weight_decay=float(wd), grad_clip=float(clip),
                       early_stopping_patience=int(patience), seed=int(seed), name=name, class_weights=weights,
                       deterministic=determ)
+
+with st.expander("Experiment tracking (optional)"):
+    a, b = st.columns(2)
+    use_tb = a.checkbox("Write TensorBoard event files", bool(draft.get("tensorboard")), key="train_tensorboard")
+    a.caption(f"Each run's files go to its `tensorboard/` folder; watch every run with "
+              f"`tensorboard --logdir {workspace.home() / 'runs'}`")
+    use_mlflow = b.checkbox("Log to an MLflow tracking server", bool(draft.get("mlflow_uri")), key="train_mlflow")
+    uri = b.text_input("MLflow tracking URI", draft.get("mlflow_uri") or "http://127.0.0.1:5000", key="train_mlflow_uri",
+                       disabled=not use_mlflow, help="http://HOST:PORT of `mlflow server`, or file:///absolute/folder")
+    experiment = b.text_input("MLflow experiment", draft.get("mlflow_experiment", "transfer-studio"), key="train_mlflow_experiment",
+                              disabled=not use_mlflow)
+    common.set_fields(tensorboard=use_tb, mlflow_uri=uri.strip() if use_mlflow else "", mlflow_experiment=experiment)
+    for problem in tracking.missing(use_tb, draft["mlflow_uri"]):
+        st.warning(f"{problem}. Training still works without it.")
 
 config = drafts.to_config(draft, de.dataset_dir(ds), owner=common.owner())
 try:
