@@ -151,26 +151,24 @@ _register(_tv("vit_b_16", "ViT-B/16", "heads.head",
 ADAPTED_PREFIX = "adapted:"  # "adapted:<base>:<run id>": a backbone adapted to a dataset by core.ssl.pretrain
 
 
-class _Names(list):
-    """The registry's names; ``in`` also accepts adapted backbones present on disk.
-
-    Adapted backbones are run directories, not registry entries: listing them here would make every
-    test parametrized over the registry depend on the workspace, yet RunConfig.validate must accept them.
-    """
-
-    def __contains__(self, name) -> bool:
-        if list.__contains__(self, name):
-            return True
-        if isinstance(name, str) and name.startswith(ADAPTED_PREFIX):
-            from . import ssl
-
-            return ssl.adapted_available(name)
-        return False
-
-
 def names() -> list[str]:
     """Registered backbone names, bundled first (adapted backbones: core.ssl.list_adapted)."""
-    return _Names(_REGISTRY)
+    return list(_REGISTRY)
+
+
+def known(name) -> bool:
+    """True for a registry name, or an adapted backbone (``adapted:<base>:<run id>``) present on disk.
+
+    Adapted backbones are run directories, not registry entries: listing them in ``names()`` would make
+    every test parametrized over the registry depend on the workspace.
+    """
+    if name in _REGISTRY:
+        return True
+    if isinstance(name, str) and name.startswith(ADAPTED_PREFIX):
+        from . import ssl  # late import: ssl builds on this module
+
+        return ssl.adapted_available(name)
+    return False
 
 
 def get(name: str) -> BackboneSpec:

@@ -122,7 +122,7 @@ def test_pretrain_refuses_settings_that_adapt_nothing():
 
 
 def test_bad_adapted_names_are_explained():
-    assert "adapted:efficientnet_lite0:20990101-000000-" + "0" * 32 not in backbones.names()
+    assert not backbones.known("adapted:efficientnet_lite0:20990101-000000-" + "0" * 32)
     with pytest.raises(ValueError, match="adapted:<backbone>:<run id>"):
         backbones.get("adapted:../../etc")
     with pytest.raises(ValueError, match="unknown backbone"):
