@@ -194,6 +194,17 @@ class JobManager:
             jobs = [j for j in self._jobs.values() if j.owner == owner]
         return sorted(jobs, key=lambda j: j.created, reverse=True)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no job is queued or training (at most ``timeout`` seconds); True when idle."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self._lock:
+                busy = self._queue or any(j.alive for j in self._jobs.values())
+            if not busy:
+                return True
+            time.sleep(0.2)
+        return False
+
     def stop_all(self) -> None:
         with self._lock:
             jobs = list(self._jobs.values())

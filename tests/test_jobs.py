@@ -145,3 +145,12 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_wait_idle_returns_once_queued_and_running_jobs_are_done(digits_dir, tiny_config):
+    mgr = JobManager(max_running=1, mode="thread")
+    first = mgr.start(tiny_config(digits_dir, epochs=2))
+    second = mgr.start(tiny_config(digits_dir))
+    assert mgr.wait_idle(timeout=0.1) is False  # both still busy
+    assert mgr.wait_idle(timeout=300) is True
+    assert first.status() == second.status() == "finished"

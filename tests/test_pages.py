@@ -454,9 +454,7 @@ def test_export_page_downloads_load_back_to_the_same_predictions(trained_run, sh
 
 def test_runs_page_lists_runs_and_opens_one(trained_run):
     # jobs left running by earlier tests create or change runs; the run list under the widgets must hold still
-    deadline = time.time() + 120
-    while any(j.alive for j in common.job_manager()._jobs.values()) and time.time() < deadline:
-        time.sleep(0.5)
+    common.job_manager().wait_idle(timeout=120)
     at = app("7_runs")
     ids = [r for r in at.dataframe[0].value["id"]]
     assert trained_run in ids
