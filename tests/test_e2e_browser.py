@@ -147,11 +147,17 @@ def test_upload_train_download_and_reload_in_browser(server, browser_page, shape
     _goto_step(page, "6 · Export")
     link = page.locator(".st-key-export_safetensors a")
     assert link.get_attribute("href").startswith("/download/")
-    with page.expect_download() as dl:
-        link.click()
-    assert dl.value.suggested_filename.endswith(".safetensors")
+    got = []  # the link opens a new tab, so the download may belong to either tab: listen on both
+    page.on("download", lambda d: got.append(d))
+    page.context.on("page", lambda tab: tab.on("download", lambda d: got.append(d)))
+    link.click()
+    deadline = time.time() + 60
+    while not got and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert got, "clicking the weights link started no download within 60 s"
+    assert got[0].suggested_filename.endswith(".safetensors")
     weights = tmp_path / "downloaded.safetensors"
-    dl.value.save_as(weights)
+    got[0].save_as(weights)
 
     # the downloaded file alone rebuilds the model, and it predicts exactly what the app predicted
     run_dirs = [p for p in (home / "runs").iterdir() if (p / "evaluation.json").exists()]
