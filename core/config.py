@@ -91,8 +91,8 @@ class RunConfig:
     num_workers: int = 0              # DataLoader workers
     device: str = "auto"              # "auto" | "cpu" | "cuda" | "mps"
     name: str = ""                    # optional human label for the run
-    tensorboard: bool = False         # also write TensorBoard event files to <run_dir>/tensorboard/ (pip install tensorboard)
-    mlflow_uri: str = ""              # MLflow tracking URI: http(s)://host:port, file:///folder, sqlite:///file.db; "" = off
+    tensorboard: bool = False         # also write TensorBoard event files to <run_dir>/tensorboard/
+    mlflow_uri: str = ""              # MLflow tracking URI: http(s)://host:port, file:///dir, sqlite:///x.db; "" = off
     mlflow_experiment: str = "transfer-studio"  # MLflow experiment the runs go to (created when missing)
     extra: dict = field(default_factory=dict)  # free-form notes carried along (e.g. dataset name)
 

@@ -222,7 +222,8 @@ class _MLflow:
 
     # the sink's interface: enqueue only, never block the training thread
     def start(self, ev: dict) -> None:
-        tags = {k: ev[k] for k in ("device", "n_train", "n_val", "dataset_hash", "params_total") if ev.get(k) is not None}
+        tags = {k: ev[k] for k in ("device", "n_train", "n_val", "dataset_hash", "params_total")
+                if ev.get(k) is not None}
         if ev.get("classes") is not None:
             tags["n_classes"] = len(ev["classes"])
         self.submit(lambda: self._tags(tags))

@@ -74,10 +74,11 @@ with st.expander("Experiment tracking (optional)"):
     a.caption(f"Each run's files go to its `tensorboard/` folder; watch every run with "
               f"`tensorboard --logdir {workspace.home() / 'runs'}`")
     use_mlflow = b.checkbox("Log to an MLflow tracking server", bool(draft.get("mlflow_uri")), key="train_mlflow")
-    uri = b.text_input("MLflow tracking URI", draft.get("mlflow_uri") or "http://127.0.0.1:5000", key="train_mlflow_uri",
-                       disabled=not use_mlflow, help="http://HOST:PORT of `mlflow server`, or file:///absolute/folder")
-    experiment = b.text_input("MLflow experiment", draft.get("mlflow_experiment", "transfer-studio"), key="train_mlflow_experiment",
-                              disabled=not use_mlflow)
+    uri = b.text_input("MLflow tracking URI", draft.get("mlflow_uri") or "http://127.0.0.1:5000",
+                       key="train_mlflow_uri", disabled=not use_mlflow,
+                       help="http://HOST:PORT of `mlflow server`, or file:///absolute/folder")
+    experiment = b.text_input("MLflow experiment", draft.get("mlflow_experiment", "transfer-studio"),
+                              key="train_mlflow_experiment", disabled=not use_mlflow)
     common.set_fields(tensorboard=use_tb, mlflow_uri=uri.strip() if use_mlflow else "", mlflow_experiment=experiment)
     for problem in tracking.missing(use_tb, draft["mlflow_uri"]):
         st.warning(f"{problem}. Training still works without it.")
