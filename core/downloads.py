@@ -9,7 +9,9 @@ Pure Python: Starlette is only imported by ``routes()`` / ``middleware()``, whic
 """
 from __future__ import annotations
 
+import importlib
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -117,7 +119,10 @@ def routes(base_path: str = "") -> list:
     from starlette.routing import Route
 
     async def download(request):
-        g = grant(request.path_params["token"])
+        # the registry of the module as it is now: Streamlit re-imports an edited module for the pages, and
+        # this route must read the tokens the pages issue, not an older copy's
+        current = sys.modules.get(__name__) or importlib.import_module(__name__)
+        g = current.grant(request.path_params["token"])
         if g is None:
             return PlainTextResponse(NOT_FOUND, status_code=404)
         # FileResponse reads the file in 64 KiB chunks as the client takes them (and answers Range requests)
