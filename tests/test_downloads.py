@@ -149,7 +149,9 @@ def run_with_big_export(shapes_dir, tiny_config):
     from core import formats
     from core.trainer import fit
 
-    result = fit(tiny_config(shapes_dir, epochs=1))
+    config = tiny_config(shapes_dir, epochs=1)
+    config.extra = {"owner": "alice@example.com"}  # alice's run once st.login is on; everyone's without it
+    result = fit(config)
     assert result["status"] == "finished"
     run_dir = Path(result["run_dir"])
     big = formats.default_path(run_dir, "onnx")
@@ -162,6 +164,39 @@ def run_with_big_export(shapes_dir, tiny_config):
             f.write(chunk)
     yield run_dir, big, digest.hexdigest()
     big.unlink(missing_ok=True)
+
+
+def _export_page(run_id: str, email: str | None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "streamlit_app.py"), default_timeout=120)
+    if email:
+        at.user = {"is_logged_in": True, "email": email}
+    at.query_params["job"] = run_id
+    at.run().switch_page("pages/6_export.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_export_page_issues_links_for_the_signed_in_owner_only(run_with_big_export):
+    run_dir, big, _ = run_with_big_export
+    alice = _export_page(run_dir.name, "alice@example.com")
+    tokens = {}
+    for key, path in (("export_safetensors", run_dir / "best.safetensors"), ("export_fmt_onnx", big)):
+        url = alice.get_by_key(key).proto.url
+        assert url.startswith("/download/")
+        tokens[key] = url.rsplit("/", 1)[-1]
+        grant = downloads.grant(tokens[key])
+        assert grant.owner == "alice@example.com" and grant.path == path.resolve()
+    assert downloads.grant(tokens["export_safetensors"]).filename.endswith(".safetensors")
+    # bob, signed in, does not see alice's run, so his page issues no link to it
+    bob = _export_page(run_dir.name, "bob@example.com")
+    assert len(alice.link_button) >= 3 and not list(bob.link_button)
+    assert "needs a trained model" in " ".join(str(e.value) for e in bob.info)
+    # single-user mode (no st.login): a link without an owner, never alice's token
+    anyone = _export_page(run_dir.name, None)
+    token = anyone.get_by_key("export_safetensors").proto.url.rsplit("/", 1)[-1]
+    assert downloads.grant(token).owner is None and token != tokens["export_safetensors"]
 
 
 @pytest.mark.browser
