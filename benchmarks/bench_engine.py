@@ -65,7 +65,11 @@ def best_of(repeats: int, *fns) -> list[tuple[float, object]]:
 
 
 def inference_pass(config) -> int:
-    """One forward pass over every image of the run (train + val), model already built: the floor."""
+    """One forward pass over every image of the run (train + val), model already built: the floor.
+
+    It reads the same decoded images and runs with the same batch size and memory format as the engine's
+    embedding pass, so whatever makes that pass faster makes the floor faster too.
+    """
     import torch
 
     from core import backbones, data, trainer
@@ -74,16 +78,23 @@ def inference_pass(config) -> int:
     split = data.split(data.load_index(config.data), config.val_fraction, config.seed)
     paths = [p for p, _ in split.train + split.val]
     cache = data.ImageCache(paths, pre)
-    model = backbones.build_model(config.backbone, len(split.classes), pretrained=True).eval()
+    device = trainer.pick_device(config.device)  # the engine's device (the floor ran on the CPU before)
+    model = backbones.build_model(config.backbone, len(split.classes), pretrained=True).eval().to(device)
+    channels_last = trainer.use_channels_last(config, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     ds = data.CachedDataset(split.train + split.val, cache, data.eval_transform(pre))
-    loader = torch.utils.data.DataLoader(ds, batch_size=64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=trainer.EMBED_BATCH)
 
     def run() -> int:
         n = 0
         with torch.no_grad():
             for x, _ in loader:
-                model(data.normalize(x, pre))
+                x = data.normalize(x.to(device), pre)
+                model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
                 n += len(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return n
     return run
 
