@@ -584,26 +584,29 @@ class _LearnedState:
 
 
 class _BestWriter:
-    """Writes best.safetensors: at once the first time, then at most every ``interval`` seconds.
+    """Writes best.safetensors: at once the first time, then whenever ``spacing`` times the last write's
+    duration has passed since it, so writing costs at most ~1/``spacing`` of the training time.
 
-    A short head-only run improves nearly every epoch, and writing the whole model each time would
-    cost as much as the training itself. A pending best travels inside last.pt (only the learnable
-    tensors), so a hard kill loses nothing: resuming writes it first thing, and a finishing, stopped or
-    failing run writes it before its end event.
+    Epochs of a few seconds or more get every improvement written at once. Head-only epochs on cached
+    features take milliseconds and improve nearly every time: writing the whole model after each would
+    cost more than the training, so the newest best waits (under a second) as "pending". A pending best
+    travels inside last.pt (only the learnable tensors), so a hard kill loses nothing: resuming writes it
+    first thing, and a finishing, stopped or failing run writes it before its end event.
     """
 
-    interval = 10.0
+    spacing = 10.0
 
     def __init__(self, run: runs.Run, model: nn.Module, learned: _LearnedState, card):
         self.run, self.model, self.learned, self.card = run, model, learned, card
         self.pending: tuple[dict, dict] | None = None
         self.kept: dict | None = None  # the best learnable tensors, to restore them without reading the file
         self.written_at: float | None = None
+        self.write_s = 0.0
 
     def update(self, metrics: dict) -> None:
         self.kept = {k: v.to("cpu", copy=True) for k, v in self.learned.state().items()}
         self.pending = (self.kept, dict(metrics))
-        if self.written_at is None or time.time() - self.written_at >= self.interval:
+        if self.written_at is None or time.time() - self.written_at >= self.spacing * self.write_s:
             self.flush()
 
     def flush(self) -> None:
@@ -612,8 +615,10 @@ class _BestWriter:
         learned, metrics = self.pending
         if self.kept is None:
             self.kept = learned
+        t0 = time.time()
         export.save_safetensors(_StateOnly(self.learned.full(learned)), self.card(metrics), self.run.best_weights)
         self.pending, self.written_at = None, time.time()
+        self.write_s = self.written_at - t0
 
 
 class _StateOnly:

@@ -129,3 +129,63 @@ def test_killed_cli_run_shows_interrupted_and_resumes_from_the_cli(digits_dir, t
     assert any(e["type"] == "resumed" and e["epoch"] == done for e in run.events())
     assert run.status() == "finished"
     assert not list(run.path.glob(".*.tmp"))
+
+
+# The CLI with every best after the first held back as "pending" (what happens when epochs take
+# milliseconds), so the kill surely lands while last.pt holds a better epoch than best.safetensors.
+_HOLD_BEST = textwrap.dedent("""
+    import sys
+    from core import cli, trainer
+    trainer._BestWriter.spacing = float("inf")
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_hard_kill_with_a_pending_best_loses_nothing(digits_dir, tmp_path):
+    from core.export import load_model, read_card
+    from safetensors.torch import load_file
+
+    home = tmp_path / "home"
+    env = {**os.environ, "TRANSFER_STUDIO_HOME": str(home)}
+    args = [sys.executable, "-c", _HOLD_BEST, "train", "--data", str(digits_dir), "--image-size", "32",
+            "--epochs", "5000", "--trainable", "head", "--augment", "none", "--device", "cpu", "--batch-size", "16",
+            "--lr", "0.003", "--scheduler", "constant", "--early-stopping-metric", "val_loss"]
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and run is None:
+            for log in (home / "runs").glob("*/events.jsonl") if (home / "runs").exists() else []:
+                if sum(1 for e in runs.Run(log.parent).events() if e["type"] == "epoch" and e["best"]) >= 3:
+                    run = runs.Run(log.parent)
+            time.sleep(0.05)
+        assert run is not None, "three improving epochs were not logged in time"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert run.status() == "interrupted"
+    ck = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+    best_epoch, done = ck["best_epoch"], ck["epoch"]
+    assert 3 <= best_epoch <= done < 5000
+    # best.safetensors is a complete, loadable model (the first best) ...
+    assert read_card(run.path)["metrics"]["epoch"] < best_epoch
+    assert load_model(run.path).classes == [str(i) for i in range(10)]
+    # ... and the best of the completed epochs is in last.pt, not lost
+    pending = ck["best_pending"]
+    assert pending and json.loads(ck["best_metrics"])["epoch"] == best_epoch
+
+    seen = {}
+
+    def on_event(ev):  # resuming writes the pending best before training anything
+        if ev["type"] == "start":
+            seen["card"] = read_card(run.path)
+            seen["weights"] = load_file(str(run.best_weights))
+    cfg = json.loads((run.path / "config.json").read_text())
+    cfg["epochs"] = done + 1
+    runs.atomic_write_text(run.path / "config.json", json.dumps(cfg))
+    result = fit(run.config(), on_event, run=run, resume=True)
+    assert seen["card"]["metrics"]["epoch"] == best_epoch
+    for k, v in pending.items():
+        assert torch.equal(seen["weights"][k], v), k
+    assert result["status"] == "finished"
+    assert read_card(run.path)["metrics"]["epoch"] == result["best_epoch"] >= best_epoch
