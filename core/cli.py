@@ -49,6 +49,9 @@ def _add_tracking_flags(p: argparse.ArgumentParser) -> None:
                    help="MLflow experiment name (default transfer-studio)")
 
 
+_NOT_METRICS = ("type", "time", "epoch", "epochs", "time_s")
+
+
 def _progress_printer():
     """A one-line progress bar on a terminal; silent when stderr is not a terminal."""
     tty = sys.stderr.isatty()
@@ -56,17 +59,18 @@ def _progress_printer():
     def on_event(ev: dict) -> None:
         t = ev["type"]
         if t == "step" and tty:
-            frac = ev["step"] / max(ev["total_steps"], 1)
+            frac = ev.get("step", 0) / max(ev.get("total_steps", 0), 1)
             bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r[{bar:<30}] {frac:5.1%} epoch {ev['epoch']} loss {ev['loss']:.4f} "
-                             f"{ev['images_per_s']:.0f} img/s ETA {ev['eta_s']:.0f}s ")
+            sys.stderr.write(f"\r[{bar:<30}] {frac:5.1%} epoch {ev.get('epoch')} loss {ev.get('loss', 0.0):.4f} "
+                             f"{ev.get('images_per_s', 0.0):.0f} img/s ETA {ev.get('eta_s', 0.0):.0f}s ")
             sys.stderr.flush()
         elif t == "phase" and tty:
             sys.stderr.write(f"\r{ev['phase']}: {ev['done']}/{ev['total']}    ")
             sys.stderr.flush()
-        elif t == "epoch":
-            sys.stderr.write(f"\repoch {ev['epoch']}/{ev['epochs']}: train loss {ev['train_loss']:.4f} "
-                             f"acc {ev['train_acc']:.3f} | val loss {ev['val_loss']:.4f} acc {ev['val_acc']:.3f}\n")
+        elif t == "epoch":  # every technique logs its own metrics (val_acc, pair_acc, per-task ...): show the numbers
+            shown = " ".join(f"{k} {v:.4g}" for k, v in ev.items()
+                             if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool))
+            sys.stderr.write(f"\repoch {ev.get('epoch')}/{ev.get('epochs')}: {shown}\n")
         elif t in ("warning", "early_stop"):
             sys.stderr.write(f"\n{ev.get('message', '')}\n")
     return on_event

@@ -52,3 +52,13 @@ def test_unknown_technique_is_refused_before_any_run_starts(digits_dir, tiny_con
     with pytest.raises(ValueError, match=r"distill, multitask or simclr.*'mixup'"):
         manager.start(tiny_config(digits_dir, extra={"technique": "mixup"}))
     assert manager.list() == [] and not list(tmp_path.glob("runs/*"))
+
+
+def test_a_simclr_job_runs_in_its_own_process_and_logs_its_own_metrics(digits_dir, tiny_config):
+    """A technique whose epochs log other metrics (pair accuracy, no validation) trains in a job process too."""
+    job = JobManager(mode="process").start(tiny_config(digits_dir, batch_size=32, image_size=32, trainable="all",
+                                                       extra={"technique": "simclr", "sources": [str(digits_dir)]}))
+    assert wait(job, timeout=300) == "finished", job.error
+    (epoch,) = [e for e in job.snapshot()["events"] if e["type"] == "epoch"]
+    assert "pair_acc" in epoch and "val_acc" not in epoch
+    assert "pair_acc" in (job.run.path / "worker.log").read_text()  # the child's progress line shows them
