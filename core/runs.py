@@ -8,6 +8,11 @@ Layout of ``runs/<id>/``::
     last.pt          resume state (model, optimizer, scheduler, RNG, epoch); torch.load(weights_only=True)
     best.safetensors best weights so far, with the model card in the safetensors metadata
     result.json      final metrics, written once at the end
+    worker.log       stdout/stderr of the app's job process (torchrun.log for a torchrun job)
+    stop.request     present while the app asks its job process to stop (pause.request: to pause)
+    exports/         files built on the Export step (TorchScript, ONNX, int8, the .pt bundle, the zip)
+    tensorboard/     TensorBoard event files, when the run's config turns them on
+    tracking.json    the MLflow run id, so a resumed run continues its MLflow run
 """
 from __future__ import annotations
 
