@@ -102,6 +102,8 @@ def monitor(active: bool) -> None:
             st.rerun()  # the job just ended: redraw the buttons and stop polling
         events = run.events()  # the run's log on disk holds the full history, resumes included
         st.subheader(f"Run {run.id[:15]} — {status}")
+        if status == "running" and not any(e.get("type") == "start" for e in events):
+            st.caption("Starting the training process: loading the engine and the data…")
         if status == "queued":
             pos = common.job_manager().queue_position(job.id)
             st.info(f"Waiting in the queue (position {pos}): other jobs are using the machine.")
