@@ -512,7 +512,7 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
         if ddp.main:
             _save_last(run, learned, opt, sched, gen, epoch=epoch + 1, best_score=best_score,
                        best_epoch=best_epoch, stale=stale, step=step, best_metrics=json.dumps(best_metrics),
-                       best_pending=best.pending[0] if best.pending else {})
+                       best_pending=best.unwritten())
         emit("epoch", epoch=epoch + 1, epochs=config.epochs, train_loss=tot_loss / max(tot_n, 1),
              train_acc=tot_correct / max(tot_n, 1), val_loss=val_loss, val_acc=val_acc,
              lr=opt.param_groups[0]["lr"], lrs={g["name"]: g["lr"] for g in opt.param_groups if g["name"] in groups},
@@ -584,41 +584,78 @@ class _LearnedState:
 
 
 class _BestWriter:
-    """Writes best.safetensors: at once the first time, then whenever ``spacing`` times the last write's
-    duration has passed since it, so writing costs at most ~1/``spacing`` of the training time.
+    """Writes best.safetensors on a background thread: at once the first time, then whenever ``spacing``
+    times the last write's duration has passed since it, so writing costs at most ~1/``spacing`` of the
+    training time and training does not wait for the disk.
 
     Epochs of a few seconds or more get every improvement written at once. Head-only epochs on cached
     features take milliseconds and improve nearly every time: writing the whole model after each would
-    cost more than the training, so the newest best waits (under a second) as "pending". A pending best
-    travels inside last.pt (only the learnable tensors), so a hard kill loses nothing: resuming writes it
-    first thing, and a finishing, stopped or failing run writes it before its end event.
+    cost more than the training, so the newest best waits (under a second) as "pending". Until its write
+    has finished, a best travels inside last.pt as well (only the learnable tensors), so a hard kill loses
+    nothing: resuming writes it first thing, and a finishing, stopped or failing run writes it before its
+    end event (``flush``).
     """
 
     spacing = 10.0
 
     def __init__(self, run: runs.Run, model: nn.Module, learned: _LearnedState, card):
         self.run, self.model, self.learned, self.card = run, model, learned, card
-        self.pending: tuple[dict, dict] | None = None
+        self.pending: tuple[dict, dict] | None = None  # the newest best, until it is in best.safetensors
         self.kept: dict | None = None  # the best learnable tensors, to restore them without reading the file
         self.written_at: float | None = None
         self.write_s = 0.0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def update(self, metrics: dict) -> None:
+        """A new best after an epoch: keep a copy, write it now or later."""
+        self._raise()
         self.kept = {k: v.to("cpu", copy=True) for k, v in self.learned.state().items()}
-        self.pending = (self.kept, dict(metrics))
-        if self.written_at is None or time.time() - self.written_at >= self.spacing * self.write_s:
-            self.flush()
+        item = (self.kept, dict(metrics))
+        with self._lock:
+            self.pending = item
+        busy = self._thread is not None and self._thread.is_alive()
+        if not busy and (self.written_at is None or time.time() - self.written_at >= self.spacing * self.write_s):
+            self._thread = threading.Thread(target=self._write_in_background, args=(item,), daemon=True,
+                                            name=f"best-writer-{self.run.id}")
+            self._thread.start()
+
+    def unwritten(self) -> dict:
+        """Learnable tensors of a best that is not yet safely in best.safetensors ({} when none is)."""
+        with self._lock:
+            return self.pending[0] if self.pending else {}
 
     def flush(self) -> None:
-        if self.pending is None:
-            return
-        learned, metrics = self.pending
-        if self.kept is None:
-            self.kept = learned
+        """Return once the newest best is in best.safetensors."""
+        if self._thread is not None:
+            self._thread.join()
+        self._raise()
+        if self.pending is not None:
+            if self.kept is None:
+                self.kept = self.pending[0]
+            self._write(self.pending)
+
+    def _write(self, item: tuple[dict, dict]) -> None:
+        learned, metrics = item
         t0 = time.time()
         export.save_safetensors(_StateOnly(self.learned.full(learned)), self.card(metrics), self.run.best_weights)
-        self.pending, self.written_at = None, time.time()
-        self.write_s = self.written_at - t0
+        with self._lock:
+            if self.pending is item:  # a newer best may have arrived meanwhile; it stays pending
+                self.pending = None
+            self.written_at = time.time()
+            self.write_s = self.written_at - t0
+
+    def _write_in_background(self, item: tuple[dict, dict]) -> None:
+        try:
+            self._write(item)
+        except BaseException as e:  # reported on the training thread at the next update or flush
+            self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 class _StateOnly:

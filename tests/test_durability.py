@@ -156,7 +156,8 @@ def test_hard_kill_with_a_pending_best_loses_nothing(digits_dir, tmp_path):
         deadline = time.time() + 240
         while time.time() < deadline and run is None:
             for log in (home / "runs").glob("*/events.jsonl") if (home / "runs").exists() else []:
-                if sum(1 for e in runs.Run(log.parent).events() if e["type"] == "epoch" and e["best"]) >= 3:
+                improved = sum(1 for e in runs.Run(log.parent).events() if e["type"] == "epoch" and e["best"])
+                if improved >= 3 and (log.parent / "best.safetensors").exists():  # the first best is written
                     run = runs.Run(log.parent)
             time.sleep(0.05)
         assert run is not None, "three improving epochs were not logged in time"
