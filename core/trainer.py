@@ -173,7 +173,8 @@ def evaluate(forward: _Forward, loader, criterion=None) -> dict:
 
 
 @torch.no_grad()
-def embed(model, loader, pre, device, on_progress=None, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(model, loader, pre, device, on_progress=None,
+          channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Body features for every image of a loader (body in eval mode): the cached-features fast path."""
     model.body.eval()
     feats, labels, done = [], [], 0
