@@ -85,7 +85,7 @@ class RunConfig:
     unfreeze_mode: str = "all"        # "all" (at once) | "gradual" (one more group per epoch, toward the stem)
     unfreeze_lr_factor: float = 0.1   # (0, 1]: body groups learn at lr * factor (times lr_decay^k)
     amp: bool = True                  # mixed precision on CUDA (bf16 where supported)
-    channels_last: bool = True        # CUDA only
+    channels_last: bool = True        # NHWC memory format (CUDA and CPU/oneDNN); False = contiguous NCHW
     compile: bool = False             # torch.compile the model
     sync_bn: bool = False             # under torchrun on CUDA: SyncBatchNorm across GPUs (ignored on CPU)
     num_workers: int = 0              # DataLoader workers
