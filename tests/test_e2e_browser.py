@@ -137,7 +137,7 @@ def test_upload_train_download_and_reload_in_browser(server, browser_page, shape
 
     # a reloaded tab finds the same job with its history
     page.reload()
-    page.get_by_text("Training loss per step").first.wait_for(timeout=60_000)
+    page.get_by_text("Training loss per step").first.wait_for(timeout=180_000)  # a loaded machine is slow to redraw
 
     # 5 · Evaluate: the app computes its predictions on the validation images
     _goto_step(page, "5 · Evaluate")
