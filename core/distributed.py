@@ -637,6 +637,7 @@ class SubprocessJob:
         self.proc: subprocess.Popen | None = None
         self.created = time.time()
         self._lock = threading.Lock()
+        self._tail_lock = threading.Lock()
         self._stop_at: float | None = None
         self._pids: set[int] = set()
         self._offset = 0
@@ -653,6 +654,8 @@ class SubprocessJob:
         if self.state in ("running", "paused") and self.thread is not None and not self.thread.is_alive():
             return "failed" if self.error else "interrupted"
         if self.state == "running":
+            if self.proc is not None:
+                self._tail()  # what the UI shows is never older than the run's log on disk
             with self._lock:
                 end = self.events[-1] if self.events else {}  # 'end' is always a run's last event
             if end.get("type") == "end":
@@ -705,6 +708,11 @@ class SubprocessJob:
 
     # supervision
     def _tail(self) -> None:
+        """Read the events appended since the last call (the supervisor and status() both call it)."""
+        with self._tail_lock:
+            self._tail_locked()
+
+    def _tail_locked(self) -> None:
         f = self.run.events_file
         if not f.exists():
             return
