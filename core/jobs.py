@@ -3,9 +3,9 @@
 By default each job trains in a child process (``python -m core train --run-dir RUN``, supervised by
 ``core.distributed.SubprocessJob``); ``TRANSFER_STUDIO_JOBS=thread`` (or ``JobManager(mode="thread")``)
 trains in a worker thread of this process instead (``Job``). Why a process: PyTorch's CPU thread pool
-(OpenMP) runs ~10-20% slower when a second thread of the same process drives it, and a page-serving
-server is such a process; a child process trains exactly as fast as the command line, and a crash in
-native code cannot take the server down with it.
+(OpenMP) runs slower when a second thread of the same process drives it (1.35x the training time in
+``benchmarks/bench_engine.py`` row c3), and a page-serving server is such a process; a child process
+trains as fast as the command line (rows c1, c2), and a crash in native code cannot take the server down.
 
 Either way the UI polls ``snapshot()``; worker code never touches the UI. A job knows its owner (a
 user name under ``st.login``, or None for the single-user default) and only its owner may see it.
