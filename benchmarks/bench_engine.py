@@ -194,10 +194,7 @@ def headless_cli(config):
                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"headless run failed: {out.stderr[-2000:]}")
-        from core import runs
-
-        newest = max(runs.root().iterdir(), key=lambda p: p.stat().st_mtime)
-        return {"train_s": _train_seconds(newest)}
+        return {"train_s": _train_seconds(json.loads(out.stdout.strip().splitlines()[-1])["run_dir"])}
     return run
 
 

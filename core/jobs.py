@@ -3,7 +3,7 @@
 By default each job trains in a child process (``python -m core train --run-dir RUN``, supervised by
 ``core.distributed.SubprocessJob``); ``TRANSFER_STUDIO_JOBS=thread`` (or ``JobManager(mode="thread")``)
 trains in a worker thread of this process instead (``Job``). Why a process: PyTorch's CPU thread pool
-(OpenMP) runs slower when a second thread of the same process drives it (1.35x the training time in
+(OpenMP) runs slower when a second thread of the same process drives it (1.1-1.35x the training time in
 ``benchmarks/bench_engine.py`` row c3), and a page-serving server is such a process; a child process
 trains as fast as the command line (rows c1, c2), and a crash in native code cannot take the server down.
 
