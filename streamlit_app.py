@@ -6,7 +6,7 @@ This one file plays two parts. ``streamlit run`` finds the module-level ``app = 
 serves it (Streamlit's ASGI mode, the same Starlette server as always plus our routes): it imports this
 file as the module ``streamlit_app``, so only the ``app`` branch runs then. Each browser session then
 runs this same file as the app script, where Streamlit names the module ``__main__``: the UI branch.
-The extra route is ``GET /download/<token>``, which streams large model files from disk (core.downloads).
+The extra route is ``GET /download/<token>``, which streams large model files from disk (core.storage.downloads).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ if __name__ == "__main__":  # a session's script run (Streamlit executes this fi
 else:  # imported by `streamlit run` / uvicorn as the ASGI application
     from streamlit import config as _config
 
-    from core import downloads as _downloads
+    from core.storage import downloads as _downloads
 
     _base = _config.get_option("server.baseUrlPath") or ""
     app = st.App(__file__, routes=_downloads.routes(_base), middleware=_downloads.middleware(_base))

@@ -5,7 +5,7 @@ looks for a run's ONNX export, then downloads it twice with headless Chromium, s
 resident memory (/proc/<pid>/status VmRSS, every 5 ms):
 
   new  the real app (`streamlit run streamlit_app.py`): the Export page's link, GET /download/<token>,
-       streamed from disk by core.downloads
+       streamed from disk by core.storage.downloads
   old  what the Export page did before (commit f8a2bc4): st.download_button with deferred data
        (a callable that reads the file when clicked), in a one-button script on its own server
 
@@ -122,10 +122,10 @@ def main() -> None:
     home = tmp / "home"
     os.environ["TRANSFER_STUDIO_HOME"] = str(home)
     try:
-        from core import formats
+        from core.results import formats
         from core.config import RunConfig
-        from core.data import make_sample
-        from core.trainer import fit
+        from core.data.datasets import make_sample
+        from core.train.loop import fit
 
         shapes = make_sample("shapes", tmp / "shapes", per_class=10)
         result = fit(RunConfig(data=str(shapes), backbone="efficientnet_lite0", image_size=64, epochs=1,

@@ -6,7 +6,7 @@
     the same run recomputing the backbone every epoch (cache_features=False);
 (b) fine-tuning throughput, every layer trainable, vs a plain PyTorch loop (torchvision ImageFolder,
     DataLoader, the classic loop) on the same model, data, batch size and thread count;
-(c) the app's path (core.jobs.JobManager running the job in a child process, a thread polling
+(c) the app's path (core.jobs.manager.JobManager running the job in a child process, a thread polling
     snapshot() every second) vs the same config headless (`python -m core train --config FILE`);
 (d) on a CUDA GPU only: absolute fine-tuning images/s with and without AMP.
 
@@ -72,25 +72,27 @@ def inference_pass(config) -> int:
     """
     import torch
 
-    from core import backbones, data, trainer
+    from core.models import backbones
+    from core.data import datasets
+    from core.train import loop
 
-    pre = trainer.preprocessing_for(config)
-    split = data.split(data.load_index(config.data), config.val_fraction, config.seed)
+    pre = backbones.preprocessing_for(config)
+    split = datasets.split(datasets.load_index(config.data), config.val_fraction, config.seed)
     paths = [p for p, _ in split.train + split.val]
-    cache = data.ImageCache(paths, pre)
-    device = trainer.pick_device(config.device)  # the engine's device (the floor ran on the CPU before)
+    cache = datasets.ImageCache(paths, pre)
+    device = loop.pick_device(config.device)  # the engine's device (the floor ran on the CPU before)
     model = backbones.build_model(config.backbone, len(split.classes), pretrained=True).eval().to(device)
-    channels_last = trainer.use_channels_last(config, device)
+    channels_last = loop.use_channels_last(config, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    ds = data.CachedDataset(split.train + split.val, cache, data.eval_transform(pre))
-    loader = torch.utils.data.DataLoader(ds, batch_size=trainer.EMBED_BATCH)
+    ds = datasets.CachedDataset(split.train + split.val, cache, datasets.eval_transform(pre))
+    loader = torch.utils.data.DataLoader(ds, batch_size=loop.EMBED_BATCH)
 
     def run() -> int:
         n = 0
         with torch.no_grad():
             for x, _ in loader:
-                x = data.normalize(x.to(device), pre)
+                x = datasets.normalize(x.to(device), pre)
                 model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
                 n += len(x)
         if device.type == "cuda":
@@ -104,11 +106,13 @@ def plain_loop(config, epochs: int):
     import torch
     from torchvision import datasets, transforms as T
 
-    from core import backbones, data, trainer
+    from core.models import backbones
+    from core.data import datasets
+    from core.train import loop
 
-    pre = trainer.preprocessing_for(config)
-    split = data.split(data.load_index(config.data), config.val_fraction, config.seed)
-    root = data.resolve(config.data)
+    pre = backbones.preprocessing_for(config)
+    split = datasets.split(datasets.load_index(config.data), config.val_fraction, config.seed)
+    root = datasets.resolve(config.data)
     norm = T.Normalize(pre.mean, pre.std)
     train_tf = T.Compose([T.Resize(pre.resize_size), T.CenterCrop(pre.resize_size),
                           T.RandomResizedCrop(pre.crop_size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(),
@@ -147,7 +151,7 @@ def plain_loop(config, epochs: int):
 
 def engine_loop(config):
     """fit() with the loop time taken between its start and end events (model build and caches excluded)."""
-    from core.trainer import fit
+    from core.train.loop import fit
 
     def run() -> dict:
         marks = {}
@@ -165,7 +169,7 @@ def via_jobs(config, mode: str = "process"):
 
     ``mode`` "process" is what the app does (a child ``python -m core`` process per job); "thread" is
     the earlier design (a worker thread of the server process), kept for comparison."""
-    from core.jobs import JobManager
+    from core.jobs.manager import JobManager
 
     def run() -> dict:
         jm = JobManager(max_running=1, mode=mode)
@@ -200,7 +204,7 @@ def headless_cli(config):
 
 def _train_seconds(run_dir) -> float:
     """Seconds between the run's 'start' and 'end' events: training as the run itself logged it."""
-    from core import runs
+    from core.storage import runs
 
     ev = runs.Run(Path(run_dir)).events()
     t = {e["type"]: e["time"] for e in ev if e["type"] in ("start", "end")}
@@ -221,8 +225,8 @@ def main() -> None:
     import torch
 
     from core.config import RunConfig
-    from core.data import make_sample
-    from core.trainer import fit
+    from core.data.datasets import make_sample
+    from core.train.loop import fit
 
     root = make_sample("shapes", Path(home) / "shapes", per_class=a.per_class)
     n_images = 3 * a.per_class
@@ -253,7 +257,7 @@ def main() -> None:
 def section_a(a, base, row) -> None:
     """Head-only training on cached features against its floor and against recomputing."""
     from core.config import RunConfig
-    from core.trainer import fit
+    from core.train.loop import fit
 
     head = RunConfig(**base, epochs=10, trainable="head", augment="none", cache_features=True)
     slow = RunConfig(**base, epochs=10, trainable="head", augment="none", cache_features=False)
@@ -285,7 +289,7 @@ def section_b(a, base, row) -> None:
 def section_c(a, base, row) -> None:
     """The app's overhead over headless: the same config through the app's job path and through the CLI."""
     from core.config import RunConfig
-    from core.trainer import fit
+    from core.train.loop import fit
 
     app_cfg = RunConfig(**base, epochs=3, trainable="last-1", augment="light")
     (t_cli, cli_out), (t_app, app_out), (_, fit_s), (_, thread_out) = best_of(

@@ -8,11 +8,11 @@ runs the app's ingestion path and reports, after each stage, the time it took an
 memory so far; the parent also reads the child's peak RSS from getrusage(RUSAGE_CHILDREN).
 
 Stages (what a user's upload goes through):
-  extract   data.resolve(zip): the streaming, limit-checked extraction into the workspace
-  scan      data.load_index(zip): layout detection and every image opened once; writes the index cache
-  rescan    data.load_index(zip) again: the same upload, answered from the index cache
+  extract   datasets.resolve(zip): the streaming, limit-checked extraction into the workspace
+  scan      datasets.load_index(zip): layout detection and every image opened once; writes the index cache
+  rescan    datasets.load_index(zip) again: the same upload, answered from the index cache
   health    ingest.health_report(index, sample_limit=300): hashes all files, decodes a sample (as the Data page)
-  decode    data.ImageCache(all paths) at 96 px: the trainer's decode-once cache (skip with --no-decode)
+  decode    datasets.ImageCache(all paths) at 96 px: the trainer's decode-once cache (skip with --no-decode)
 
 Target from issue 3: peak memory under 2 GB on a 2-core machine.
 """
@@ -79,8 +79,9 @@ def child(zip_path: Path, home: Path, decode: bool) -> None:
     """Run the ingestion stages in this process and print one JSON line per stage."""
     os.environ["TRANSFER_STUDIO_HOME"] = str(home)
     sys.path.insert(0, str(REPO))
-    from core import data, ingest
-    from core.backbones import Preprocessing
+    from core.data import datasets
+    from core.data import ingest
+    from core.data.preprocess import Preprocessing
 
     def stage(name: str, fn):
         t0 = time.perf_counter()
@@ -90,14 +91,14 @@ def child(zip_path: Path, home: Path, decode: bool) -> None:
         return out
 
     print(json.dumps({"stage": "start", "seconds": 0, "peak_rss": _peak_rss_bytes()}), flush=True)
-    root = stage("extract", lambda: data.resolve(zip_path))
-    index = stage("scan", lambda: data.load_index(zip_path))
-    again = stage("rescan", lambda: data.load_index(zip_path))
+    root = stage("extract", lambda: datasets.resolve(zip_path))
+    index = stage("scan", lambda: datasets.load_index(zip_path))
+    again = stage("rescan", lambda: datasets.load_index(zip_path))
     assert again.content_hash == index.content_hash, "the cached index differs from the scan"
     report = stage("health", lambda: ingest.health_report(index, sample_limit=300))
     if decode:
         paths = [str(Path(index.root) / it.path) for it in index.items]
-        stage("decode", lambda: data.ImageCache(paths, Preprocessing(resize_size=96, crop_size=96)))
+        stage("decode", lambda: datasets.ImageCache(paths, Preprocessing(resize_size=96, crop_size=96)))
     print(json.dumps({"stage": "end", "seconds": 0, "peak_rss": _peak_rss_bytes()}), flush=True)
     print(json.dumps({"summary": {"root": str(root), "images": len(index.items), "classes": len(index.classes),
                                   "skipped": len(index.skipped), "duplicates": report["duplicate_images"],

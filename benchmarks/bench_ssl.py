@@ -52,10 +52,11 @@ def main() -> None:
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bench-ssl-"))
     os.environ["TRANSFER_STUDIO_HOME"] = str(work / "workspace")
-    from core import ssl
+    from core.techniques import simclr
+    from core.models import backbones
     from core.config import RunConfig
-    from core.data import make_sample
-    from core.trainer import fit
+    from core.data.datasets import make_sample
+    from core.train.loop import fit
 
     t0 = time.time()
     source = make_sample("digits", work / "digits", per_class=a.pool + a.val)
@@ -75,12 +76,12 @@ def main() -> None:
     print(f"adapting {a.backbone} with SimCLR on {len(list(unlabelled.iterdir()))} unlabelled images "
           f"({a.ssl_epochs} epochs, {a.image_size}px) ...", file=sys.stderr)
     last = {}
-    run = ssl.pretrain(a.backbone, [str(unlabelled)], epochs=a.ssl_epochs, batch_size=a.ssl_batch, lr=a.ssl_lr,
+    run = simclr.pretrain(a.backbone, [str(unlabelled)], epochs=a.ssl_epochs, batch_size=a.ssl_batch, lr=a.ssl_lr,
                        image_size=a.image_size, trainable=a.ssl_trainable, device=a.device,
                        on_event=lambda e: last.update(e) if e["type"] == "epoch" else None)
     if run.status() != "finished":
         raise SystemExit(f"pretraining ended with status {run.status()}")
-    adapted = ssl.adapted_name(a.backbone, run.id)
+    adapted = backbones.adapted_name(a.backbone, run.id)
     curve = [round(e["train_loss"], 3) for e in run.events() if e["type"] == "epoch"]
     t_ssl = time.time() - t0
 

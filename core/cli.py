@@ -7,8 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import distributed
-from .config import RunConfig, fields
+from core.train import control, ddp
+from core.jobs import worker
+from core.config import RunConfig, fields
 
 
 class CliError(Exception):
@@ -77,21 +78,21 @@ def _progress_printer():
 
 
 def cmd_train(a) -> dict:
-    from . import runs
-    from .trainer import fit
+    from core.storage import runs
+    from core.train.loop import fit
 
     if a.resume or a.run_dir:
-        if distributed.launched():  # rank 0 opens the run; the others are sent what they need
-            return distributed.train(None, _progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
+        if ddp.launched():  # rank 0 opens the run; the others are sent what they need
+            return worker.train(None, _progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
         run = runs.open_run(a.resume or a.run_dir)
-        if os.environ.get(distributed.SUPERVISOR_ENV):  # a job of the app: obey its pause / stop files
+        if os.environ.get(control.SUPERVISOR_ENV):  # a job of the app: obey its pause / stop files
             return _supervised(run, bool(a.resume))
         return fit(run.config(), _progress_printer(), run=run, resume=bool(a.resume))
     config = _config_from_flags(a)
     if a.out:
         os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
-    if distributed.launched():  # started by torchrun: one DDP rank
-        return distributed.train(config, _progress_printer())
+    if ddp.launched():  # started by torchrun: one DDP rank
+        return worker.train(config, _progress_printer())
     return fit(config, _progress_printer())
 
 
@@ -100,13 +101,13 @@ def _supervised(run, resume: bool) -> dict:
     the control (pause, stop; an app that went away ends this process), SIGTERM as a stop."""
     import signal
 
-    from .jobs import runner
+    from core.jobs.manager import runner
 
     config = run.config()
     entry = runner(config)  # the app checked the technique before launching
-    control = distributed.DistControl(distributed.context(), run.path)
-    signal.signal(signal.SIGTERM, lambda *_: control.stop())
-    return entry(config, _progress_printer(), control, run, resume=resume)
+    ctl = control.DistControl(ddp.context(), run.path)
+    signal.signal(signal.SIGTERM, lambda *_: ctl.stop())
+    return entry(config, _progress_printer(), ctl, run, resume=resume)
 
 
 def _config_from_flags(a) -> RunConfig:
@@ -117,11 +118,11 @@ def _config_from_flags(a) -> RunConfig:
             base[f.name] = v.split(",") if f.name == "trainable_groups" else v
     if not base.get("data"):
         raise CliError("--data is required (a folder of class folders, a .zip, or sample:digits)")
-    return RunConfig.from_dict(base).validate()
+    return _check(RunConfig.from_dict(base).validate())
 
 
 def cmd_lr_find(a) -> dict:
-    from .lr_finder import lr_find
+    from core.train.lr_finder import lr_find
 
     if a.out:
         os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
@@ -142,7 +143,7 @@ def _use_out(a) -> None:
 
 
 def cmd_distill(a) -> dict:
-    from . import distill
+    from core.techniques import distill
 
     _use_out(a)
     config = _config_from_flags(a)
@@ -155,7 +156,7 @@ def cmd_distill(a) -> dict:
 
 
 def cmd_multitask(a) -> dict:
-    from . import multitask
+    from core.techniques import multitask
 
     _use_out(a)
     tasks = a.tasks.split(",") if a.tasks else None
@@ -164,7 +165,7 @@ def cmd_multitask(a) -> dict:
 
 
 def cmd_pretrain(a) -> dict:
-    from . import ssl
+    from core.techniques import simclr
 
     _use_out(a)
     printer = _progress_printer()
@@ -175,15 +176,15 @@ def cmd_pretrain(a) -> dict:
                              f"pair accuracy {ev['pair_acc']:.3f}\n")
         else:
             printer(ev)
-    run = ssl.pretrain(a.backbone, a.data, epochs=a.epochs, batch_size=a.batch_size, temperature=a.temperature,
+    run = simclr.pretrain(a.backbone, a.data, epochs=a.epochs, batch_size=a.batch_size, temperature=a.temperature,
                        lr=a.lr, image_size=a.image_size, trainable=a.trainable, seed=a.seed, device=a.device,
                        on_event=on_event)
     return run.result() or {"status": run.status(), "run_dir": str(run.path)}
 
 
 def cmd_predict(a) -> None:
-    from .export import load_model
-    from .multitask import is_multitask, load_multitask
+    from core.results.loading import load_model
+    from core.techniques.multitask import is_multitask, load_multitask
 
     if is_multitask(a.model):  # every task's prediction per image
         mt = load_multitask(a.model)
@@ -204,7 +205,7 @@ def cmd_predict(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from . import formats
+    from core.results import formats
 
     if a.format not in formats.FORMATS:
         raise CliError(f"unknown format {a.format!r}; choose one of {', '.join(formats.FORMATS)}")
@@ -213,7 +214,7 @@ def cmd_export(a) -> None:
 
 
 def cmd_runs(a) -> None:
-    from . import runs
+    from core.storage import runs
 
     for r in runs.list_runs():
         print(json.dumps(r.summary()))
@@ -304,3 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _check(config):
+    """The config's own validation, then the registry's (imported late: it brings in torch)."""
+    from core.models import backbones
+
+    return backbones.check(config)

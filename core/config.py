@@ -6,10 +6,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "constant")
-AUGMENTS = ("none", "light", "strong", "custom")  # presets are bundles of the aug_* fields (core.augment)
+AUGMENTS = ("none", "light", "strong", "custom")  # presets are bundles of the aug_* fields (core.data.augment)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EARLY_STOPPING_METRICS = ("val_acc", "val_loss")
 UNFREEZE_MODES = ("all", "gradual")
@@ -25,7 +26,7 @@ MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mss
 
 
 def _check_tracking(c) -> None:
-    """Experiment-tracking fields: values only; a missing package is a warning at start (core.tracking)."""
+    """Experiment-tracking fields: values only; a missing package is a warning at start (core.train.tracking)."""
     if not isinstance(c.tensorboard, bool):
         raise ValueError(f"tensorboard must be true or false; got {c.tensorboard!r}")
     uri = c.mlflow_uri
@@ -47,12 +48,51 @@ def _check_tracking(c) -> None:
                          f"got {c.mlflow_experiment!r}")
 
 
+POLICIES = ("none", "randaugment", "trivialaugment")
+
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """What happens to a training image, in order: rotate, crop, flip, colour jitter, policy."""
+
+    flip: bool = False          # random horizontal flip (p = 0.5)
+    rotation: float = 0.0       # random rotation within +-degrees, 0..180; 0 = off
+    color_jitter: float = 0.0   # brightness/contrast/saturation/hue strength, 0..1; 0 = off
+    scale_min: float = 1.0      # random-resized-crop minimum area fraction, 0.05..1; 1 = centre crop
+    policy: str = "none"        # "none" | "randaugment" | "trivialaugment"
+
+    def validate(self) -> "AugmentSettings":
+        """Raise ValueError naming the setting, its valid range and the value that arrived."""
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"aug_flip must be true or false; got {self.flip!r}")
+        checks = (("aug_rotation", self.rotation, 0.0, 180.0),
+                  ("aug_color_jitter", self.color_jitter, 0.0, 1.0),
+                  ("aug_scale_min", self.scale_min, 0.05, 1.0))
+        for name, value, lo, hi in checks:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}]; got {value!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"aug_policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
+        return self
+
+    @property
+    def is_identity(self) -> bool:
+        """True when training images are only centre-cropped (nothing random happens)."""
+        return (not self.flip and self.rotation == 0 and self.color_jitter == 0
+                and self.scale_min >= 1.0 and self.policy == "none")
+
+    def to_config_fields(self) -> dict[str, Any]:
+        """The matching ``aug_*`` RunConfig fields (to prefill the custom form from a preset)."""
+        return {f"aug_{k}": v for k, v in dataclasses.asdict(self).items()}
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run."""
 
     data: str = ""                    # dataset: a folder or a .zip (ingested into the workspace)
-    backbone: str = "efficientnet_lite0"  # a name from core.backbones.names()
+    backbone: str = "efficientnet_lite0"  # a name from core.models.backbones.names()
     pretrained: bool = True           # False = random initialisation (a baseline)
     image_size: int = 0               # network input side in pixels; 0 = the backbone's default (224)
     trainable: str = "head"           # "head" | "last-N" (N backbone groups + head) | "all"
@@ -98,17 +138,14 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Raise ValueError naming the field, the valid choices and the value that arrived."""
-        from . import backbones  # late import: the registry imports torchvision
-
-        if not backbones.known(self.backbone):
-            _choice("backbone", self.backbone, backbones.names())  # raises, naming the registry's choices
+        # Whether the backbone exists is the registry's to say: core.models.backbones.check(config).
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ValueError(f"backbone must be a backbone name; got {self.backbone!r}")
         if self.trainable_groups is None and not _TRAINABLE_RE.match(str(self.trainable)):
             raise ValueError(f"trainable must be one of head, last-N (e.g. last-2), all; got {self.trainable!r}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("augment", self.augment, AUGMENTS)
-        from .augment import AugmentSettings  # torch-free; checked even for presets so saved configs stay valid
-
         AugmentSettings(self.aug_flip, self.aug_rotation, self.aug_color_jitter, self.aug_scale_min,
                         self.aug_policy).validate()
         _choice("device", self.device, DEVICES)
@@ -120,8 +157,6 @@ class RunConfig:
             raise ValueError(f"num_workers must be an integer >= 0; got {self.num_workers!r}")
         if not (isinstance(self.image_size, int) and (self.image_size == 0 or 32 <= self.image_size <= 1024)):
             raise ValueError(f"image_size must be 0 (backbone default) or 32..1024; got {self.image_size!r}")
-        if self.backbone.startswith("vit") and self.image_size not in (0, 224):
-            raise ValueError(f"{self.backbone} takes 224-pixel input only; set image_size to 0 or 224")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr!r}")
         if not 0 < self.lr_decay <= 1:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, dataset_edit as de, drafts
+from core.app import charts
+from core.data import edits as de
+from core.app import services
 from pages import common, technique_tools as tt
 
 common.entrypoint()
@@ -34,7 +36,7 @@ run, job, active = tt.current("simclr")
 if st.button("Start pretraining", key="pretrain_start", type="primary", disabled=active):
     folder = str(de.dataset_dir(ds))
     trainable = "all" if d["trainable"] == "head" else d["trainable"]  # the head is thrown away afterwards
-    cfg = drafts.to_config(d, folder, common.owner(), epochs=int(epochs), batch_size=int(batch), lr=3e-4,
+    cfg = services.to_config(d, folder, common.owner(), epochs=int(epochs), batch_size=int(batch), lr=3e-4,
                            augment="none", trainable=trainable, trainable_groups=None, name="")
     cfg.extra = {**cfg.extra, "technique": "simclr", "sources": [folder], "temperature": float(temperature)}
     tt.start(cfg, "pretrain")

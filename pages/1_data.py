@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, dataset_edit as de
+from core.app import charts
+from core.data import edits as de
 from pages import common, data_tools
 
 common.entrypoint()

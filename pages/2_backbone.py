@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import drafts
+from core.app import services
 from pages import common
 
 common.entrypoint()
@@ -17,7 +17,7 @@ st.write("The backbone is a network already trained on ImageNet (1.3 million pho
 
 @st.cache_data(ttl=60, show_spinner=False)
 def backbone_rows() -> list[dict]:
-    return drafts.backbone_table()
+    return services.backbone_table()
 
 
 rows = backbone_rows()

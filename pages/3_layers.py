@@ -5,7 +5,8 @@ import re
 
 import streamlit as st
 
-from core import dataset_edit as de, drafts
+from core.data import edits as de
+from core.app import services
 from pages import common
 
 common.entrypoint()
@@ -20,7 +21,7 @@ ds = common.dataset()
 counts = de.class_counts(ds) if ds else {}
 num_classes = max(len(counts), 2)
 try:
-    groups = drafts.backbone_groups(backbone)
+    groups = services.backbone_groups(backbone)
 except ValueError as e:  # e.g. an adapted backbone whose run was deleted since it was chosen
     st.error(str(e))
     common.link("backbone", "Choose a backbone on 2 · Backbone")
@@ -29,11 +30,11 @@ except ValueError as e:  # e.g. an adapted backbone whose run was deleted since 
 
 @st.cache_resource(show_spinner="Counting parameters…")
 def param_counts(name: str, n_classes: int) -> dict[str, int]:
-    return drafts.group_param_counts(name, n_classes)
+    return services.group_param_counts(name, n_classes)
 
 
 sizes = param_counts(backbone, num_classes)
-rec = drafts.recommend(counts)
+rec = services.recommend(counts)
 st.info(f"Suggestion for {ds or 'your data'}: **{rec['trainable']}** — {rec['reason']}.")
 
 PRESETS = {"head": "head only (feature extractor)", "last": "last N groups", "all": "everything",
@@ -50,7 +51,7 @@ body = groups[:-1]
 if preset == "last":
     n = st.slider("N (body groups that learn, counted from the head)", 1, len(body),
                   min(int(m.group(1)) if m else 2, len(body)), key="layers_last_n")
-    chosen = drafts.trainable_preset(groups, "last", n)
+    chosen = services.trainable_preset(groups, "last", n)
     common.set_fields(trainable=f"last-{n}", trainable_groups=None)
 elif preset == "custom":
     start = draft["trainable_groups"] or ["head"]
@@ -58,7 +59,7 @@ elif preset == "custom":
                                              key=f"layers_group_{g}", disabled=g == "head")]
     common.set_fields(trainable_groups=chosen)
 else:
-    chosen = drafts.trainable_preset(groups, preset)
+    chosen = services.trainable_preset(groups, preset)
     common.set_fields(trainable=preset, trainable_groups=None)
 
 trainable = sum(sizes[g] for g in chosen)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import dataset_edit as de, drafts, tracking, workspace
+from core.data import edits as de
+from core.app import services
+from core.train import tracking
+from core.storage import workspace
 from core.config import AUGMENTS
 from pages import common, train_live
 
@@ -83,7 +86,7 @@ with st.expander("Experiment tracking (optional)"):
     for problem in tracking.missing(use_tb, draft["mlflow_uri"]):
         st.warning(f"{problem}. Training still works without it.")
 
-config = drafts.to_config(draft, de.dataset_dir(ds), owner=common.owner())
+config = services.to_config(draft, de.dataset_dir(ds), owner=common.owner())
 try:
     config.validate()
 except ValueError as e:
@@ -105,7 +108,7 @@ nproc = st.selectbox("GPUs (torchrun, DistributedDataParallel)", list(range(1, g
                      key="train_gpus") if gpus > 1 else 1
 b1, b2, b3, b4, b5 = st.columns(5)
 if b1.button("Start training", key="train_start", type="primary", disabled=active or config is None):
-    job = drafts.start_job(mgr, config, owner=common.owner(), nproc=nproc)
+    job = services.start_job(mgr, config, owner=common.owner(), nproc=nproc)
     common.set_job(job.id)
     st.rerun()
 if b2.button("Pause", key="train_pause", disabled=not (active and status != "paused")):

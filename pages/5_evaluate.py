@@ -6,7 +6,8 @@ import os
 import pandas as pd
 import streamlit as st
 
-from core import charts, drafts
+from core.app import charts
+from core.app import services
 from pages import common, eval_tools
 
 common.entrypoint()
@@ -19,7 +20,7 @@ run = common.require_run("eval")
 
 @st.cache_data(show_spinner="Evaluating the checkpoint on the validation images…", max_entries=8)
 def evaluation(run_dir: str, mtime: float) -> dict:
-    return drafts.evaluate_run(run_dir)
+    return services.evaluate_run(run_dir)
 
 
 try:
@@ -55,11 +56,11 @@ with tab_confusion:
     a, b = st.columns(2)
     true_c = a.selectbox("True class", classes, key="eval_cell_true")
     pred_c = b.selectbox("Predicted class", classes, key="eval_cell_pred", index=min(1, len(classes) - 1))
-    eval_tools.gallery(drafts.cell_items(rep, classes.index(true_c), classes.index(pred_c)),
+    eval_tools.gallery(services.cell_items(rep, classes.index(true_c), classes.index(pred_c)),
                        empty=f"No validation image of {true_c} was predicted as {pred_c}.")
 
 with tab_curves:
-    curves = drafts.curves(rep)
+    curves = services.curves(rep)
     st.plotly_chart(charts.roc_curves(curves["roc"]), key="eval_roc", width="stretch")
     st.plotly_chart(charts.pr_curves(curves["pr"]), key="eval_pr", width="stretch")
     cal = curves["calibration"]
@@ -71,7 +72,7 @@ with tab_curves:
 with tab_mistakes:
     st.caption("Highest loss first: the images the model was most confidently wrong about. Look for wrong "
                "labels, ambiguous images and classes that need more examples.")
-    eval_tools.gallery(drafts.top_losses(rep, limit=24, wrong_only=True),
+    eval_tools.gallery(services.top_losses(rep, limit=24, wrong_only=True),
                        empty="Every validation image is classified correctly.")
 
 with tab_try:

@@ -5,7 +5,8 @@ import os
 
 import streamlit as st
 
-from core import downloads, drafts
+from core.storage import downloads
+from core.app import services
 from pages import common
 
 common.entrypoint()
@@ -18,11 +19,11 @@ run = common.require_run("export")
 
 @st.cache_data(show_spinner="Packing the files…", max_entries=4)
 def payloads(run_dir: str, mtime: float) -> dict:
-    return drafts.export_files(run_dir)
+    return services.export_files(run_dir)
 
 
 def disk_link(path, label: str, filename: str, key: str, col=st, **kw) -> None:
-    """A link that streams a weight file from disk (GET /download/<token>, see core.downloads).
+    """A link that streams a weight file from disk (GET /download/<token>, see core.storage.downloads).
 
     st.download_button would copy the whole file into Streamlit's in-memory media store while it is
     served (530 MB for VGG-16); the link's token is 128 random bits, for this user, valid one hour.
@@ -45,7 +46,7 @@ stem = f"{run.config().backbone}-{run.id[:15]}"
 c1, c2 = st.columns(2)
 disk_link(files["safetensors"], "Model weights + card (.safetensors)", f"{stem}.safetensors", "export_safetensors",
           c1, type="primary", icon=":material/download:")
-c1.caption(f"{files['safetensors'].stat().st_size / 1e6:.1f} MB — load with `core.export.load_model`, or with any "
+c1.caption(f"{files['safetensors'].stat().st_size / 1e6:.1f} MB — load with `core.results.loading.load_model`, or with any "
            "safetensors reader.")
 c2.download_button("Model card (.json)", files["card"], f"{stem}.card.json", "application/json", key="export_card")
 c2.caption("Classes, preprocessing, metrics and library versions, readable by people.")
@@ -62,11 +63,11 @@ st.caption("For deployment without this code: TorchScript and ONNX take float RG
 OTHER = {"torchscript": "TorchScript (.pt)", "onnx": "ONNX (.onnx)", "int8": "int8 quantized TorchScript",
          "bundle": "Zip bundle with predict.py"}
 for col, (fmt, label) in zip(st.columns(len(OTHER)), OTHER.items()):
-    ready = drafts.export_ready(run.path, fmt)
+    ready = services.export_ready(run.path, fmt)
     if ready is None and col.button(f"Build {label}", key=f"export_build_{fmt}"):
         try:
             with st.spinner(f"Building the {fmt} export…"):
-                ready = drafts.export_format(run.path, fmt)
+                ready = services.export_format(run.path, fmt)
         except (ValueError, RuntimeError) as e:  # e.g. an operator the exporter cannot convert
             col.error(f"{fmt}: {e}")
     if ready is not None:
@@ -74,10 +75,10 @@ for col, (fmt, label) in zip(st.columns(len(OTHER)), OTHER.items()):
         col.caption(f"{ready.stat().st_size / 1e6:.1f} MB")
 
 with st.expander("Model card (Markdown)"):
-    st.markdown(drafts.card_markdown(run.path))
+    st.markdown(services.card_markdown(run.path))
 
 st.subheader("Use it in Python")
-st.code(f'''from core.export import load_model
+st.code(f'''from core.results.loading import load_model
 
 m = load_model("{stem}.safetensors")   # or the .pt bundle
 print(m.classes)

@@ -6,7 +6,8 @@ import json
 
 import streamlit as st
 
-from core import charts, runs
+from core.app import charts
+from core.storage import runs
 from pages import common
 
 common.entrypoint()

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, drafts, runs
+from core.app import charts
+from core.app import services
+from core.storage import runs
 from pages import common, technique_tools as tt, train_live
 
 common.entrypoint()
@@ -24,7 +26,7 @@ current = st.session_state.get("job")
 teacher = st.selectbox("Teacher run", teachers, index=teachers.index(current) if current in teachers else 0,
                        key="distill_teacher", format_func=common.run_label)
 tcfg = runs.open_run(teacher).config()
-names = [r["name"] for r in drafts.backbone_table()]
+names = [r["name"] for r in services.backbone_table()]
 preferred = next((n for n in ("mobilenet_v3_small", "efficientnet_lite0") if n in names and n != tcfg.backbone),
                  names[0])
 c1, c2, c3, c4 = st.columns(4)
@@ -41,7 +43,7 @@ st.caption(f"The student learns on the teacher's data ({tcfg.extra.get('dataset'
 
 run, job, active = tt.current("distill")
 if st.button("Start distillation", key="distill_start", type="primary", disabled=active):
-    cfg = drafts.to_config(d, tcfg.data, common.owner(), backbone=student, augment="none", trainable_groups=None,
+    cfg = services.to_config(d, tcfg.data, common.owner(), backbone=student, augment="none", trainable_groups=None,
                            epochs=int(epochs), name=f"{student} distilled from {tcfg.backbone}")
     cfg.extra = {**cfg.extra, "technique": "distill", "teacher": teacher, "alpha": float(alpha),
                  "temperature": float(temperature)}
@@ -64,7 +66,7 @@ if run is not None:
             if st.button("Compare", key="distill_compare"):
                 with st.spinner("Scoring every model on the validation split…"):
                     try:
-                        rows = drafts.distill_compare(rcfg.extra["teacher"], students)
+                        rows = services.distill_compare(rcfg.extra["teacher"], students)
                     except ValueError as e:
                         st.error(str(e))
                         st.stop()

@@ -5,7 +5,11 @@ import hashlib
 
 import streamlit as st
 
-from core import charts, dataset_edit as de, drafts, runs, workspace
+from core.app import charts
+from core.data import edits as de
+from core.app import services
+from core.storage import runs
+from core.storage import workspace
 from pages import common, technique_tools as tt
 
 common.entrypoint()
@@ -37,7 +41,7 @@ if source is None:
     st.stop()
 
 try:
-    table = drafts.task_table(source)
+    table = services.task_table(source)
 except ValueError as e:
     st.error(f"{e}")
     common.link("data", "Go to 1 · Data")
@@ -62,7 +66,7 @@ ready = bool(tasks) and any(w > 0 for w in weights.values())
 if not ready:
     st.warning("Choose at least one task with a weight above 0.")
 if st.button("Start multi-task training", key="mt_start", type="primary", disabled=active or not ready):
-    cfg = drafts.to_config(d, source, common.owner(), epochs=int(epochs), trainable_groups=None,
+    cfg = services.to_config(d, source, common.owner(), epochs=int(epochs), trainable_groups=None,
                            name=f"multi-task: {', '.join(tasks)}")
     cfg.extra = {**cfg.extra, "technique": "multitask", "tasks": tasks, "task_weights": weights}
     tt.start(cfg, "mt")

@@ -12,7 +12,9 @@ import time
 
 import streamlit as st
 
-from core import dataset_edit, drafts, runs
+from core.data import edits
+from core.app import services
+from core.storage import runs
 
 PAGES = {
     "data": ("pages/1_data.py", "Data", ":material/folder_open:"),
@@ -52,19 +54,19 @@ def entrypoint() -> None:
 @st.cache_resource
 def job_manager():
     """The process-wide job registry (one per server process, shared by every tab)."""
-    return drafts.new_job_manager()
+    return services.new_job_manager()
 
 
 @st.cache_resource
 def device() -> str:
     """The device 'auto' resolves to on this machine."""
-    return drafts.device_label()
+    return services.device_label()
 
 
 @st.cache_resource
 def gpus() -> int:
     """CUDA devices on this machine (two or more offer a torchrun job)."""
-    return drafts.gpu_count()
+    return services.gpu_count()
 
 
 def owner() -> str | None:
@@ -83,10 +85,10 @@ def init() -> None:
     for key in _URL_KEYS:
         if key not in ss and qp.get(key):
             ss[key] = qp.get(key)
-    if not drafts.valid_sid(ss.get("sid")):
-        ss["sid"] = drafts.new_sid()
+    if not services.valid_sid(ss.get("sid")):
+        ss["sid"] = services.new_sid()
     if ss.get("draft_sid") != ss["sid"]:
-        ss["draft"] = drafts.load(ss["sid"])
+        ss["draft"] = services.load(ss["sid"])
         ss["draft_sid"] = ss["sid"]
     for key in _URL_KEYS:
         # Page switches drop the query string; put our keys back so a reload still finds them.
@@ -105,7 +107,7 @@ def set_fields(**values) -> None:
     changed = {k: v for k, v in values.items() if d.get(k) != v}
     if changed:
         d.update(changed)
-        drafts.save(st.session_state["sid"], d)
+        services.save(st.session_state["sid"], d)
 
 
 def set_dataset(name: str | None) -> None:
@@ -116,7 +118,7 @@ def set_dataset(name: str | None) -> None:
         st.query_params["ds"] = name
         if changed:  # propose layer and augmentation defaults that suit this dataset's size
             try:
-                rec = drafts.recommend(dataset_edit.class_counts(name))
+                rec = services.recommend(edits.class_counts(name))
             except ValueError:
                 return
             set_fields(trainable=rec["trainable"], trainable_groups=None, augment=rec["augment"])
@@ -138,7 +140,7 @@ def set_job(job_id: str | None) -> None:
 def dataset() -> str | None:
     """The current dataset name, if it still exists."""
     name = st.session_state.get("ds")
-    return name if name and name in dataset_edit.list_datasets() else None
+    return name if name and name in edits.list_datasets() else None
 
 
 def link(step: str, label: str | None = None) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import dataset_edit as de, ingest
+from core.data import edits as de
+from core.data import ingest
 from pages import common
 
 

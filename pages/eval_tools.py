@@ -6,13 +6,16 @@ import os
 import pandas as pd
 import streamlit as st
 
-from core import charts, dataset_edit as de, drafts, runs
+from core.app import charts
+from core.data import edits as de
+from core.app import services
+from core.storage import runs
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def model(path: str, mtime: float):
     """A loaded model, cached until its weights file changes."""
-    return drafts.load_model(path)
+    return services.load_model(path)
 
 
 def gallery(items: list[dict], empty: str, columns: int = 6) -> None:
@@ -50,7 +53,7 @@ def try_it(run: runs.Run, classes: list[str]) -> None:
         left.image(img.getvalue(), width=160, caption=img.name)
         if cam:
             img.seek(0)
-            ex = drafts.explain(m, img, top_k=top_k)
+            ex = services.explain(m, img, top_k=top_k)
             mid.image(ex.overlay, width=160, caption=f"Grad-CAM for {ex.target}")
         right.markdown(f"**{p['label']}** ({p['confidence']:.1%})")
         right.dataframe(pd.DataFrame(p["top_k"], columns=["class", "probability"]), hide_index=True,
@@ -69,7 +72,7 @@ def test_set(run: runs.Run) -> None:
     if st.button("Evaluate on this dataset", key="eval_test_run"):
         try:
             with st.spinner("Predicting every image of the test set…"):
-                st.session_state["_eval_test"] = (run.id, name, drafts.evaluate_on(run.path, de.dataset_dir(name)))
+                st.session_state["_eval_test"] = (run.id, name, services.evaluate_on(run.path, de.dataset_dir(name)))
         except ValueError as e:
             st.error(str(e))
             return

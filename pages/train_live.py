@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, dataset_edit as de, drafts
-from core.augment import POLICIES, PRESETS
+from core.app import charts
+from core.data import edits as de
+from core.app import services
+from core.data.augment import POLICIES, PRESETS
 from pages import common, data_tools
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _preview(path: str, backbone: str, size: int, augment: str, seed: int, aug: tuple) -> list:
-    return drafts.augment_preview(path, backbone, size, augment, n=8, seed=seed, aug=dict(aug))
+    return services.augment_preview(path, backbone, size, augment, n=8, seed=seed, aug=dict(aug))
 
 
 def augment_grid(ds: str, draft: dict) -> None:
@@ -61,7 +63,7 @@ def lr_finder(config) -> None:
     if st.button("Run the sweep", key="train_lr_find"):
         bar = st.progress(0.0, text="sweeping…")
         try:
-            result = drafts.lr_find(config, on_progress=lambda d, t: bar.progress(min(d / max(t, 1), 1.0),
+            result = services.lr_find(config, on_progress=lambda d, t: bar.progress(min(d / max(t, 1), 1.0),
                                                                                    text=f"step {d} / {t}"))
         except ValueError as e:
             st.error(str(e))

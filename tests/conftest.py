@@ -25,7 +25,7 @@ def _workspace(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """scikit-learn digits as class folders of PNGs, 12 per class (120 images)."""
-    from core.data import make_sample
+    from core.data.datasets import make_sample
 
     return make_sample("digits", tmp_path_factory.mktemp("digits") / "digits", per_class=12)
 
@@ -33,7 +33,7 @@ def digits_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """Pillow-drawn circles, squares and triangles, 10 per class."""
-    from core.data import make_sample
+    from core.data.datasets import make_sample
 
     return make_sample("shapes", tmp_path_factory.mktemp("shapes") / "shapes", per_class=10)
 
@@ -63,7 +63,7 @@ def tiny_config():
 
 def wait_for_run(run_id: str, timeout: float = 120) -> str:
     """Block until a run has an end event; return its status."""
-    from core import runs
+    from core.storage import runs
 
     deadline = time.time() + timeout
     while time.time() < deadline:

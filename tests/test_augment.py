@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import augment, data
-from core.augment import AugmentSettings, augment_preview, settings_for
-from core.backbones import Preprocessing
+from core.data import augment
+from core.data import datasets
+from core.data.augment import AugmentSettings, augment_preview, settings_for
+from core.data.preprocess import Preprocessing
 from core.config import RunConfig
-from core.imageio import open_image
+from core.data.imageio import open_image
 
 PRE = Preprocessing(resize_size=72, crop_size=64)
 OFF = (72 - 64) // 2  # centre-crop offset
@@ -33,7 +34,7 @@ def photo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def crop(photo) -> np.ndarray:
     """The deterministic centre crop the validation path would produce."""
-    sq = data.to_square(open_image(photo), PRE)
+    sq = datasets.to_square(open_image(photo), PRE)
     return sq[OFF:OFF + 64, OFF:OFF + 64]
 
 
@@ -104,7 +105,9 @@ def test_preview_is_reproducible_per_seed_and_leaves_the_global_rng_alone(photo)
 
 def test_preview_accepts_a_pil_image_bytes_and_a_runconfig(photo, crop):
     cfg = RunConfig(augment="custom", aug_flip=False, aug_scale_min=1.0, image_size=64)
-    from_cfg = arrays(augment_preview(photo.read_bytes(), None, cfg, n=2))
+    from core.models.backbones import preprocessing_for
+
+    from_cfg = arrays(augment_preview(photo.read_bytes(), preprocessing_for(cfg), cfg, n=2))
     # image_size=64 on efficientnet_lite0 (256/224) resizes to 73 before the 64 crop: same shape,
     # and still deterministic because the custom settings are the identity
     assert from_cfg[0].shape == (64, 64, 3) and np.array_equal(from_cfg[0], from_cfg[1])
@@ -128,14 +131,14 @@ def test_presets_are_named_bundles_of_the_custom_fields():
 def test_train_transform_uses_custom_fields_from_the_config(photo, crop):
     import torch
 
-    square = torch.from_numpy(data.to_square(open_image(photo), PRE)).permute(2, 0, 1)
-    ident = data.train_transform(PRE, RunConfig(augment="custom", aug_flip=False, aug_scale_min=1.0))
+    square = torch.from_numpy(datasets.to_square(open_image(photo), PRE)).permute(2, 0, 1)
+    ident = datasets.train_transform(PRE, RunConfig(augment="custom", aug_flip=False, aug_scale_min=1.0))
     assert np.array_equal(ident(square).permute(1, 2, 0).numpy(), crop)
-    assert np.array_equal(data.train_transform(PRE, "none")(square).permute(1, 2, 0).numpy(), crop)
+    assert np.array_equal(datasets.train_transform(PRE, "none")(square).permute(1, 2, 0).numpy(), crop)
     with pytest.raises(ValueError, match="needs the aug_\\* settings"):
-        data.train_transform(PRE, "custom")
+        datasets.train_transform(PRE, "custom")
     with pytest.raises(ValueError, match="none, light, strong, custom; got 'heavy'"):
-        data.train_transform(PRE, "heavy")
+        datasets.train_transform(PRE, "heavy")
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -159,7 +162,7 @@ def test_config_round_trips_custom_augmentation():
 
 
 def test_importing_augment_does_not_import_torch():
-    code = "import sys, core.augment, core.config; print('torch' in sys.modules)"
+    code = "import sys, core.data.augment, core.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent, check=True)
     assert out.stdout.strip() == "False"

@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from core import backbones, freezing
+from core.models import backbones
+from core.models import freezing
 
 NAMES = backbones.names()
 
@@ -94,7 +95,7 @@ def test_bundled_weights_are_imagenet_weights():
     from sklearn.datasets import load_sample_images
     from torchvision.models import get_model_weights
 
-    from core.data import preprocess_images
+    from core.data.datasets import preprocess_images
 
     categories = get_model_weights("resnet18").DEFAULT.meta["categories"]  # ImageNet-1k class names
     assert backbones.weights_status("efficientnet_lite0") == "bundled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import RunConfig
+from core.models import backbones
 
 
 def test_json_round_trip_preserves_every_field():
@@ -24,13 +25,13 @@ def test_json_round_trip_preserves_every_field():
 ])
 def test_bad_values_raise_with_the_valid_choices(field, value, expected):
     with pytest.raises(ValueError) as e:
-        RunConfig(**{field: value}).validate()
+        backbones.check(RunConfig(**{field: value}).validate())
     assert expected in str(e.value)
 
 
 def test_vit_rejects_other_input_sizes_and_unknown_fields_are_named():
     with pytest.raises(ValueError, match="224-pixel input only"):
-        RunConfig(backbone="vit_b_16", image_size=128).validate()
+        backbones.check(RunConfig(backbone="vit_b_16", image_size=128).validate())
     with pytest.raises(ValueError, match="unknown config field\\(s\\) learning_rate"):
         RunConfig.from_dict({"learning_rate": 0.1})
     with pytest.raises(ValueError, match="not valid JSON"):

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import zip_folder
-from core import dataset_edit as de, ingest, workspace
+from core.data import edits as de
+from core.data import ingest
+from core.storage import workspace
 
 
 def _png(colour=(200, 30, 30), size=(40, 40)) -> bytes:

@@ -7,8 +7,9 @@ import shutil
 import pytest
 import torch
 
-from core import distill, export
-from core.trainer import fit
+from core.techniques import distill
+from core.results import loading
+from core.train.loop import fit
 
 # Chance agreement between two 10-class predictors is about 0.1. Measured with these settings: 0.88
 # (student of the digit teacher), 0.54 (student of the shifted teacher, whose own split differs, so it
@@ -62,10 +63,10 @@ def _val_preds(run_dir, items_from):
     import json
     from pathlib import Path
 
-    from core.metrics import predict_items
+    from core.results.metrics import predict_items
 
     split = json.loads((Path(items_from) / "split.json").read_text())
-    return predict_items(export.load_model(run_dir), [tuple(x) for x in split["val"]]).argmax(1)
+    return predict_items(loading.load_model(run_dir), [tuple(x) for x in split["val"]]).argmax(1)
 
 
 def test_the_teacher_decides_what_the_student_learns(teachers, students):
@@ -81,7 +82,7 @@ def test_the_teacher_decides_what_the_student_learns(teachers, students):
 
 
 def test_run_is_logged_like_training_and_the_student_exports(students, digits_dir, tmp_path):
-    from core import runs
+    from core.storage import runs
 
     a, _ = students
     run = runs.open_run(a["run_dir"])
@@ -90,12 +91,12 @@ def test_run_is_logged_like_training_and_the_student_exports(students, digits_di
     epochs = [e for e in run.events() if e["type"] == "epoch"]
     assert all(0 <= e["agreement"] <= 1 and "val_acc" in e and "train_loss" in e for e in epochs)
     assert run.config().extra["alpha"] == 0.0
-    loaded = export.load_model(a["run_dir"])
+    loaded = loading.load_model(a["run_dir"])
     assert loaded.card["technique"] == "distill" and loaded.card["alpha"] == 0.0
     image = next((digits_dir / "3").glob("*.png"))
     exported = tmp_path / "student.safetensors"
-    exported.write_bytes(export.safetensors_bytes(loaded.model, loaded.card))
-    again = export.load_model(exported)
+    exported.write_bytes(loading.safetensors_bytes(loaded.model, loaded.card))
+    again = loading.load_model(exported)
     assert torch.equal(loaded.predict_proba([image]), again.predict_proba([image]))
 
 
@@ -110,7 +111,7 @@ def test_compare_table(teachers, students):
     assert rows[0]["accuracy"] > 0.3  # a teacher worth learning from: chance is 0.1
     for r in rows:
         assert r["parameters"] > 1e6 and r["size_mb"] > 1 and r["latency_ms"] > 0
-    from core import charts
+    from core.app import charts
 
     assert list(charts.distill_comparison(rows).data[0].y) == [r["accuracy"] for r in rows]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core import distributed
+from core.train import ddp
+from core.jobs import supervisor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,22 +19,22 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("n", [0, 1, 5, 24, 25])
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_shard_sampler_splits_without_padding(n, world):
-    shards = [list(distributed.ShardSampler(n, r, world)) for r in range(world)]
+    shards = [list(ddp.ShardSampler(n, r, world)) for r in range(world)]
     flat = [i for s in shards for i in s]
     assert sorted(flat) == list(range(n))          # together they cover the data ...
     assert len(flat) == len(set(flat))             # ... and no index is seen twice
-    assert [len(distributed.ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
+    assert [len(ddp.ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
 
 
 def test_command_and_outside_torchrun():
-    assert not distributed.launched()
-    assert isinstance(distributed.context(), distributed.Single)
-    cmd = distributed.command("/x/run", 3)
+    assert not ddp.launched()
+    assert isinstance(ddp.context(), ddp.Single)
+    cmd = supervisor.command("/x/run", 3)
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
     assert "--nproc-per-node=3" in cmd and cmd[-2:] == ["--run-dir", "/x/run"]
-    assert distributed.command("/x/run", 2, resume=True)[-2:] == ["--resume", "/x/run"]
+    assert supervisor.command("/x/run", 2, resume=True)[-2:] == ["--resume", "/x/run"]
     with pytest.raises(ValueError, match="nproc must be an integer >= 1"):
-        distributed.command("/x/run", 0)
+        supervisor.command("/x/run", 0)
 
 
 def _env(**extra) -> dict:
@@ -42,7 +43,10 @@ def _env(**extra) -> dict:
 
 
 def test_torchrun_two_ranks_matches_single_process_evaluation(digits_dir, tmp_path):
-    from core import data, export, metrics, runs
+    from core.data import datasets
+    from core.results import loading
+    from core.results import metrics
+    from core.storage import runs
 
     shards = tmp_path / "shards"
     out = tmp_path / "ws"
@@ -52,7 +56,7 @@ def test_torchrun_two_ranks_matches_single_process_evaluation(digits_dir, tmp_pa
            "--data", str(digits_dir), "--backbone", "efficientnet_lite0", "--image-size", "64", "--epochs", "1",
            "--batch-size", "16", "--trainable", "last-1", "--augment", "light", "--device", "cpu", "--lr", "0.01",
            "--out", str(out)]
-    p = subprocess.run(cmd, cwd=REPO, env=_env(**{distributed.DEBUG_SHARDS_ENV: str(shards)}), capture_output=True,
+    p = subprocess.run(cmd, cwd=REPO, env=_env(**{ddp.DEBUG_SHARDS_ENV: str(shards)}), capture_output=True,
                        text=True, timeout=400)
     assert p.returncode == 0, p.stderr[-4000:]
     lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
@@ -60,7 +64,7 @@ def test_torchrun_two_ranks_matches_single_process_evaluation(digits_dir, tmp_pa
     result = lines[0]
     assert result["status"] == "finished"
     run = runs.open_run(result["run_dir"])
-    split = data.Split.from_dict(json.loads((run.path / "split.json").read_text()))
+    split = datasets.Split.from_dict(json.loads((run.path / "split.json").read_text()))
 
     # the ranks saw disjoint shards that together cover the data
     logs = {r: [json.loads(l) for l in (shards / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}
@@ -77,7 +81,7 @@ def test_torchrun_two_ranks_matches_single_process_evaluation(digits_dir, tmp_pa
     val_acc = next(e for e in events if e["type"] == "epoch")["val_acc"]
 
     # the checkpoint loads with the ordinary loader ...
-    model = export.load_model(run.path)
+    model = loading.load_model(run.path)
     assert model.classes == split.classes
     assert model.predict([split.val[0][0]])[0]["label"] in split.classes
     # ... and single-process evaluation on the full validation set gives the all-reduced accuracy exactly
@@ -89,11 +93,12 @@ def test_torchrun_two_ranks_matches_single_process_evaluation(digits_dir, tmp_pa
 
 
 def test_subprocess_job_feeds_snapshot_and_stop_ends_every_process(digits_dir, tiny_config):
-    from core import metrics, runs
+    from core.results import metrics
+    from core.storage import runs
 
     config = tiny_config(digits_dir, epochs=400)  # head-only on cached features: many quick epochs
     run = runs.create(config)
-    job = distributed.SubprocessJob(config, run, nproc=2, grace_s=60).start()
+    job = supervisor.SubprocessJob(config, run, nproc=2, grace_s=60).start()
     deadline = time.time() + 400
     pids: set[int] = set()
     while time.time() < deadline and job.alive:
@@ -123,20 +128,20 @@ def test_subprocess_job_feeds_snapshot_and_stop_ends_every_process(digits_dir, t
     ends = [e for e in snap["events"] if e["type"] == "end"]
     assert len(ends) == 1 and ends[0]["status"] == "stopped"
     assert sum(e["type"] == "epoch" for e in snap["events"]) < 400
-    assert not [p for p in pids if distributed.alive(p)], "processes outlived the stopped job"
+    assert not [p for p in pids if supervisor.alive(p)], "processes outlived the stopped job"
     assert run.best_weights.exists()  # the best checkpoint so far is kept
     # cached features were embedded on shards and all-gathered: the saved head still matches validation
     assert next(e for e in snap["events"] if e["type"] == "start")["cached_features"]
     best = [e for e in snap["events"] if e["type"] == "epoch" and e["best"]][-1]
     assert metrics.evaluate_run(run.path, refresh=True)["accuracy"] == best["val_acc"]
-    assert not (run.path / distributed.STOP_FILE).exists()  # a later resume must not stop at once
+    assert not (run.path / supervisor.STOP_FILE).exists()  # a later resume must not stop at once
 
 
 def test_submit_queues_in_job_manager_and_stop_before_start_launches_nothing(digits_dir, tiny_config):
-    from core.jobs import JobManager
+    from core.jobs.manager import JobManager
 
     manager = JobManager(max_running=0)  # nothing may start: the job waits in the queue
-    job = distributed.submit(manager, tiny_config(digits_dir), nproc=2)
+    job = supervisor.submit(manager, tiny_config(digits_dir), nproc=2)
     assert manager.get(job.id) is job and manager.list() == [job]
     assert manager.queue_position(job.id) == 1 and job.snapshot()["status"] == "queued"
     job.stop()

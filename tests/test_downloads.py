@@ -1,4 +1,4 @@
-"""Download links (core.downloads) and the app's GET /download/<token> route on a real server.
+"""Download links (core.storage.downloads) and the app's GET /download/<token> route on a real server.
 
 The registry is tested directly; the route through a real `streamlit run streamlit_app.py`, with the token
 taken from the real Export page in headless Chromium (so the test also proves the page issues it).
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from core import downloads, workspace
+from core.storage import downloads
+from core.storage import workspace
 
 
 @pytest.fixture()
@@ -146,8 +147,8 @@ def run_with_big_export(shapes_dir, tiny_config):
     The page lists a run's current ONNX export by its path; random bytes in its place make a VGG-size
     file that the server must stream (random, so no compression or sparse-file shortcut can hide a copy).
     """
-    from core import formats
-    from core.trainer import fit
+    from core.results import formats
+    from core.train.loop import fit
 
     config = tiny_config(shapes_dir, epochs=1)
     config.extra = {"owner": "alice@example.com"}  # alice's run once st.login is on; everyone's without it

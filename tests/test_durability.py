@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import runs
-from core.trainer import Control, fit
+from core.storage import runs
+from core.train.loop import Control, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 _WRITER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from core import runs
+    from core.storage import runs
     target = Path(sys.argv[1])
     i = 0
     while True:
@@ -135,14 +135,15 @@ def test_killed_cli_run_shows_interrupted_and_resumes_from_the_cli(digits_dir, t
 # milliseconds), so the kill surely lands while last.pt holds a better epoch than best.safetensors.
 _HOLD_BEST = textwrap.dedent("""
     import sys
-    from core import cli, trainer
-    trainer._BestWriter.spacing = float("inf")
+    from core import cli
+    from core.train import loop
+    loop._BestWriter.spacing = float("inf")
     sys.exit(cli.main(sys.argv[1:]))
 """)
 
 
 def test_hard_kill_with_a_pending_best_loses_nothing(digits_dir, tmp_path):
-    from core.export import load_model, read_card
+    from core.results.loading import load_model, read_card
     from safetensors.torch import load_file
 
     home = tmp_path / "home"

@@ -104,7 +104,7 @@ def _goto_step(page, title: str) -> None:
 
 
 def test_upload_train_download_and_reload_in_browser(server, browser_page, shapes_dir, tmp_path):
-    from core.export import load_model
+    from core.results.loading import load_model
 
     url, home = server
     page = browser_page

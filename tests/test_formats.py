@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from core import formats, workspace
-from core.export import load_model
+from core.results import formats
+from core.storage import workspace
+from core.results.loading import load_model
 
 
 @pytest.fixture(scope="module")
 def run_dir(shapes_dir, tiny_config):
     """One trained run (EfficientNet-Lite0, 64 px, head only, 2 epochs) shared by this file."""
-    from core.trainer import fit
+    from core.train.loop import fit
 
     # lr 0.01 keeps logits near +-10: at +-50 fp32 rounding alone (PyTorch vs float64) nears 1e-4.
     res = fit(tiny_config(shapes_dir, epochs=2))
@@ -103,7 +104,7 @@ def test_exports_of_a_loose_model_file_go_to_a_folder_of_their_own(run_dir, val_
 
 
 def test_quantization_rewrites_compute_the_same_float_function():
-    from core.backbones import build_model
+    from core.models.backbones import build_model
 
     torch.manual_seed(0)
     net = formats.Normalised(build_model("efficientnet_lite0", 3, pretrained=False).eval(), (0.5,) * 3, (0.25,) * 3)
@@ -176,7 +177,7 @@ def test_predict_zip_csv_matches_the_model_and_reports_bad_files(run_dir, val_pa
 # --- results of the trained run: top losses, confusion cells, a later test set -------------------
 
 def test_confusion_cells_and_top_losses_agree_with_the_report(run_dir):
-    from core import metrics
+    from core.results import metrics
 
     rep = metrics.evaluate_run(run_dir)
     n = len(rep["classes"])
@@ -198,7 +199,7 @@ def test_evaluate_on_a_later_test_set_matches_classes_by_name(run_dir, shapes_di
     import shutil
 
     from conftest import zip_folder
-    from core import metrics
+    from core.results import metrics
 
     test = tmp_path / "test"
     for cls in ("square", "circle"):  # no triangles: a class the model knows but the test set lacks

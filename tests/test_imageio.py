@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from core.imageio import (
+from core.data.imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     MAX_PIXELS_ENV,

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import ingest
-from core.imageio import MAX_PIXELS_ENV
-from core.ingest import (
+from core.data import ingest
+from core.data.imageio import MAX_PIXELS_ENV
+from core.data.ingest import (
     DatasetIndex,
     IngestError,
     Item,

@@ -9,8 +9,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import backbones, charts, interpret
-from core.backbones import Preprocessing, TransferNet
+from core.models import backbones
+from core.app import charts
+from core.results import interpret
+from core.data.preprocess import Preprocessing
+from core.models.backbones import TransferNet
 
 
 def _square_image(side: int, right: bool) -> torch.Tensor:
@@ -83,7 +86,7 @@ def test_grad_cam_rejects_bad_input_with_a_useful_message():
 
 
 def test_explain_returns_the_crop_overlay_and_top_k():
-    from core.export import LoadedModel
+    from core.results.loading import LoadedModel
 
     torch.manual_seed(0)
     model = backbones.build_model("resnet18", 3, pretrained=False).eval()

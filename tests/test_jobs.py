@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import JobManager
+from core.jobs.manager import JobManager
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,7 @@ def test_pause_resume_and_stop_reach_the_child_process(digits_dir, tiny_config):
 _APP = """
 import sys, time
 from core.config import RunConfig
-from core.jobs import JobManager
+from core.jobs.manager import JobManager
 job = JobManager(mode="process").start(RunConfig.from_json(sys.argv[1]))
 print(job.run.path, flush=True)
 while not job.snapshot()["pids"]:
@@ -105,7 +105,7 @@ time.sleep(600)
 def test_a_killed_app_leaves_its_job_interrupted_and_resumable(digits_dir, tiny_config, tmp_path, monkeypatch):
     """Kill the app's process mid-training: the training process ends too, the run shows as interrupted,
     and resuming continues from the last completed epoch to the end."""
-    from core import runs
+    from core.storage import runs
 
     config = tiny_config(digits_dir, epochs=4, batch_size=16, image_size=32, seed=1, trainable="all")
     env = {**os.environ, "TRANSFER_STUDIO_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import backbones, charts, runs
-from core.lr_finder import _suggest, lr_find
+from core.models import backbones
+from core.app import charts
+from core.storage import runs
+from core.train.lr_finder import _suggest, lr_find
 
 REPO = Path(__file__).resolve().parents[1]
 

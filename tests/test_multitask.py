@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import export, multitask
-from core.multitask import MISSING
+from core.results import loading
+from core.techniques import multitask
+from core.techniques.multitask import MISSING
 
 # Chance: 0.1 for the digit (10 classes), 0.5 for parity. Measured with these settings at the best epoch:
 # digit 0.89, parity 0.95 (on the 18-19 validation rows that carry each label).
@@ -108,8 +109,8 @@ def test_export_carries_every_head_and_reloads_identically(trained, digits_csv, 
         mask = labels[:, k] != MISSING
         acc = float((probs[t].argmax(1)[mask] == labels[mask, k]).float().mean())
         assert acc == pytest.approx(best["tasks"][t]["val_acc"], abs=1e-6)
-    for name, payload in (("m.safetensors", export.safetensors_bytes(loaded.model, loaded.card)),
-                          ("m.pt", export.bundle_bytes(loaded.model, loaded.card))):
+    for name, payload in (("m.safetensors", loading.safetensors_bytes(loaded.model, loaded.card)),
+                          ("m.pt", loading.bundle_bytes(loaded.model, loaded.card))):
         (tmp_path / name).write_bytes(payload)
         again = multitask.load_multitask(tmp_path / name)
         got = again.predict_proba(paths)
@@ -129,7 +130,7 @@ def test_zip_with_csv_and_images(digits_csv, tmp_path):
 
 
 def test_task_chart_shows_every_task(trained):
-    from core import charts
+    from core.app import charts
 
     _, events = trained
     fig = charts.task_curves(events)

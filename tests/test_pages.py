@@ -20,7 +20,10 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from core import dataset_edit as de, downloads, drafts, runs
+from core.data import edits as de
+from core.storage import downloads
+from core.app import services
+from core.storage import runs
 from pages import common
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +71,7 @@ def shapes_ds(shapes_dir) -> str:
 @pytest.fixture(scope="module")
 def trained_run(shapes_ds, tiny_config) -> str:
     """A finished one-epoch run on the shapes dataset, trained through the engine directly."""
-    from core.trainer import fit
+    from core.train.loop import fit
 
     result = fit(tiny_config(de.dataset_dir(shapes_ds), epochs=1))
     assert result["status"] == "finished"
@@ -115,23 +118,23 @@ def test_every_widget_on_every_page_has_an_explicit_key():
 # --- drafts -----------------------------------------------------------------------------------------
 
 def test_draft_round_trip_and_bad_ids():
-    sid = drafts.new_sid()
-    assert drafts.load(sid) == drafts.defaults()
-    d = drafts.load(sid)
+    sid = services.new_sid()
+    assert services.load(sid) == services.defaults()
+    d = services.load(sid)
     d.update(backbone="resnet18", epochs=7, not_a_field=1)
-    drafts.save(sid, d)
-    again = drafts.load(sid)
+    services.save(sid, d)
+    again = services.load(sid)
     assert again["backbone"] == "resnet18" and again["epochs"] == 7 and "not_a_field" not in again
     for bad in ("../../etc/passwd", "abc", "", None):
-        assert not drafts.valid_sid(bad)
+        assert not services.valid_sid(bad)
     with pytest.raises(ValueError, match="32 hex"):
-        drafts.load("../../x")
+        services.load("../../x")
 
 
 def test_recommendation_follows_the_smallest_class():
-    assert drafts.recommend({"a": 5, "b": 400})["trainable"] == "head"
-    assert drafts.recommend({"a": 100, "b": 400})["trainable"] == "last-2"
-    assert drafts.recommend({"a": 1000, "b": 4000})["trainable"] == "all"
+    assert services.recommend({"a": 5, "b": 400})["trainable"] == "head"
+    assert services.recommend({"a": 100, "b": 400})["trainable"] == "last-2"
+    assert services.recommend({"a": 1000, "b": 4000})["trainable"] == "all"
 
 
 # --- 1 · Data ---------------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ def test_backbone_choice_survives_a_reload():
 # --- 3 · Layers -------------------------------------------------------------------------------------
 
 def test_layers_presets_show_the_right_trainable_counts(shapes_ds):
-    from core import backbones
+    from core.models import backbones
 
     at = app("3_layers", ds=shapes_ds)
     at.radio(key="layers_preset").set_value("head").run()
@@ -232,12 +235,12 @@ def test_layers_presets_show_the_right_trainable_counts(shapes_ds):
     assert metrics(at)["Total parameters"] == f"{total:,}"
     at.radio(key="layers_preset").set_value("all").run()
     assert metrics(at)["Trainable parameters"] == f"{total:,}"
-    assert drafts.load(at.query_params["sid"])["trainable"] == "all"
+    assert services.load(at.query_params["sid"])["trainable"] == "all"
 
 
 def test_layers_page_with_a_vanished_backbone_says_so_and_links_back():
-    sid = drafts.new_sid()
-    drafts.save(sid, {**drafts.defaults(), "backbone": "resnet9000"})  # e.g. a draft from another version
+    sid = services.new_sid()
+    services.save(sid, {**services.defaults(), "backbone": "resnet9000"})  # e.g. a draft from another version
     at = app("3_layers", sid=sid)
     assert at.error and "2 · Backbone" in texts(at.get("page_link"))
 
@@ -313,7 +316,7 @@ def test_with_several_gpus_the_train_page_offers_a_torchrun_job(shapes_ds, monke
 
     started = []
     monkeypatch.setattr(common, "gpus", lambda: 4)
-    monkeypatch.setattr(drafts, "start_job", lambda manager, config, owner=None, nproc=1:
+    monkeypatch.setattr(services, "start_job", lambda manager, config, owner=None, nproc=1:
                         started.append(nproc) or SimpleNamespace(id="not-a-run"))
     at = app("4_train", ds=shapes_ds)
     assert at.selectbox(key="train_gpus").value == 4  # all GPUs by default
@@ -352,7 +355,7 @@ def test_an_interrupted_run_offers_resume_and_resumes(shapes_ds, tiny_config):
 # --- 5 · Evaluate -----------------------------------------------------------------------------------
 
 def test_evaluate_page_shows_accuracy_confusion_and_predicts_uploads(trained_run, shapes_dir):
-    from core import metrics as core_metrics
+    from core.results import metrics as core_metrics
 
     at = app("5_evaluate", job=trained_run)
     assert at.selectbox(key="eval_run").value == trained_run
@@ -371,7 +374,7 @@ def test_evaluate_page_shows_accuracy_confusion_and_predicts_uploads(trained_run
     img = sorted((shapes_dir / "circle").iterdir())[0]
     at.file_uploader(key="eval_upload").set_value([(img.name, img.read_bytes(), "image/png")]).run()
     assert not at.exception
-    from core.export import load_model
+    from core.results.loading import load_model
 
     expected = load_model(runs.open_run(trained_run).path).predict([img])[0]["label"]
     assert any(f"**{expected}**" in md.value for md in at.markdown)
@@ -431,7 +434,7 @@ def test_export_page_downloads_load_back_to_the_same_predictions(trained_run, sh
         assert data
         return data
 
-    from core.export import load_model
+    from core.results.loading import load_model
 
     img = sorted((shapes_dir / "square").iterdir())[0]
     reference = load_model(runs.open_run(trained_run).path).predict_proba([img])
@@ -476,7 +479,7 @@ def test_train_page_custom_augmentation_starts_from_the_preset_and_previews(shap
     assert not at.exception
     assert at.selectbox(key="train_aug_policy").value == "trivialaugment"  # carried over from 'strong'
     at.slider(key="train_aug_rotation").set_value(30).run()
-    saved = drafts.load(at.query_params["sid"])
+    saved = services.load(at.query_params["sid"])
     assert (saved["augment"], saved["aug_rotation"], saved["aug_policy"]) == ("custom", 30.0, "trivialaugment")
     grids = [g for g in at.get("image") if g.captions == [f"#{i}" for i in range(1, 9)]]
     assert grids, "the augmentation preview shows eight versions of one image"
@@ -520,5 +523,5 @@ def test_a_deep_link_on_a_fresh_server_still_goes_through_the_app_navigation(sha
     at.switch_page("pages/4_train.py").run()  # the tab's very first request is the deep link
     assert not at.exception
     assert "draft" in at.session_state  # streamlit_app.py ran: shared state was set up
-    assert at.number_input(key="train_epochs").value == drafts.defaults()["epochs"]
+    assert at.number_input(key="train_epochs").value == services.defaults()["epochs"]
     assert "**Dataset:** " + shapes_ds in texts(at.markdown)  # the app's own sidebar, not the old one

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import runs
+from core.storage import runs
 from core.config import RunConfig
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")

@@ -10,7 +10,9 @@ import pytest
 from conftest import wait_for_run as wait_for
 from streamlit.testing.v1 import AppTest
 
-from core import dataset_edit as de, drafts, runs
+from core.data import edits as de
+from core.app import services
+from core.storage import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -37,8 +39,8 @@ def plotly(at: AppTest, key: str) -> list[dict]:
 
 def tiny_draft(**fields) -> str:
     """A saved draft with CPU-sized settings; returns its sid for the URL."""
-    sid = drafts.new_sid()
-    drafts.save(sid, {**drafts.defaults(), "backbone": "efficientnet_lite0", "image_size": 64, "epochs": 1,
+    sid = services.new_sid()
+    services.save(sid, {**services.defaults(), "backbone": "efficientnet_lite0", "image_size": 64, "epochs": 1,
                       "batch_size": 16, "augment": "none", "trainable": "head", **fields})
     return sid
 
@@ -87,7 +89,7 @@ def test_pretrain_page_runs_simclr_and_shows_the_loss(digits_ds):
     assert cfg.extra["technique"] == "simclr" and cfg.trainable == "all"  # a 'head' draft adapts the body
     name = runs.open_run(job).result()["backbone_name"]
     assert name in texts(at.success)
-    assert name in [r["name"] for r in drafts.backbone_table()]
+    assert name in [r["name"] for r in services.backbone_table()]
 
 
 def test_multitask_page_reads_the_dataset_csv_and_trains_every_task(digits_ds):
@@ -122,7 +124,7 @@ def test_multitask_page_reads_the_dataset_csv_and_trains_every_task(digits_ds):
 
 
 def test_distill_page_offers_a_finished_run_as_teacher_and_compares(shapes_ds, tiny_config):
-    from core.trainer import fit
+    from core.train.loop import fit
 
     teacher = Path(fit(tiny_config(de.dataset_dir(shapes_ds)))["run_dir"]).name
     at = app("8_distill", sid=tiny_draft())

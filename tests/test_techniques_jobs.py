@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from core import multitask
-from core.jobs import JobManager
+from core.techniques import multitask
+from core.jobs.manager import JobManager
 
 
 def wait(job, timeout: float = 120) -> str:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core import runs, tracking
+from core.storage import runs
+from core.train import tracking
 from core.config import RunConfig
-from core.trainer import fit
+from core.train.loop import fit
 
 # CI installs both (requirements-dev.txt); without them only the tests that need them are skipped
 needs_tb = pytest.mark.skipif(find_spec("tensorboard") is None, reason="pip install tensorboard")
@@ -89,7 +90,7 @@ def test_mlflow_local_store_holds_params_history_and_status(digits_dir, tiny_con
 def test_stopped_run_is_killed_in_mlflow(digits_dir, tiny_config, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from core.trainer import Control
+    from core.train.loop import Control
 
     uri = (tmp_path / "mlruns").as_uri()
     control = Control()
@@ -212,7 +213,7 @@ def test_epoch_metrics_flatten_nested_fields_and_skip_counters():
 def test_a_resumed_run_continues_the_same_mlflow_run(digits_dir, tiny_config, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from core.trainer import Control
+    from core.train.loop import Control
 
     uri = (tmp_path / "mlruns").as_uri()
     control = Control()
@@ -239,7 +240,7 @@ def test_train_page_switches_reach_the_run_and_survive_a_reload(shapes_dir, tmp_
     from conftest import wait_for_run
     from streamlit.testing.v1 import AppTest
 
-    from core import dataset_edit as de
+    from core.data import edits as de
 
     name = de.unique_name("tracking-shapes")
     shutil.copytree(shapes_dir, de.root() / name)
@@ -286,7 +287,7 @@ def test_train_page_says_when_a_turned_on_package_is_missing(shapes_dir, monkeyp
 
     from streamlit.testing.v1 import AppTest
 
-    from core import dataset_edit as de
+    from core.data import edits as de
 
     monkeypatch.setattr(tracking, "find_spec", lambda name: None)  # the page runs in this process
     name = de.unique_name("tracking-missing")

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import backbones, freezing, runs, trainer
-from core.trainer import Control, TrainingDiverged, fit
+from core.models import backbones
+from core.models import freezing
+from core.storage import runs
+from core.train import loop
+from core.train.loop import Control, TrainingDiverged, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +57,7 @@ def test_head_only_run_writes_events_and_checkpoints(digits_dir, tiny_config):
     assert ck["epoch"] == 1 and ck["step"] == len(steps)
     # the frozen body is rebuilt from its weights on resume, so the resume state holds the head only
     assert ck["model"] and all(k.startswith("head.") for k in ck["model"])
-    from core.export import load_model
+    from core.results.loading import load_model
 
     loaded = load_model(run.path)
     assert loaded.card["metrics"]["val_accuracy"] == pytest.approx(result["val_accuracy"])
@@ -122,7 +125,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_best(digits_dir, tiny_config, 
     assert end["type"] == "end" and end["status"] == "failed" and end["reason"] == "diverged"
     assert "step 9" in end["message"] and "traceback" not in end
     assert run.status() == "failed"
-    from core.export import read_card
+    from core.results.loading import read_card
 
     assert read_card(run.path)["metrics"]["epoch"] == 1  # epoch 1's best checkpoint survives
 
@@ -169,15 +172,15 @@ def test_early_stopping_restores_the_best_epoch(digits_dir, tiny_config):
     assert epochs[0]["val_loss"] != pytest.approx(epochs[1]["val_loss"], abs=1e-6)
     assert result["val_loss"] == pytest.approx(epochs[0]["val_loss"])
     # the exported model is epoch 1's: evaluating it reproduces epoch 1's validation loss, not epoch 2's
-    from core.data import CachedDataset, ImageCache, Split, eval_transform
-    from core.export import load_model
+    from core.data.datasets import CachedDataset, ImageCache, Split, eval_transform
+    from core.results.loading import load_model
 
     loaded = load_model(result["run_dir"])
     split = Split.from_dict(json.loads((Path(result["run_dir"]) / "split.json").read_text()))
     pre = loaded.preprocessing
     ds = CachedDataset(split.val, ImageCache([p for p, _ in split.train + split.val], pre), eval_transform(pre))
-    fwd = trainer._Forward(loaded.model, pre, torch.device("cpu"), None, False, False)
-    got = trainer.evaluate(fwd, torch.utils.data.DataLoader(ds, batch_size=64), criterion=torch.nn.CrossEntropyLoss())
+    fwd = loop._Forward(loaded.model, pre, torch.device("cpu"), None, False, False)
+    got = loop.evaluate(fwd, torch.utils.data.DataLoader(ds, batch_size=64), criterion=torch.nn.CrossEntropyLoss())
     assert got["loss"] == pytest.approx(epochs[0]["val_loss"], abs=1e-4)
     assert got["acc"] == pytest.approx(epochs[0]["val_acc"], abs=1e-6)
 
@@ -210,7 +213,7 @@ def test_discriminative_learning_rates_per_group():
     groups = freezing.param_groups(model, "efficientnet_lite0", target, lr=0.01, decay=0.5)
     from core.config import RunConfig
 
-    opt = trainer.make_optimizer(RunConfig(lr=0.01), groups)
+    opt = loop.make_optimizer(RunConfig(lr=0.01), groups)
     assert [(g["name"], g["lr"]) for g in opt.param_groups] == [
         ("head", 0.01), ("neck", pytest.approx(0.005)), ("stage5", pytest.approx(0.0025))]
 

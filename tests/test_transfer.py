@@ -1,8 +1,8 @@
 """Transfer learning works: ImageNet features beat random initialisation on the same small budget."""
 from __future__ import annotations
 
-from core.data import make_sample
-from core.trainer import fit
+from core.data.datasets import make_sample
+from core.train.loop import fit
 
 MARGIN = 0.25  # absolute validation-accuracy points
 

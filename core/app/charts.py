@@ -1,0 +1,202 @@
+"""Plotly figure builders: pure functions from events and metrics to figures (no torch, no streamlit)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+_LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 320, "legend": {"orientation": "h", "y": -0.2}}
+
+
+def class_counts(counts: dict[str, int], title: str = "Images per class") -> go.Figure:
+    """Bar chart of images per class."""
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#4c78a8"))
+    fig.update_layout(title=title, xaxis_title="class", yaxis_title="images", **_LAYOUT)
+    return fig
+
+
+def step_loss(events: list[dict]) -> go.Figure:
+    """Training loss per step, with its moving average."""
+    steps = [e for e in events if e.get("type") == "step"]
+    x = [e["step"] for e in steps]
+    y = [e["loss"] for e in steps]
+    smooth, acc = [], None
+    for v in y:
+        acc = v if acc is None else 0.9 * acc + 0.1 * v
+        smooth.append(acc)
+    fig = go.Figure([go.Scatter(x=x, y=y, mode="lines", name="loss", line={"width": 1, "color": "#9ecae9"}),
+                     go.Scatter(x=x, y=smooth, mode="lines", name="smoothed", line={"color": "#1f77b4"})])
+    _mark_unfreezes(fig, events, x_key="step")
+    fig.update_layout(title="Training loss per step", xaxis_title="step", yaxis_title="loss", **_LAYOUT)
+    return fig
+
+
+def epoch_curves(events: list[dict]) -> go.Figure:
+    """Train/validation loss and accuracy per epoch, side by side."""
+    ep = [e for e in events if e.get("type") == "epoch"]
+    x = [e["epoch"] for e in ep]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    fig.add_scatter(x=x, y=[e["train_loss"] for e in ep], name="train loss", mode="lines+markers", row=1, col=1)
+    fig.add_scatter(x=x, y=[e["val_loss"] for e in ep], name="val loss", mode="lines+markers", row=1, col=1)
+    fig.add_scatter(x=x, y=[e["train_acc"] for e in ep], name="train acc", mode="lines+markers", row=1, col=2)
+    fig.add_scatter(x=x, y=[e["val_acc"] for e in ep], name="val acc", mode="lines+markers", row=1, col=2)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title="Per epoch", **_LAYOUT)
+    return fig
+
+
+def learning_rate(events: list[dict]) -> go.Figure:
+    """Learning rate of the head group per step."""
+    steps = [e for e in events if e.get("type") == "step"]
+    fig = go.Figure(go.Scatter(x=[e["step"] for e in steps], y=[e["lr"] for e in steps], mode="lines"))
+    fig.update_layout(title="Learning rate", xaxis_title="step", yaxis_title="lr", **_LAYOUT)
+    return fig
+
+
+def _mark_unfreezes(fig: go.Figure, events: list[dict], x_key: str) -> None:
+    for e in events:
+        if e.get("type") == "unfreeze" and x_key in e:
+            fig.add_vline(x=e[x_key], line_dash="dash", line_color="grey",
+                          annotation_text=f"unfreeze {', '.join(e.get('groups', []))}")
+
+
+def confusion(matrix: list[list[int]], classes: list[str], normalize: bool = False) -> go.Figure:
+    """Confusion-matrix heatmap: rows are true classes, columns predictions."""
+    z = [[v / max(sum(row), 1) for v in row] for row in matrix] if normalize else matrix
+    text = [[str(v) for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}",
+                               colorscale="Blues", hovertemplate="true %{y}<br>pred %{x}<br>%{text}<extra></extra>"))
+    fig.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", **{**_LAYOUT, "height": max(320, 40 * len(classes) + 120)})
+    return fig
+
+
+def histogram(values: list[float], title: str, xaxis: str) -> go.Figure:
+    """A simple histogram (image sizes and the like)."""
+    fig = go.Figure(go.Histogram(x=values))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title="images", **_LAYOUT)
+    return fig
+
+
+def per_class_bars(per_class: list[dict]) -> go.Figure:
+    """Precision, recall and F1 per class."""
+    classes = [r["class"] for r in per_class]
+    fig = go.Figure([go.Bar(x=classes, y=[r[m] for r in per_class], name=m) for m in ("precision", "recall", "f1")])
+    fig.update_layout(title="Per-class metrics", barmode="group", yaxis_range=[0, 1.02], **_LAYOUT)
+    return fig
+
+
+def lr_finder(result: dict) -> go.Figure:
+    """Smoothed loss against learning rate (log axis) from core.train.lr_finder.lr_find, the suggestion marked."""
+    fig = go.Figure(go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="smoothed loss",
+                               line={"color": "#1f77b4"}))
+    s = result.get("suggestion")
+    if s is not None:
+        # The marker sits on the curve at the sweep point nearest the suggested rate.
+        i = min(range(len(result["lrs"])), key=lambda k: abs(result["lrs"][k] - s))
+        fig.add_scatter(x=[s], y=[result["losses"][i]], mode="markers", name=f"suggested lr {s:.2g}",
+                        marker={"color": "#d62728", "size": 11, "symbol": "circle"})
+        fig.add_vline(x=s, line_dash="dash", line_color="#d62728")
+    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_layout(title="Learning-rate finder", yaxis_title="loss", **_LAYOUT)
+    return fig
+
+
+def roc_curves(curves: list[dict]) -> go.Figure:
+    """One-vs-rest ROC per class (from core.results.interpret.roc), AUC in the legend, chance diagonal."""
+    fig = go.Figure()
+    for c in curves:
+        if c["auc"] is not None:
+            fig.add_scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=f"{c['class']} (AUC {c['auc']:.3f})")
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "grey"})
+    fig.update_layout(title="ROC curves (one class vs the rest)", xaxis_title="false positive rate",
+                      yaxis_title="true positive rate", xaxis_range=[0, 1], yaxis_range=[0, 1.02], **_LAYOUT)
+    return fig
+
+
+def pr_curves(curves: list[dict]) -> go.Figure:
+    """Precision-recall per class (from core.results.interpret.pr), average precision in the legend."""
+    fig = go.Figure()
+    for c in curves:
+        if c["ap"] is not None:
+            fig.add_scatter(x=c["recall"], y=c["precision"], mode="lines", name=f"{c['class']} (AP {c['ap']:.3f})",
+                            line={"shape": "hv"})
+    fig.update_layout(title="Precision-recall curves", xaxis_title="recall", yaxis_title="precision",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1.02], **_LAYOUT)
+    return fig
+
+
+def reliability(cal: dict) -> go.Figure:
+    """Reliability diagram (from core.results.interpret.calibration): accuracy per confidence bin vs the diagonal."""
+    bins = [b for b in cal["bins"] if b["count"]]
+    mids = [(b["lo"] + b["hi"]) / 2 for b in bins]
+    width = [b["hi"] - b["lo"] for b in bins]
+    fig = go.Figure([
+        go.Bar(x=mids, y=[b["accuracy"] for b in bins], width=width, name="accuracy", marker_color="#4c78a8",
+               customdata=[[b["count"], b["confidence"]] for b in bins],
+               hovertemplate="confidence %{customdata[1]:.3f}<br>accuracy %{y:.3f}<br>%{customdata[0]} images"
+                             "<extra></extra>"),
+        go.Scatter(x=mids, y=[b["confidence"] for b in bins], mode="markers", name="mean confidence",
+                   marker={"color": "#d62728"}),
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dot", "color": "grey"}),
+    ])
+    fig.update_layout(title=f"Reliability diagram (ECE {cal['ece']:.3f}, {len(cal['bins'])} bins)",
+                      xaxis_title="confidence", yaxis_title="accuracy", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
+                      bargap=0.02, **_LAYOUT)
+    return fig
+
+
+def compare_runs(runs_events: dict[str, list[dict]], metric: str = "val_acc") -> go.Figure:
+    """One line per run: a per-epoch metric (val_acc, val_loss, train_loss, train_acc) to compare runs."""
+    fig = go.Figure()
+    for label, events in runs_events.items():
+        ep = [e for e in events if e.get("type") == "epoch" and metric in e]
+        fig.add_scatter(x=[e["epoch"] for e in ep], y=[e[metric] for e in ep], mode="lines+markers", name=label)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    if metric.endswith("acc"):
+        fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title=f"{metric} per epoch", yaxis_title=metric, **_LAYOUT)
+    return fig
+
+
+def task_curves(events: list[dict]) -> go.Figure:
+    """Multi-task runs: validation accuracy and macro F1 of every task per epoch."""
+    ep = [e for e in events if e.get("type") == "epoch" and "tasks" in e]
+    tasks = list(ep[0]["tasks"]) if ep else []
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Validation macro F1"))
+    for t in tasks:
+        x = [e["epoch"] for e in ep]
+        fig.add_scatter(x=x, y=[e["tasks"][t]["val_acc"] for e in ep], name=f"{t} acc", mode="lines+markers",
+                        row=1, col=1)
+        fig.add_scatter(x=x, y=[e["tasks"][t]["val_f1"] for e in ep], name=f"{t} F1", mode="lines+markers",
+                        row=1, col=2)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title="Per task", **_LAYOUT)
+    return fig
+
+
+def contrastive_curves(events: list[dict]) -> go.Figure:
+    """Self-supervised pretraining: NT-Xent loss and positive-pair accuracy per step."""
+    steps = [e for e in events if e.get("type") == "step" and "pair_acc" in e]
+    x = [e["step"] for e in steps]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Contrastive loss (NT-Xent)", "Pairs found"))
+    fig.add_scatter(x=x, y=[e["loss"] for e in steps], name="loss", mode="lines", row=1, col=1)
+    fig.add_scatter(x=x, y=[e["pair_acc"] for e in steps], name="pair accuracy", mode="lines", row=1, col=2)
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title="Domain adaptation", **_LAYOUT)
+    return fig
+
+
+def distill_comparison(rows: list[dict]) -> go.Figure:
+    """Teacher vs students (rows of core.techniques.distill.compare): accuracy, agreement, size and latency."""
+    labels = [r["model"] for r in rows]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Accuracy / agreement", "Size (MB)", "CPU ms per image"))
+    fig.add_bar(x=labels, y=[r["accuracy"] for r in rows], name="accuracy", row=1, col=1)
+    fig.add_bar(x=labels, y=[r["agreement_with_teacher"] for r in rows], name="agrees with teacher", row=1, col=1)
+    fig.add_bar(x=labels, y=[r["size_mb"] for r in rows], name="size", row=1, col=2, showlegend=False)
+    fig.add_bar(x=labels, y=[r["latency_ms"] for r in rows], name="latency", row=1, col=3, showlegend=False)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_layout(title="Distillation result", barmode="group", **_LAYOUT)
+    return fig

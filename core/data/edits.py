@@ -1,0 +1,295 @@
+"""Datasets in the workspace: import uploads and samples, and edit classes as plain folder operations.
+
+Every dataset is a folder under ``<workspace>/datasets/<name>``. Names typed by a person (dataset
+and class names) are checked before they touch the disk, so nothing is ever written outside that
+folder. Torch-free at import time: the Streamlit pages call this module directly.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import secrets
+import shutil
+import zipfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+from core.data import ingest
+from core.storage import workspace
+from core.data.imageio import is_image_name
+
+_FORBIDDEN = re.compile(r"[/\\\x00-\x1f:*?\"<>|]")
+MAX_NAME = 80
+GALLERY_PER_CLASS = 4
+
+
+def check_name(name: str, what: str = "class") -> str:
+    """Return ``name`` stripped if it is a safe single folder name; ValueError saying why otherwise."""
+    clean = (name or "").strip()
+    if not clean:
+        raise ValueError(f"the {what} name is empty; type a name such as 'cats'")
+    if clean in (".", "..") or ".." in clean:
+        raise ValueError(f"the {what} name {name!r} contains '..'; use letters, digits, spaces, '-' or '_'")
+    if _FORBIDDEN.search(clean):
+        raise ValueError(f"the {what} name {name!r} contains a path separator or a reserved character "
+                         f"(/ \\ : * ? \" < > |); use letters, digits, spaces, '-' or '_'")
+    if clean.startswith("."):
+        raise ValueError(f"the {what} name {name!r} starts with '.', which hides the folder; remove the dot")
+    if len(clean) > MAX_NAME:
+        raise ValueError(f"the {what} name is {len(clean)} characters long; keep it under {MAX_NAME}")
+    return clean
+
+
+def slug(text: str, fallback: str = "dataset") -> str:
+    """A safe dataset name derived from free text (an upload's file name)."""
+    stem = re.sub(r"\.(zip)$", "", Path(str(text)).name, flags=re.I)
+    out = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")[:MAX_NAME]
+    return out or fallback
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+def root() -> Path:
+    """The folder that holds every dataset."""
+    return workspace.sub("datasets")
+
+
+def list_datasets() -> list[str]:
+    """Dataset folder names, alphabetical; half-finished imports are left out."""
+    return sorted(p.name for p in root().iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".partial"))
+
+
+def dataset_dir(name: str) -> Path:
+    """The folder of an existing dataset; ValueError naming the datasets that do exist otherwise."""
+    path = root() / check_name(name, "dataset")
+    if not path.is_dir():
+        have = ", ".join(list_datasets()) or "none yet"
+        raise ValueError(f"dataset {name!r} does not exist (datasets: {have}); upload one or pick a sample")
+    return path
+
+
+def unique_name(base: str) -> str:
+    """``base`` if no dataset has that name yet, else ``base-2``, ``base-3``, ..."""
+    base = check_name(slug(base), "dataset")
+    taken = set(list_datasets())
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def import_sample(sample: str, per_class: int = 40) -> str:
+    """Write a built-in sample ('digits' or 'shapes') as dataset ``sample-<name>``; returns the name."""
+    from core.data.datasets import SAMPLES, make_sample  # late import: core.data.datasets brings in torch
+
+    if sample not in SAMPLES:
+        raise ValueError(f"unknown sample {sample!r}; choose one of {', '.join(SAMPLES)}")
+    name = f"sample-{sample}"
+    dest = root() / name
+    if not dest.is_dir():
+        tmp = root() / f".{name}.{secrets.token_hex(4)}.partial"
+        make_sample(sample, tmp, per_class=per_class)
+        tmp.rename(dest)
+    return name
+
+
+def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False,
+               progress: Callable[[str, int, int], None] | None = None) -> tuple[str, list[ingest.Skipped]]:
+    """Extract a zip into dataset ``name`` (or merge it into the existing one); returns (name, skipped).
+
+    ``progress(stage, done, total)`` is called while extracting and while checking the images.
+    The upload is extracted and validated in a scratch folder first, so a bad upload never damages
+    a dataset that already exists.
+    """
+    name = check_name(name, "dataset")
+    dest = root() / name
+    if dest.exists() and not append:
+        raise ValueError(f"dataset {name!r} already exists; choose another name or tick 'append'")
+    scratch = workspace.sub("uploads") / f"extract-{secrets.token_hex(8)}"
+    try:
+        stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
+        skipped = ingest.extract_archive(src, scratch, progress=stage("extracting"))
+        ingest.scan_folder(scratch, progress=stage("checking images"))  # raises IngestError with what to fix
+        if dest.exists():
+            ingest.merge_into(dest, scratch)
+        else:
+            shutil.move(str(scratch), str(dest))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return name, skipped
+
+
+def import_files(files: Iterable[tuple[str, bytes]], name: str, append: bool = False, progress=None):
+    """Import (relative path, bytes) pairs from a folder upload; returns (name, skipped) like import_zip.
+
+    The browser sends relative paths that nobody has sanitised, so they are packed into an
+    in-memory zip and go through the same guarded extraction as a zip upload.
+    """
+    buf = io.BytesIO()
+    n = 0
+    with zipfile.ZipFile(buf, "w") as z:
+        for rel, payload in files:
+            z.writestr(str(rel).replace("\\", "/"), payload)
+            n += 1
+    if n == 0:
+        raise ValueError("the folder upload holds no files; pick a folder that contains class folders")
+    buf.seek(0)
+    return import_zip(buf, name, append=append, progress=progress)
+
+
+def add_upload(fileobj: BinaryIO, filename: str) -> Path:
+    """Keep a copy of an uploaded file under ``<workspace>/uploads`` (the original is never lost)."""
+    dest = workspace.sub("uploads") / f"{secrets.token_hex(6)}-{slug(filename, 'upload')}.zip"
+    with open(dest, "wb") as f:
+        shutil.copyfileobj(fileobj, f)
+    return dest
+
+
+# --- classes -------------------------------------------------------------------------------------
+
+def _base(ds: Path) -> Path:
+    # Same rule the scanner uses to skip a single wrapper folder, so both agree on where classes live.
+    return ingest._descend(ds)
+
+
+def class_parents(ds_name: str) -> list[Path]:
+    """Folders that hold class folders: the dataset itself, or its train/ and val/ folders."""
+    base = _base(dataset_dir(ds_name))
+    layout, groups = ingest._merge_groups(base)
+    if layout == "csv":
+        raise ValueError("this dataset is labelled by a CSV file; edit the CSV to change classes "
+                         "(class folder operations work on folder-per-class datasets)")
+    return list(groups.values()) or [base]
+
+
+def class_counts(ds_name: str) -> dict[str, int]:
+    """Images per class folder, counted on disk without validation (works while a class is still empty)."""
+    counts: dict[str, int] = {}
+    for parent in class_parents(ds_name):
+        for d in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            n = sum(1 for f in d.rglob("*") if f.is_file() and is_image_name(f.name))
+            counts[d.name] = counts.get(d.name, 0) + n
+    return counts
+
+
+def _class_folders(ds_name: str, cls: str) -> list[Path]:
+    found = [p / cls for p in class_parents(ds_name) if (p / cls).is_dir()]
+    if not found:
+        have = ", ".join(class_counts(ds_name)) or "none"
+        raise ValueError(f"class {cls!r} does not exist in {ds_name} (classes: {have})")
+    return found
+
+
+def add_class(ds_name: str, cls: str) -> Path:
+    """Create an empty class folder (in train/ for split datasets); add two or more images next."""
+    cls = check_name(cls)
+    if cls in class_counts(ds_name):
+        raise ValueError(f"class {cls!r} already exists in {ds_name}; pick another name")
+    folder = class_parents(ds_name)[0] / cls
+    folder.mkdir(parents=True)
+    return folder
+
+
+def rename_class(ds_name: str, old: str, new: str) -> None:
+    """Rename a class everywhere it appears (train and val alike)."""
+    new = check_name(new)
+    if new == old:
+        return
+    if new in class_counts(ds_name):
+        raise ValueError(f"class {new!r} already exists; merge {old!r} into it instead of renaming")
+    for folder in _class_folders(ds_name, old):
+        folder.rename(folder.with_name(new))
+
+
+def _move_files(src: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dest / f.name
+        stem, ext, n = target.stem, target.suffix, 0
+        while target.exists():  # never overwrite an image of the class we merge into
+            n += 1
+            target = dest / f"{stem}_{n}{ext}"
+        shutil.move(str(f), str(target))
+    shutil.rmtree(src)
+
+
+def merge_classes(ds_name: str, sources: list[str], target: str) -> None:
+    """Move every image of ``sources`` into class ``target`` (created if new) and drop the sources."""
+    target = check_name(target)
+    sources = [s for s in sources if s != target]
+    if not sources:
+        raise ValueError("choose at least one class to merge that differs from the target class")
+    for s in sources:
+        for folder in _class_folders(ds_name, s):
+            _move_files(folder, folder.parent / target)
+
+
+def delete_class(ds_name: str, cls: str) -> int:
+    """Delete a class folder and its images; returns how many images went with it."""
+    n = 0
+    for folder in _class_folders(ds_name, cls):
+        n += sum(1 for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder)
+    return n
+
+
+def add_image(ds_name: str, cls: str, payload: bytes, filename: str = "snapshot.jpg") -> Path:
+    """Save one image (a camera snapshot, say) into a class after checking that it decodes."""
+    from core.data.imageio import open_image
+
+    folder = _class_folders(ds_name, cls)[0]
+    ext = Path(filename).suffix.lower() if is_image_name(filename) else ".jpg"
+    open_image(io.BytesIO(payload))  # raises ImageError saying what is wrong with the bytes
+    dest = folder / f"added-{secrets.token_hex(4)}{ext}"
+    dest.write_bytes(payload)
+    return dest
+
+
+# --- looking at a dataset ------------------------------------------------------------------------
+
+def signature(ds_name: str) -> str:
+    """Changes whenever a file under the dataset is added, removed, resized or touched (reads no image)."""
+    h = hashlib.sha256()
+    top = dataset_dir(ds_name)
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for f in sorted(filenames):
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            h.update(f"{os.path.relpath(dirpath, top)}/{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                "utf-8", "surrogateescape"))
+    return h.hexdigest()[:24]
+
+
+def scan(ds_name: str) -> ingest.DatasetIndex:
+    """Scan and validate a dataset (IngestError says what to fix)."""
+    return ingest.scan_folder(dataset_dir(ds_name))
+
+
+def gallery(index: ingest.DatasetIndex, per_class: int = GALLERY_PER_CLASS) -> dict[str, list[str]]:
+    """A few image paths per class, spread through the class so the thumbnails are not all alike."""
+    by_class: dict[str, list[str]] = {c: [] for c in index.classes}
+    for it in index.items:
+        by_class[it.label].append(str(Path(index.root) / it.path))
+    out = {}
+    for c, paths in by_class.items():
+        step = max(len(paths) // per_class, 1)
+        out[c] = paths[::step][:per_class]
+    return out
+
+
+def split_summary(index: ingest.DatasetIndex, val_fraction: float) -> dict:
+    """How the data will be split: its own val folder, or a stratified random fraction."""
+    own = any(it.split == "val" for it in index.items) and any(it.split == "train" for it in index.items)
+    n = len(index.items)
+    if own:
+        n_val = sum(1 for it in index.items if it.split == "val")
+        return {"own_val": True, "n_train": n - n_val, "n_val": n_val}
+    n_val = max(len(index.classes), int(round(n * val_fraction)))
+    return {"own_val": False, "n_train": n - n_val, "n_val": n_val}

@@ -1,0 +1,538 @@
+"""Export a trained model to other formats, and batch-predict a zip of images.
+
+Formats (``FORMATS``): ``safetensors`` (weights + card, the app's own file), ``pt`` (one torch.save
+bundle), ``torchscript``, ``onnx``, ``int8`` (static post-training quantization, TorchScript) and
+``bundle`` (a zip with weights, model card in JSON and Markdown, a standalone predict.py and its
+requirements).
+
+TorchScript, ONNX and int8 exports take *unnormalised* input: float32 RGB in [0, 1], NCHW, at the
+card's crop size, after "resize the shorter side, centre-crop". Mean/std normalisation is inside
+the exported graph, so a consumer needs no knowledge of the backbone's statistics; the contract is
+written into the card (``card["input"]``) embedded in each file.
+
+Exports are written to disk (by default ``<run>/exports/``) so that a page can hand an open file to
+``st.download_button`` instead of holding a copy of a large model in memory.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import importlib.metadata
+import io
+import json
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.models import backbones
+from core.storage import runs
+from core.storage import workspace
+from core.results import loading as _ex
+from core.results.loading import LoadedModel, load_model
+
+FORMATS = ("safetensors", "pt", "torchscript", "onnx", "int8", "bundle")
+SUFFIXES = {"safetensors": ".safetensors", "pt": ".pt", "torchscript": ".torchscript.pt", "onnx": ".onnx",
+            "int8": ".int8.torchscript.pt", "bundle": ".zip"}
+ONNX_OPSET = 17  # broadly supported by onnxruntime, TensorRT and OpenVINO releases of the last years
+CARD_FILE = "card.json"  # name of the card inside TorchScript archives (_extra_files)
+TEMPLATE = Path(__file__).resolve().parents[2] / "assets" / "predict_template.py"
+
+
+class Normalised(nn.Module):
+    """A TransferNet that takes [0, 1] RGB input and normalises it itself: the exported contract."""
+
+    def __init__(self, net: nn.Module, mean, std):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def _run_dir_of(model_path: Path) -> Path | None:
+    """The run directory behind a model path, when there is one (for split, metrics, exports/)."""
+    p = Path(model_path)
+    cand = p if p.is_dir() else p.parent
+    return cand if (cand / "config.json").exists() and (cand / "best.safetensors").exists() else None
+
+
+def _weights_file(model_path: Path) -> Path:
+    p = Path(model_path)
+    return p / "best.safetensors" if p.is_dir() else p
+
+
+def exports_dir(model_path: str | Path) -> Path:
+    """Where exports of this model go by default: ``<run>/exports``, else a per-file workspace folder."""
+    run = _run_dir_of(Path(model_path))
+    if run:
+        out = run / "exports"
+    else:
+        # Two model files may share a backbone (and so a default file name): one folder per source file.
+        src = _weights_file(Path(model_path)).resolve()
+        out = workspace.sub("exports") / f"{src.stem}-{hashlib.sha256(str(src).encode()).hexdigest()[:10]}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def default_path(model_path: str | Path, fmt: str) -> Path:
+    """The file ``export(model_path, fmt)`` writes when no ``out`` is given."""
+    _check_fmt(fmt)
+    card = _ex.read_card(_weights_file(Path(model_path)))
+    return exports_dir(model_path) / f"{card['backbone']}{SUFFIXES[fmt]}"
+
+
+def existing(model_path: str | Path) -> list[dict]:
+    """Exports already on disk for this model, current with its weights: {'format', 'path', 'size_bytes'}."""
+    src = _weights_file(Path(model_path))
+    out = []
+    for fmt in FORMATS:
+        path = default_path(model_path, fmt)
+        if path.exists() and path.stat().st_mtime >= src.stat().st_mtime:
+            out.append({"format": fmt, "path": path, "size_bytes": path.stat().st_size})
+    return out
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _split(model_path: Path):
+    run = _run_dir_of(model_path)
+    if run is None or not (run / "split.json").exists():
+        return None
+    from core.data.datasets import Split
+
+    return Split.from_dict(json.loads((run / "split.json").read_text()))
+
+
+def _every_nth(items: list, n: int) -> list:
+    """Up to n items spread evenly over the list (keeps classes mixed in sorted lists)."""
+    if len(items) <= n:
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def unit_batch(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
+    """Images as the exported contract wants them: float [0, 1] NCHW at the crop size."""
+    from core.data.datasets import eval_transform, to_square
+    from core.data.imageio import open_image
+
+    crop = eval_transform(lm.preprocessing)
+    u8 = [crop(torch.from_numpy(to_square(open_image(p), lm.preprocessing)).permute(2, 0, 1)) for p in paths]
+    return torch.stack(u8).float() / 255.0
+
+
+def input_contract(lm: LoadedModel) -> dict:
+    """What an exported graph expects as input and returns."""
+    pre = lm.preprocessing
+    return {"name": "image", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0], "channels": "RGB",
+            "height": pre.crop_size, "width": pre.crop_size,
+            "steps": [f"resize the shorter side to {pre.resize_size} px ({pre.interpolation})",
+                      f"centre-crop {pre.resize_size}x{pre.resize_size}, then {pre.crop_size}x{pre.crop_size}",
+                      "scale to [0, 1]; mean/std normalisation is inside the model"],
+            "output": {"name": "logits", "shape": ["batch", len(lm.classes)],
+                       "meaning": "unnormalised scores; softmax gives probabilities; index i is classes[i]"}}
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reuse: bool = True,
+           calibration: list[str] | None = None) -> Path:
+    """Write ``model_path`` (run dir, .safetensors or .pt) as ``fmt`` to ``out``; returns the file.
+
+    Without ``out`` the file goes to ``exports_dir(model_path)`` and an export newer than the weights
+    is reused. ``calibration`` (image paths) is for ``int8`` when the model has no run directory.
+    """
+    _check_fmt(fmt)
+    model_path = Path(model_path)
+    src = _weights_file(model_path)
+    if not model_path.exists():
+        raise ValueError(f"{model_path} does not exist; pass a run directory, a .safetensors or a .pt model file")
+    if not src.exists():
+        raise ValueError(f"{model_path} has no weights yet (expected {src.name}); train at least one epoch")
+    target = Path(out) if out else default_path(model_path, fmt)
+    if out is None and reuse and target.exists() and target.stat().st_mtime >= src.stat().st_mtime:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lm = load_model(model_path)
+    if fmt == "safetensors":
+        if src.suffix == ".safetensors":
+            runs.atomic_save(target, lambda tmp: shutil.copyfile(src, tmp))
+        else:
+            _ex.save_safetensors(lm.model, lm.card, target)
+    elif fmt == "pt":
+        payload = {"format": _ex.FORMAT, "card": json.dumps(lm.card), "state_dict": _ex._state(lm.model)}
+        runs.atomic_save(target, lambda tmp: torch.save(payload, tmp))
+    elif fmt == "torchscript":
+        _save_torchscript(lm, _deployable(lm), target, {"quantization": None})
+    elif fmt == "onnx":
+        _save_onnx(lm, target)
+    elif fmt == "int8":
+        split = _split(model_path)
+        # 64 images spread over the (class-sorted) training list: enough for stable activation ranges
+        images = calibration or [p for p, _ in _every_nth(split.train if split else [], 64)]
+        if not images:
+            raise ValueError("int8 quantization needs calibration images: export from a run directory (its "
+                             "training images are used) or pass calibration=[image paths]")
+        _save_torchscript(lm, quantize(lm, images), target,
+                          {"quantization": {"scheme": "static post-training, per-channel int8 weights, "
+                                                      "uint8 activations (FX graph mode)",
+                                            "engine": quant_engine(), "calibration_images": len(images)}})
+    else:
+        _save_bundle(lm, model_path, target)
+    return target
+
+
+def _deployable(lm: LoadedModel) -> Normalised:
+    pre = lm.preprocessing
+    return Normalised(copy.deepcopy(lm.model).float().cpu().eval(), pre.mean, pre.std).eval()
+
+
+def _export_card(lm: LoadedModel, **extra) -> dict:
+    return {**lm.card, "input": input_contract(lm), "head_module": backbones.get(lm.card["backbone"]).head, **extra}
+
+
+def _save_torchscript(lm: LoadedModel, module: nn.Module, target: Path, extra: dict) -> None:
+    size = lm.preprocessing.crop_size
+    example = torch.rand(1, 3, size, size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic are expected
+        traced = torch.jit.trace(module.eval(), example, check_trace=False)
+        traced = torch.jit.freeze(traced) if extra.get("quantization") is None else traced
+    files = {CARD_FILE: json.dumps(_export_card(lm, **extra))}
+    runs.atomic_save(target, lambda tmp: torch.jit.save(traced, tmp, _extra_files=files))
+
+
+def _save_onnx(lm: LoadedModel, target: Path) -> None:
+    import onnx
+
+    size = lm.preprocessing.crop_size
+    example = torch.rand(1, 3, size, size)
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript-based exporter: the dynamo one needs onnxscript, which is not a dependency.
+        torch.onnx.export(_deployable(lm), (example,), buf, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = _ex.CARD_KEY, json.dumps(_export_card(lm, quantization=None))
+    onnx.checker.check_model(proto)
+    runs.atomic_write_bytes(target, proto.SerializeToString())
+
+
+def quant_engine() -> str:
+    """The quantized backend used for int8 exports on this machine."""
+    # x86 is PyTorch's default server backend. On EfficientNet-Lite0 (digits sample, 224 px, 80 validation
+    # images) it kept 0.61 accuracy where onednn kept 0.51 (fp32: 0.79); qnnpack is the ARM fallback.
+    for engine in ("x86", "onednn", "qnnpack"):
+        if engine in torch.backends.quantized.supported_engines:
+            return engine
+    raise RuntimeError("this PyTorch build has no quantized CPU backend; int8 export is unavailable")
+
+
+def _quantizable(module: nn.Module) -> nn.Module:
+    """Rewrite (in place) two patterns that FX post-training quantization handles badly.
+
+    1. Conv2d subclasses with their own forward (EfficientNet-Lite's "same" padding) are traced into
+       functional convs that cannot be fused with their BatchNorm: split into ZeroPad2d + a plain Conv2d.
+    2. conv-BN-ReLU6 is not a fusable pattern, so the conv output would be quantized over its full,
+       mostly negative range: ReLU6 becomes ReLU (fused, range starts at 0) followed by ReLU6.
+    Both rewrites compute exactly the same function in float.
+    """
+    for name, m in list(module.named_modules()):
+        if isinstance(m, nn.Conv2d) and type(m) is not nn.Conv2d and isinstance(getattr(m, "static_padding", None),
+                                                                                 nn.Module):
+            conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, tuple(m.stride), m.padding, m.dilation,
+                             m.groups, m.bias is not None, m.padding_mode)
+            conv.weight = m.weight
+            if m.bias is not None:
+                conv.bias = m.bias
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, child, nn.Sequential(m.static_padding, conv))
+    for m in list(module.modules()):
+        for child_name, child in list(m.named_children()):
+            if type(child) is nn.ReLU6:
+                setattr(m, child_name, nn.Sequential(nn.ReLU(), nn.ReLU6()))
+    return module.eval()
+
+
+def quantize(lm: LoadedModel, calibration: list[str], batch_size: int = 16) -> nn.Module:
+    """Static int8 post-training quantization (FX graph mode) calibrated on the given images."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    engine = quant_engine()
+    torch.backends.quantized.engine = engine
+    size = lm.preprocessing.crop_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices; the API still works in this torch
+        prepared = prepare_fx(_quantizable(_deployable(lm)), get_default_qconfig_mapping(engine),
+                              (torch.rand(1, 3, size, size),))
+        with torch.no_grad():
+            for i in range(0, len(calibration), batch_size):
+                prepared(unit_batch(lm, calibration[i:i + batch_size]))
+        return convert_fx(prepared).eval()
+
+
+# --- loading exports back ------------------------------------------------------------------------
+
+class ExportedModel:
+    """A TorchScript / ONNX / int8 export loaded back: ``logits(x)`` on [0, 1] NCHW float input."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.suffix == ".onnx":
+            import onnx
+            import onnxruntime as ort
+
+            meta = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
+            self.card = json.loads(meta.get(_ex.CARD_KEY, "{}"))
+            self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self._module = None
+        else:
+            files = {CARD_FILE: ""}
+            with zipfile.ZipFile(self.path) as z:  # the engine must be set before the int8 weights unpack
+                card_name = next((n for n in z.namelist() if n.endswith("/extra/" + CARD_FILE)), None)
+                early = json.loads(z.read(card_name)) if card_name else {}
+            engine = (early.get("quantization") or {}).get("engine")
+            if engine and engine in torch.backends.quantized.supported_engines:
+                torch.backends.quantized.engine = engine
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=files)
+            self.card = json.loads(files[CARD_FILE] or "{}")
+            self._session = None
+        if not self.card:
+            raise ValueError(f"{self.path.name} carries no Transfer Studio card; was it exported by "
+                             f"core.results.formats.export?")
+        self.classes = list(self.card["classes"])
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a [0, 1] float batch."""
+        if self._session is not None:
+            return torch.from_numpy(self._session.run(["logits"], {"image": x.numpy().astype(np.float32)})[0])
+        return self._module(x).float()
+
+
+def compare_outputs(model_path: str | Path, export_path: str | Path, images: list[str]) -> dict:
+    """Max absolute logit difference and label agreement between an export and the PyTorch model."""
+    lm = load_model(model_path)
+    ex = ExportedModel(export_path)
+    x = unit_batch(lm, images)
+    with torch.no_grad():
+        ref = lm.model(_normalise(x, lm)).float()
+    got = ex.logits(x)
+    return {"max_abs_diff": float((ref - got).abs().max()),
+            "max_abs_diff_probs": float((ref.softmax(1) - got.softmax(1)).abs().max()),
+            "max_abs_logit": float(ref.abs().max()),
+            "agreement": float((ref.argmax(1) == got.argmax(1)).float().mean()), "n": len(images)}
+
+
+def _normalise(x: torch.Tensor, lm: LoadedModel) -> torch.Tensor:
+    pre = lm.preprocessing
+    return (x - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+
+
+def _latency_ms(fn, x: torch.Tensor, repeats: int) -> float:
+    """Median wall time of one call, after a warm-up (the JIT optimises on its first calls)."""
+    with torch.no_grad():
+        for _ in range(2):
+            fn(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0
+
+
+def compare_int8(model_path: str | Path, int8_path: str | Path | None = None, repeats: int = 5,
+                 max_images: int = 200) -> dict:
+    """fp32 next to int8: size on disk, CPU latency per image (batch 1) and validation accuracy.
+
+    Saved as ``int8_report.json`` beside the int8 file so a page can show it without recomputing.
+    """
+    model_path = Path(model_path)
+    int8_path = Path(int8_path) if int8_path else export(model_path, "int8")
+    split = _split(model_path)
+    if split is None or not split.val:
+        raise ValueError(f"{model_path} has no validation split; compare from a run directory")
+    lm = load_model(model_path)
+    q = ExportedModel(int8_path)
+    val = _every_nth(split.val, max_images)
+    x = unit_batch(lm, [p for p, _ in val])
+    y = torch.tensor([c for _, c in val])
+    fp32 = lambda b: lm.model(_normalise(b, lm))
+    with torch.no_grad():
+        ref = torch.cat([fp32(x[i:i + 32]) for i in range(0, len(x), 32)]).argmax(1)
+        got = torch.cat([q.logits(x[i:i + 32]) for i in range(0, len(x), 32)]).argmax(1)
+    one = x[:1]
+    rep = {"n_val": len(val), "threads": torch.get_num_threads(),
+           "fp32": {"file": _weights_file(model_path).name, "size_bytes": _weights_file(model_path).stat().st_size,
+                    "latency_ms": _latency_ms(fp32, one, repeats), "val_accuracy": float((ref == y).float().mean())},
+           "int8": {"file": int8_path.name, "size_bytes": int8_path.stat().st_size,
+                    "latency_ms": _latency_ms(q.logits, one, repeats), "val_accuracy": float((got == y).float().mean())},
+           "agreement": float((ref == got).float().mean())}
+    runs.atomic_write_text(int8_path.with_name("int8_report.json"), json.dumps(rep, indent=2))
+    return rep
+
+
+# --- the bundle ----------------------------------------------------------------------------------
+
+def _lib_versions(backbone: str) -> dict:
+    out = _ex.versions()
+    for dist in ("pillow", "safetensors", "numpy", "scikit-learn", "onnx", "onnxruntime") + (
+            ("efficientnet-lite-pytorch",) if backbone == "efficientnet_lite0" else ()):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def requirements(backbone: str) -> str:
+    """requirements.txt of a bundle's predict.py: only what it imports, at least the versions used."""
+    v = _lib_versions(backbone)
+    base = lambda s: s.split("+")[0]
+    lines = [f"torch>={base(v['torch'])}", f"torchvision>={base(v['torchvision'])}",
+             f"pillow>={v.get('pillow', '9.0')}", f"safetensors>={v.get('safetensors', '0.4')}"]
+    if backbone == "efficientnet_lite0":
+        lines.append(f"efficientnet-lite-pytorch>={v.get('efficientnet-lite-pytorch', '0.1.0')}")
+    return "\n".join(lines) + "\n"
+
+
+def full_card(model_path: str | Path) -> dict:
+    """The card with evaluation (metrics, confusion matrix), data summary and library versions."""
+    model_path = Path(model_path)
+    lm = load_model(model_path)
+    card = _export_card(lm)
+    card["versions"] = {"trained_with": lm.card.get("versions", {}), "exported_with": _lib_versions(card["backbone"])}
+    run = _run_dir_of(model_path)
+    split = _split(model_path)
+    if run is not None and split is not None:
+        from core.results.metrics import evaluate_run
+
+        rep = evaluate_run(run)
+        card["evaluation"] = {k: rep[k] for k in ("accuracy", "per_class", "averages", "confusion", "classes")}
+        card["evaluation"]["on"] = f"validation split, {len(split.val)} images"
+        count = lambda items: {c: sum(1 for _, y in items if y == i) for i, c in enumerate(split.classes)}
+        extra = json.loads((run / "split.json").read_text())
+        card["data"] = {"source": lm.card.get("config", {}).get("data"), "n_train": len(split.train),
+                        "n_val": len(split.val), "train_per_class": count(split.train),
+                        "val_per_class": count(split.val), "content_hash": extra.get("content_hash"),
+                        "skipped_files": len(extra.get("skipped", []))}
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    """The model card as a readable Markdown page."""
+    pre, cfg = card["preprocessing"], card.get("config", {})
+    lines = [f"# Model card: {card['backbone']} for {card['num_classes']} classes", "",
+             "Exported by Transfer Studio.", "", "## Classes", "",
+             ", ".join(f"`{c}`" for c in card["classes"]), "", "## Input", "",
+             f"- resize the shorter side to {pre['resize_size']} px ({pre['interpolation']}), centre-crop "
+             f"{pre['crop_size']}x{pre['crop_size']}",
+             f"- normalise with mean {pre['mean']} and std {pre['std']} (predict.py does this)", ""]
+    ev = card.get("evaluation")
+    if ev:
+        lines += [f"## Evaluation ({ev['on']})", "", f"Accuracy: **{ev['accuracy']:.4f}**", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+                  for r in ev["per_class"]]
+        for name, a in ev["averages"].items():
+            lines.append(f"| *{name} avg* | {a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | |")
+        lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
+                  "| true \\ pred | " + " | ".join(ev["classes"]) + " |", "|---" * (len(ev["classes"]) + 1) + "|"]
+        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(ev["classes"], ev["confusion"])]
+        lines.append("")
+    elif card.get("metrics"):
+        lines += ["## Metrics", ""] + [f"- {k}: {v}" for k, v in card["metrics"].items()] + [""]
+    d = card.get("data")
+    if d:
+        lines += ["## Data", "", f"- source: `{d['source']}`", f"- {d['n_train']} training and {d['n_val']} "
+                  f"validation images; {d['skipped_files']} files skipped at ingestion",
+                  f"- content hash: `{d['content_hash']}`", "",
+                  "| class | train | val |", "|---|---|---|"]
+        lines += [f"| {c} | {d['train_per_class'][c]} | {d['val_per_class'][c]} |" for c in d["train_per_class"]]
+        lines.append("")
+    lines += ["## Training configuration", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
+              "## Library versions", "", "```json", json.dumps(card.get("versions", {}), indent=2), "```", "",
+              "## Use", "", "```", "pip install -r requirements.txt", "python predict.py IMAGE_OR_FOLDER --top-k 3",
+              "```", ""]
+    return "\n".join(lines)
+
+
+def _save_bundle(lm: LoadedModel, model_path: Path, target: Path) -> None:
+    card = full_card(model_path)
+    src = _weights_file(model_path)
+
+    def write(tmp: str) -> None:
+        # ZIP_STORED for the weights: they barely compress, and storing avoids a second pass over them.
+        with zipfile.ZipFile(tmp, "w") as z:
+            if src.suffix == ".safetensors":
+                z.write(src, "model.safetensors", compress_type=zipfile.ZIP_STORED)
+            else:
+                z.writestr("model.safetensors", _ex.safetensors_bytes(lm.model, lm.card))
+            z.writestr("model_card.json", json.dumps(card, indent=2), compress_type=zipfile.ZIP_DEFLATED)
+            z.writestr("MODEL_CARD.md", card_markdown(card), compress_type=zipfile.ZIP_DEFLATED)
+            z.write(TEMPLATE, "predict.py", compress_type=zipfile.ZIP_DEFLATED)
+            z.writestr("requirements.txt", requirements(card["backbone"]), compress_type=zipfile.ZIP_DEFLATED)
+
+    runs.atomic_save(target, write)
+
+
+# --- batch prediction ----------------------------------------------------------------------------
+
+def predict_zip(model_path: str | Path, zip_path, top_k: int = 3, batch_size: int = 32) -> str:
+    """CSV text of predictions for every image in a zip: file, label, confidence, top-k, error."""
+    from core.data.imageio import is_image_name, open_image
+    from core.data.ingest import extract_archive
+
+    lm = load_model(model_path)
+    k = max(1, min(top_k, len(lm.classes)))
+    tmp = Path(tempfile.mkdtemp(prefix="predict-", dir=workspace.sub("uploads")))
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["file", "label", "confidence"] + [c for i in range(1, k + 1) for c in (f"label_{i}", f"p_{i}")]
+               + ["error"])
+    try:
+        skipped = extract_archive(zip_path, tmp)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file() and is_image_name(p.name))
+        if not files:
+            raise ValueError("the zip holds no images; expected .jpg, .png, .webp, .bmp, .gif or .tif files")
+        for i in range(0, len(files), batch_size):
+            ok, pil = [], []
+            for p in files[i:i + batch_size]:
+                rel = p.relative_to(tmp).as_posix()
+                try:
+                    pil.append(open_image(p))
+                    ok.append(rel)
+                except ValueError as e:
+                    w.writerow([rel, "", ""] + [""] * (2 * k) + [str(e)])
+            for rel, pred in zip(ok, lm.predict(pil, top_k=k) if pil else []):
+                w.writerow([rel, pred["label"], f"{pred['confidence']:.6f}"]
+                           + [v for lab, p in pred["top_k"] for v in (lab, f"{p:.6f}")] + [""])
+        for s in skipped:
+            if is_image_name(s.path):
+                w.writerow([s.path, "", ""] + [""] * (2 * k) + [s.reason])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out.getvalue()

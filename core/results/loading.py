@@ -1,0 +1,125 @@
+"""Weights and model bundles, and the loader that rebuilds a model from one downloaded file.
+
+A ``.safetensors`` export carries the model card (classes, backbone, preprocessing, config, metrics)
+as JSON in the file's own metadata, so the file alone is enough to rebuild and predict. The ``.pt``
+bundle is a plain dict of tensors and strings, loadable with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from core.models import backbones
+from core.data.preprocess import Preprocessing
+from core.models.backbones import TransferNet
+from core.data.datasets import preprocess_images
+from core.data.imageio import open_image
+
+from core.storage.cards import CARD_KEY, FORMAT, read_card  # noqa: F401 (re-exported for load_model users)
+
+
+def versions() -> dict:
+    """Library versions recorded with every run and export."""
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def make_card(config, classes: list[str], pre: Preprocessing, metrics: dict | None = None, **extra) -> dict:
+    """The model card: everything needed to rebuild the model and understand where it came from."""
+    card = {"format": FORMAT, "backbone": config.backbone, "classes": list(classes), "num_classes": len(classes),
+            "preprocessing": pre.to_dict(), "config": config.to_dict(), "metrics": metrics or {},
+            "versions": versions()}
+    card.update(extra)
+    return card
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def safetensors_bytes(model: torch.nn.Module, card: dict) -> bytes:
+    """The .safetensors file as bytes, card in its metadata."""
+    from safetensors.torch import save
+
+    return save(_state(model), metadata={CARD_KEY: json.dumps(card)})
+
+
+def save_safetensors(model: torch.nn.Module, card: dict, path: Path) -> None:
+    """Write weights + card atomically."""
+    from core.storage.runs import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), safetensors_bytes(model, card))
+
+
+def bundle_bytes(model: torch.nn.Module, card: dict) -> bytes:
+    """One .pt file: {'format', 'card' (JSON text), 'state_dict'}."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "card": json.dumps(card), "state_dict": _state(model)}, buf)
+    return buf.getvalue()
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.exists():
+        raise ValueError(f"{path} does not exist; pass a run directory or a .safetensors / .pt export")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        card = read_card(path)
+        return load_file(str(path)), card
+    if path.suffix == ".pt":
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise ValueError(f"{path.name} is not a Transfer Studio bundle (expected format {FORMAT})")
+        return obj["state_dict"], json.loads(obj["card"])
+    raise ValueError(f"unsupported model file {path.name}; expected .safetensors or .pt")
+
+
+def build_from_card(card: dict) -> TransferNet:
+    """An untrained network with the card's architecture and number of classes."""
+    return backbones.build_model(card["backbone"], card["num_classes"], pretrained=False)
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from an export, with its classes and preprocessing."""
+
+    model: TransferNet
+    classes: list[str]
+    preprocessing: Preprocessing
+    card: dict
+
+    @torch.no_grad()
+    def predict_proba(self, images: list) -> torch.Tensor:
+        """Class probabilities for images (paths, file-likes or PIL images), shape (n, classes)."""
+        pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in images]
+        x = preprocess_images(pil, self.preprocessing)
+        return torch.softmax(self.model(x).float(), dim=1)
+
+    def predict(self, images: list, top_k: int = 1) -> list[dict]:
+        """Top-k predictions per image: {'label', 'confidence', 'top_k': [(label, p), ...]}."""
+        probs = self.predict_proba(images)
+        k = min(top_k, len(self.classes))
+        out = []
+        for row in probs:
+            p, i = row.topk(k)
+            top = [(self.classes[j], float(q)) for q, j in zip(p.tolist(), i.tolist())]
+            out.append({"label": top[0][0], "confidence": top[0][1], "top_k": top})
+        return out
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Rebuild a trained model from a run directory, a .safetensors export or a .pt bundle."""
+    state, card = _read(Path(path))
+    model = build_from_card(card)
+    model.load_state_dict(state)
+    model.eval()
+    return LoadedModel(model, list(card["classes"]), Preprocessing.from_dict(card["preprocessing"]), card)

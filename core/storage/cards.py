@@ -1,0 +1,86 @@
+"""Model cards: the JSON that travels inside every weights file, read without loading a tensor.
+
+A ``.safetensors`` file starts with an 8-byte header length and a JSON header whose ``__metadata__``
+holds the card under ``CARD_KEY``; reading it costs one small read however large the weights are.
+A ``.pt`` bundle is a pickle-free dict (``torch.load(weights_only=True)``) and is read whole.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+CARD_KEY = "transfer_studio_card"
+FORMAT = "transfer-studio/1"
+BEST_FILE = "best.safetensors"
+_MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit on the header size
+
+
+class DamagedFile(ValueError):
+    """A weights file that exists but cannot be read (truncated, not the expected format)."""
+
+
+def weights_file(path: str | Path) -> Path:
+    """A run directory's best weights, or the file itself."""
+    p = Path(path)
+    return p / BEST_FILE if p.is_dir() else p
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` strings of a .safetensors file, from its header alone."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise DamagedFile(f"{path.name} is too short to be a .safetensors file (truncated?)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > _MAX_HEADER:
+            raise DamagedFile(f"{path.name} has an impossible header size ({n} bytes); the file is damaged")
+        head = f.read(n)
+        size = path.stat().st_size
+    if len(head) < n:
+        raise DamagedFile(f"{path.name} is truncated (its header says {n} bytes, the file has {size})")
+    try:
+        header = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DamagedFile(f"{path.name} has a damaged header (not JSON)") from None
+    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    if ends and 8 + n + max(ends) > size:
+        raise DamagedFile(f"{path.name} is truncated: its tensors need {8 + n + max(ends)} bytes, the file has {size}")
+    meta = header.get("__metadata__") or {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def read_card(path: str | Path) -> dict:
+    """The model card of a run directory, a .safetensors export or a .pt bundle (ValueError saying why not)."""
+    path = weights_file(path)
+    if not path.exists():
+        raise ValueError(f"{path} does not exist; pass a run directory or a .safetensors / .pt export")
+    if path.suffix == ".safetensors":
+        meta = safetensors_metadata(path)
+        if CARD_KEY not in meta:
+            raise ValueError(f"{path.name} has no Transfer Studio model card in its metadata; "
+                             f"was it exported by Transfer Studio?")
+        try:
+            card = json.loads(meta[CARD_KEY])
+        except json.JSONDecodeError:
+            raise DamagedFile(f"{path.name} carries a damaged model card (not JSON)") from None
+        if not isinstance(card, dict):
+            raise DamagedFile(f"{path.name} carries a model card that is not a JSON object")
+        return card
+    if path.suffix == ".pt":
+        import torch  # only bundles need it
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated zip, a pickle that weights_only refuses
+            raise DamagedFile(f"{path.name} cannot be read ({type(e).__name__}); the file is damaged") from None
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise ValueError(f"{path.name} is not a Transfer Studio bundle (expected format {FORMAT})")
+        return json.loads(obj["card"])
+    raise ValueError(f"unsupported model file {path.name}; expected .safetensors or .pt")
+
+
+def card_kind(card: dict) -> str:
+    """The card's kind: "classifier" (the default), "multitask" or "backbone" (an adapted body)."""
+    return str(card.get("kind", "classifier"))

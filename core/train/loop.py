@@ -1,0 +1,633 @@
+"""fit(): the training loop shared by the app, the CLI and torchrun. Emits events through a callback."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import traceback
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.models import backbones
+from core.data import datasets
+from core.train.ddp import context as distributed_context
+from core.results import loading
+from core.models import freezing
+from core.storage import runs
+from core.data.preprocess import Preprocessing
+from core.config import RunConfig
+from core.train.control import Control, Stopped, TrainingDiverged
+
+Event = dict
+OnEvent = Callable[[Event], None]
+
+EMBED_BATCH = 64  # images per forward pass when features are computed once (benchmarks/bench_engine.py uses it too)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU (or the one asked for)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use auto or cpu")
+    return torch.device(name)
+
+
+def use_channels_last(config: RunConfig, device: torch.device) -> bool:
+    """Whether the model and its inputs go channels_last: on CUDA, and on CPU too, where oneDNN's kernels
+    made an EfficientNet-Lite0 training step at 96 px ~25% cheaper and a forward pass ~20% cheaper
+    (measured on the 2-core development machine; benchmarks/bench_engine.py)."""
+    return bool(config.channels_last) and device.type in ("cuda", "cpu")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": repr(random.getstate()),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
+
+
+def _set_rng_state(s: dict) -> None:
+    import ast
+
+    torch.set_rng_state(s["torch"])
+    random.setstate(ast.literal_eval(s["python"]))
+    kind, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+
+
+def _amp_dtype(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_optimizer(config: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_scheduler(config: RunConfig, opt: torch.optim.Optimizer, total_steps: int):
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                   total_steps=max(total_steps, 1), pct_start=0.25)
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1), eta_min=0.0)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+class _Forward:
+    """Maps a loader batch to logits: images through the whole model, or cached features through the head."""
+
+    def __init__(self, model, pre, device, amp_dtype, channels_last, features: bool):
+        self.model, self.pre, self.device = model, pre, device
+        self.amp_dtype, self.channels_last, self.features = amp_dtype, channels_last, features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.features:
+            return self.model.head(x)
+        x = datasets.normalize(x, self.pre)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return self.model(x)
+
+
+@torch.no_grad()
+def evaluate(forward: _Forward, loader, criterion=None) -> dict:
+    """Loss, accuracy and per-sample probabilities over a loader (model in eval mode by the caller)."""
+    losses, probs, labels = [], [], []
+    for x, y in loader:
+        logits = forward(x).float()
+        y = y.to(logits.device)
+        if criterion is not None:
+            losses.append(nn.functional.cross_entropy(logits, y, reduction="sum").item())
+        probs.append(torch.softmax(logits, 1).cpu())
+        labels.append(y.cpu())
+    p = torch.cat(probs) if probs else torch.zeros(0, 1)
+    t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    n = max(len(t), 1)
+    return {"loss": sum(losses) / n, "acc": float((p.argmax(1) == t).float().mean()) if len(t) else 0.0,
+            "probs": p, "labels": t}
+
+
+@torch.no_grad()
+def embed(model, loader, pre, device, on_progress=None,
+          channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Body features for every image of a loader (body in eval mode): the cached-features fast path."""
+    model.body.eval()
+    feats, labels, done = [], [], 0
+    for x, y in loader:
+        x = datasets.normalize(x.to(device), pre)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats.append(model.body(x).float().cpu())
+        labels.append(y)
+        done += len(y)
+        if on_progress:
+            on_progress(done)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _loader(dataset, batch_size, shuffle, config, device, seed=0, generator: torch.Generator | None = None):
+    # One generator per run drives shuffling and worker seeds; it is saved in last.pt so a resumed
+    # run draws the same batches as an uninterrupted one.
+    g = generator
+    if g is None:
+        g = torch.Generator()
+        g.manual_seed(seed)
+    kw = {}
+    # Cached features are already tensors in memory: worker processes would only add start-up and IPC.
+    if config.num_workers > 0 and not isinstance(dataset, torch.utils.data.TensorDataset):
+        kw = {"num_workers": config.num_workers, "persistent_workers": True}
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
+                                       pin_memory=device.type == "cuda", drop_last=False, **kw)
+
+
+def _class_weights(split: datasets.Split) -> torch.Tensor:
+    counts = np.bincount([y for _, y in split.train], minlength=len(split.classes)).astype(np.float64)
+    w = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def active_groups(config: RunConfig, target: list[str], epoch: int) -> list[str]:
+    """Groups that learn during ``epoch`` (0-based) under the gradual-unfreezing settings."""
+    if config.unfreeze_after <= 0 or epoch >= config.unfreeze_after and config.unfreeze_mode == "all":
+        return list(target)
+    if epoch < config.unfreeze_after:
+        return ["head"]
+    body = [g for g in target if g != "head"]
+    n = min(epoch - config.unfreeze_after + 1, len(body))  # one more group per epoch, from the head toward the stem
+    return body[len(body) - n:] + ["head"]
+
+
+def _load_split(config: RunConfig, run: runs.Run, resume: bool, emit) -> tuple[datasets.Split, str | None]:
+    """The run's train/val split: re-read on resume (the exact same files), else built and saved."""
+    split_file = run.path / "split.json"
+    if resume and split_file.exists():
+        d = json.loads(split_file.read_text())
+        return datasets.Split.from_dict(d), d.get("content_hash")
+    index = datasets.load_index(config.data, progress=lambda d, t: emit("phase", phase="extracting", done=d, total=t))
+    split = datasets.split(index, config.val_fraction, config.seed)
+    runs.atomic_write_text(split_file, json.dumps(
+        {**split.to_dict(), "content_hash": index.content_hash, "skipped": [s.__dict__ for s in index.skipped]}))
+    return split, index.content_hash
+
+
+def _environment(device: torch.device) -> dict:
+    """What a reproduction needs besides the config: library versions and the hardware."""
+    import platform
+
+    env = {**loading.versions(), "numpy": np.__version__, "cuda": torch.version.cuda,
+           "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        env["device_name"] = platform.processor() or platform.machine()
+    return env
+
+
+def logged_run(run: runs.Run, on_event: OnEvent | None, work: Callable, stopped: str = "stopped by the user; "
+               "the best checkpoint so far is kept", cleanup: list | None = None) -> dict:
+    """Run ``work(emit)``: every event goes to the run's log and to ``on_event``, and the log always ends
+    with one 'end' event (finished with the returned metrics, stopped, or failed with the reason).
+
+    ``cleanup`` holds callables that must reach the disk before any end event (e.g. pending best weights).
+    """
+    from core.train import tracking
+
+    t_start = time.time()
+    sink = None  # TensorBoard / MLflow, when the run's config turns them on
+
+    def emit(kind: str, **fields) -> None:
+        ev = {"type": kind, "time": time.time(), **fields}
+        if kind == "end" and sink:
+            sink.close(ev)  # first, so a tracking warning still comes before the end line
+        run.append(ev)
+        if on_event:
+            on_event(ev)
+        if sink and kind != "end":
+            sink.send(ev)
+
+    sink = tracking.open_sink(run, lambda message: emit("warning", source="tracking", message=message))
+
+    def finish() -> None:
+        for fn in cleanup or ():
+            fn()
+
+    try:
+        result = work(emit)
+    except Stopped:
+        finish()
+        emit("end", status="stopped", message=stopped, elapsed_s=time.time() - t_start)
+        return {"status": "stopped", "run_dir": str(run.path)}
+    except TrainingDiverged as e:  # a known outcome with its own advice; a traceback would only add noise
+        finish()
+        emit("end", status="failed", reason="diverged", message=str(e), elapsed_s=time.time() - t_start)
+        raise
+    except Exception as e:  # the worker must report every failure, never vanish
+        try:
+            finish()
+        except Exception:  # the original failure is the one to report
+            pass
+        emit("end", status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        raise
+    emit("end", **result)
+    return result
+
+
+def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | None = None,
+        run: runs.Run | None = None, resume: bool = False) -> dict:
+    """Train per ``config``; every event goes to the run's log and to ``on_event``. Returns the final metrics."""
+    backbones.check(config.validate())
+    control = control or Control()
+    run = run or runs.create(config)
+    cleanup: list = []  # _fit registers work that must reach the disk before any end event (the best weights)
+    return logged_run(run, on_event, lambda emit: _fit(config, emit, control, run, resume, cleanup), cleanup=cleanup)
+
+
+def _score(config: RunConfig, val_acc: float, val_loss: float) -> float:
+    """Higher is better, for whichever metric early stopping and the best checkpoint watch."""
+    return val_acc if config.early_stopping_metric == "val_acc" else -val_loss
+
+
+def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool, cleanup: list) -> dict:
+    seed_everything(config.seed, config.deterministic)
+    ddp = distributed_context()  # DDP hooks under torchrun; no-ops in an ordinary process
+    device = ddp.device or pick_device(config.device)
+    pre = backbones.preprocessing_for(config)
+    ddp.wait_for_main()  # rank 0 extracts, indexes and decodes first; the other ranks then reuse its files
+    split, dataset_hash = _load_split(config, run, resume, emit)
+    classes = split.classes
+    cache = datasets.ImageCache([p for p, _ in split.train + split.val], pre,
+                            progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
+    ddp.release_others()
+
+    ck = None
+    if resume and run.last_ckpt.exists():
+        ck = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+    if resume and ddp.main:
+        for tmp in run.path.glob(".*.tmp"):  # half-written files of a killed writer; the real ones are intact
+            tmp.unlink(missing_ok=True)
+    start_epoch = ck["epoch"] if ck else 0
+
+    # model and freeze plan; `target` is what learns once gradual unfreezing (if any) is done
+    torch.manual_seed(config.seed)
+    model = backbones.build_model(config.backbone, len(classes), pretrained=config.pretrained)
+    target = freezing.plan(config.backbone, config.trainable, config.trainable_groups)
+    groups = active_groups(config, target, start_epoch)
+    counts = freezing.apply(model, config.backbone, groups)
+    model.to(device)
+    channels_last = use_channels_last(config, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = _amp_dtype(device, config.amp)
+
+    # Head-only epochs (all of them, or those before unfreezing) can train on features computed once,
+    # because a frozen body in eval mode maps each un-augmented image to the same vector every epoch.
+    head_only_epochs = config.epochs if target == ["head"] else max(config.unfreeze_after, 0)
+    use_features = head_only_epochs > start_epoch and config.augment == "none" and config.cache_features
+    augment = config if config.augment == "custom" else config.augment
+    gen = torch.Generator()
+    gen.manual_seed(config.seed)
+    train_images = datasets.CachedDataset(split.train, cache, datasets.train_transform(pre, augment))
+    val_images = datasets.CachedDataset(split.val, cache, datasets.eval_transform(pre))
+    loaders = {False: (_loader(train_images, config.batch_size, True, config, device, generator=gen),
+                       _loader(val_images, max(config.batch_size, 64), False, config, device))}
+    if use_features:
+        n_all = len(split.train) + len(split.val)
+        plain = datasets.CachedDataset(split.train, cache, datasets.eval_transform(pre))
+        tick = lambda off: (lambda d: emit("phase", phase="embedding images once", done=off + d, total=n_all))
+        # under DDP each rank embeds its shard and the features are all-gathered
+        ftr, ytr = ddp.gather(embed(model, _loader(ddp.shard(plain), EMBED_BATCH, False, config, device), pre, device,
+                                    tick(0), channels_last))
+        fva, yva = ddp.gather(embed(model, _loader(ddp.shard(val_images), EMBED_BATCH, False, config, device), pre,
+                                    device, tick(len(split.train)), channels_last))
+        loaders[True] = (_loader(torch.utils.data.TensorDataset(ftr, ytr), config.batch_size, True, config, device,
+                                 generator=gen),
+                         _loader(torch.utils.data.TensorDataset(fva, yva), max(config.batch_size, 64), False, config,
+                                 device))
+    loaders = ddp.shard_loaders(loaders, config.seed)
+    forward = _Forward(model, pre, device, amp_dtype, channels_last, use_features)
+    if config.compile:
+        forward.model = torch.compile(model)
+
+    # The optimizer holds every target group from the start (frozen ones have no gradient, so they are
+    # skipped), which keeps one scheduler and one resumable optimizer state across unfreezing.
+    pgroups = freezing.param_groups(model, config.backbone, target, config.lr, config.lr_decay, config.weight_decay)
+    if config.unfreeze_after > 0:
+        for g in pgroups:
+            if g["name"] != "head":
+                g["lr"] *= config.unfreeze_lr_factor
+    opt = make_optimizer(config, pgroups)
+    steps_per_epoch = len(loaders[False][0])
+    total_steps = steps_per_epoch * config.epochs
+    sched = make_scheduler(config, opt, total_steps)
+    weight = _class_weights(split).to(device) if config.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    best_score, best_epoch, stale, step, best_metrics = float("-inf"), -1, 0, 0, {}
+    # Groups outside the plan never change (no gradient, BatchNorm in eval), so checkpoints leave them out:
+    # a resumed run rebuilds them bit-identically from the same weights and seed.
+    fixed = _group_keys(model, config.backbone, [g for g in backbones.group_names(config.backbone) if g not in target])
+    learned = _LearnedState(model, config.backbone, target, fixed)
+    best = _BestWriter(run, model, learned, lambda metrics: loading.make_card(config, classes, pre, metrics))
+    cleanup.append(best.flush)
+    if ck:
+        missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+        if unexpected or set(missing) - fixed:
+            raise ValueError(f"{run.last_ckpt} does not match this run's model (missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}); start a new run instead of resuming")
+        if ck.get("best_pending") and ddp.main:
+            # the run was stopped hard before these best weights reached best.safetensors: write them now
+            best.pending = (ck["best_pending"], json.loads(ck["best_metrics"]))
+            best.flush()
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        best_score, best_epoch, stale, step = ck["best_score"], ck["best_epoch"], ck["stale"], ck["step"]
+        best_metrics = json.loads(ck["best_metrics"])
+        _set_rng_state(ck["rng"])
+        gen.set_state(ck["loader_rng"])
+        emit("resumed", epoch=start_epoch, step=step)
+
+    emit("start", device=str(device), classes=classes, n_train=len(split.train), n_val=len(split.val),
+         trainable_groups=target, active_groups=groups, params_trainable=counts["trainable"],
+         params_total=counts["total"], cached_features=use_features, amp=str(amp_dtype) if amp_dtype else None,
+         versions=loading.versions(), environment=_environment(device), dataset_hash=dataset_hash,
+         steps_per_epoch=steps_per_epoch, epochs=config.epochs, batch_size=config.batch_size,
+         resumed=ck is not None, start_epoch=start_epoch)
+
+    micro = config.batch_size  # largest chunk that fits on the device; halved on CUDA out-of-memory
+
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One optimizer step over a batch, in chunks of ``micro`` images; returns (mean loss, correct)."""
+        opt.zero_grad(set_to_none=True)
+        y = y.to(device, non_blocking=True)
+        n, loss_sum, correct = len(y), 0.0, 0
+        for xc, yc in zip(x.split(micro), y.split(micro)):
+            logits = forward(xc)
+            loss = criterion(logits.float(), yc)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       f"lower the learning rate (now {config.lr:g}, try {config.lr / 10:g}) "
+                                       f"and train again")
+            scaler.scale(loss if len(yc) == n else loss * (len(yc) / n)).backward()
+            loss_sum += loss.item() * len(yc)
+            correct += int((logits.argmax(1) == yc).sum())
+        if config.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        return loss_sum / n, correct
+
+    t_loop, ips, prev_groups = time.time(), 0.0, groups
+    last_epoch = start_epoch
+    for epoch in range(start_epoch, config.epochs):
+        groups = active_groups(config, target, epoch)
+        if groups != prev_groups:
+            counts = freezing.apply(model, config.backbone, groups)
+            emit("unfreeze", epoch=epoch + 1, step=step, groups=[g for g in groups if g not in prev_groups],
+                 active_groups=groups, params_trainable=counts["trainable"])
+            prev_groups = groups
+        features = use_features and epoch < head_only_epochs
+        forward.features = features
+        ddp.prepare(forward, model, config, groups)
+        train_loader, val_loader = loaders[features]
+        ddp.set_epoch(train_loader, epoch)
+        if features:  # the body is not used (its features are cached) and stays in eval mode: skip a full walk
+            model.head.train()
+        else:
+            freezing.set_train_mode(model, config.backbone, groups)
+        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        t_epoch = time.time()
+        for x, y in train_loader:
+            control.checkpoint()
+            t0 = time.time()
+            while True:
+                try:
+                    loss_value, correct = train_step(x, y)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    ddp.oom()
+                    opt.zero_grad(set_to_none=True)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if micro <= 1:
+                        raise RuntimeError(f"the device ran out of memory at step {step + 1} even with one image "
+                                           f"at a time; choose a smaller backbone or image size") from None
+                    micro = max(1, min(micro, len(y)) // 2)
+                    emit("warning", epoch=epoch + 1, step=step + 1, batch_size=micro,
+                         message=f"out of GPU memory at step {step + 1}: each batch of {config.batch_size} "
+                                 f"now goes through in chunks of {micro} (gradients are accumulated, so the "
+                                 f"effective batch size and the schedule stay the same)")
+            sched.step()
+            step += 1
+            n = len(y)
+            tot_loss += loss_value * n
+            tot_correct += correct
+            tot_n += n
+            dt = max(time.time() - t0, 1e-9)
+            ips = n / dt if ips == 0 else 0.9 * ips + 0.1 * n / dt
+            done_here = step - start_epoch * steps_per_epoch
+            eta = (time.time() - t_loop) / max(done_here, 1) * (total_steps - step)
+            emit("step", epoch=epoch + 1, step=step, total_steps=total_steps, loss=loss_value,
+                 lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=eta)
+
+        (model.head if features else model).eval()
+        ev = ddp.reduce_eval(evaluate(ddp.for_eval(forward), val_loader, criterion))
+        tot_loss, tot_correct, tot_n = ddp.sum(tot_loss, tot_correct, tot_n)
+        val_acc, val_loss = ev["acc"], ev["loss"]
+        score = _score(config, val_acc, val_loss)
+        improved = score > best_score + config.early_stopping_min_delta
+        if improved:
+            best_score, best_epoch, stale = score, epoch + 1, 0
+            best_metrics = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
+            if ddp.main:  # only rank 0 writes checkpoints
+                best.update(best_metrics)
+        else:
+            stale += 1
+        last_epoch = epoch + 1
+        if ddp.main:
+            _save_last(run, learned, opt, sched, gen, epoch=epoch + 1, best_score=best_score,
+                       best_epoch=best_epoch, stale=stale, step=step, best_metrics=json.dumps(best_metrics),
+                       best_pending=best.unwritten())
+        emit("epoch", epoch=epoch + 1, epochs=config.epochs, train_loss=tot_loss / max(tot_n, 1),
+             train_acc=tot_correct / max(tot_n, 1), val_loss=val_loss, val_acc=val_acc,
+             lr=opt.param_groups[0]["lr"], lrs={g["name"]: g["lr"] for g in opt.param_groups if g["name"] in groups},
+             time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
+        if ddp.agree(config.early_stopping_patience and stale >= config.early_stopping_patience):
+            emit("early_stop", epoch=epoch + 1, best_epoch=best_epoch,
+                 message=f"no improvement of {config.early_stopping_metric} for {stale} epochs; "
+                         f"keeping epoch {best_epoch}")
+            break
+
+    if ddp.main:
+        best.flush()
+    if best_epoch != last_epoch and (best.kept is not None or run.best_weights.exists()):
+        # The model in memory ends as the best epoch's, like the exported file (this run's copy when it
+        # has one: reading the file back would cost as much again).
+        if best.kept is not None:
+            learned.load(best.kept)
+        else:
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(run.best_weights)))
+        emit("restored_best", epoch=best_epoch, message=f"restored the weights of epoch {best_epoch}, the best "
+                                                        f"by {config.early_stopping_metric}")
+    result = {"status": "finished", "val_accuracy": best_metrics.get("val_accuracy", 0.0),
+              "val_loss": best_metrics.get("val_loss"), "best_epoch": best_epoch, "epochs_run": last_epoch,
+              "classes": classes, "run_dir": str(run.path), "elapsed_s": time.time() - t_loop}
+    runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+def _group_keys(model: nn.Module, backbone: str, groups: list[str]) -> set[str]:
+    """State-dict keys (parameters and buffers) inside the given layer groups."""
+    paths = [p for g, ps in backbones.group_modules(backbone).items() if g in groups for p in ps]
+    return {k for k in model.state_dict() if any(k == p or k.startswith(p + ".") for p in paths)}
+
+
+class _LearnedState:
+    """The state-dict entries training can change (all but the fixed groups), read without a walk over
+    the whole model: in a head-only run on cached features one epoch costs less than ``state_dict()``."""
+
+    def __init__(self, model: nn.Module, backbone: str, target: list[str], fixed: set[str]):
+        self.model = model
+        full = model.state_dict()
+        self.fixed = {k: v for k, v in full.items() if k in fixed}  # never change during the run
+        paths = [p for g, ps in backbones.group_modules(backbone).items() if g in target for p in ps]
+        found = {k for p in paths for k in model.get_submodule(p).state_dict(prefix=p + ".")}
+        # the per-group reading is used only when it finds exactly the learnable entries
+        self.paths = paths if found == set(full) - fixed else None
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Learnable entries (detached, live tensors)."""
+        if self.paths is None:
+            return {k: v for k, v in self.model.state_dict().items() if k not in self.fixed}
+        out: dict[str, torch.Tensor] = {}
+        for p in self.paths:
+            out.update(self.model.get_submodule(p).state_dict(prefix=p + "."))
+        return out
+
+    def full(self, learned: dict) -> dict[str, torch.Tensor]:
+        """A whole state dict: the fixed entries plus ``learned``."""
+        return {**self.fixed, **learned}
+
+    def load(self, learned: dict) -> None:
+        """Put saved learnable entries back into the model."""
+        missing, unexpected = self.model.load_state_dict(learned, strict=False)
+        if unexpected or set(missing) - set(self.fixed):
+            raise RuntimeError(f"saved weights do not match the model (missing {sorted(missing)[:3]}, "
+                               f"unexpected {sorted(unexpected)[:3]})")
+
+
+class _BestWriter:
+    """Writes best.safetensors on a background thread: at once the first time, then whenever ``spacing``
+    times the last write's duration has passed since it, so writing costs at most ~1/``spacing`` of the
+    training time and training does not wait for the disk.
+
+    Epochs of a few seconds or more get every improvement written at once. Head-only epochs on cached
+    features take milliseconds and improve nearly every time: writing the whole model after each would
+    cost more than the training, so the newest best waits (under a second) as "pending". Until its write
+    has finished, a best travels inside last.pt as well (only the learnable tensors), so a hard kill loses
+    nothing: resuming writes it first thing, and a finishing, stopped or failing run writes it before its
+    end event (``flush``).
+    """
+
+    spacing = 10.0
+
+    def __init__(self, run: runs.Run, model: nn.Module, learned: _LearnedState, card):
+        self.run, self.model, self.learned, self.card = run, model, learned, card
+        self.pending: tuple[dict, dict] | None = None  # the newest best, until it is in best.safetensors
+        self.kept: dict | None = None  # the best learnable tensors, to restore them without reading the file
+        self.written_at: float | None = None
+        self.write_s = 0.0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def update(self, metrics: dict) -> None:
+        """A new best after an epoch: keep a copy, write it now or later."""
+        self._raise()
+        self.kept = {k: v.to("cpu", copy=True) for k, v in self.learned.state().items()}
+        item = (self.kept, dict(metrics))
+        with self._lock:
+            self.pending = item
+        busy = self._thread is not None and self._thread.is_alive()
+        if not busy and (self.written_at is None or time.time() - self.written_at >= self.spacing * self.write_s):
+            self._thread = threading.Thread(target=self._write_in_background, args=(item,), daemon=True,
+                                            name=f"best-writer-{self.run.id}")
+            self._thread.start()
+
+    def unwritten(self) -> dict:
+        """Learnable tensors of a best that is not yet safely in best.safetensors ({} when none is)."""
+        with self._lock:
+            return self.pending[0] if self.pending else {}
+
+    def flush(self) -> None:
+        """Return once the newest best is in best.safetensors."""
+        if self._thread is not None:
+            self._thread.join()
+        self._raise()
+        if self.pending is not None:
+            if self.kept is None:
+                self.kept = self.pending[0]
+            self._write(self.pending)
+
+    def _write(self, item: tuple[dict, dict]) -> None:
+        learned, metrics = item
+        t0 = time.time()
+        loading.save_safetensors(_StateOnly(self.learned.full(learned)), self.card(metrics), self.run.best_weights)
+        with self._lock:
+            if self.pending is item:  # a newer best may have arrived meanwhile; it stays pending
+                self.pending = None
+            self.written_at = time.time()
+            self.write_s = self.written_at - t0
+
+    def _write_in_background(self, item: tuple[dict, dict]) -> None:
+        try:
+            self._write(item)
+        except BaseException as e:  # reported on the training thread at the next update or flush
+            self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+
+class _StateOnly:
+    """Stands in for a module where only ``state_dict()`` is needed (export of a saved state)."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state
+
+
+def _save_last(run: runs.Run, learned: "_LearnedState", opt, sched, gen: torch.Generator, **counters) -> None:
+    """The resume state after a completed epoch, written atomically (torch.load(weights_only=True) reads it)."""
+    state = {"model": {k: v.cpu() for k, v in learned.state().items()},
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+             "loader_rng": gen.get_state(), **counters}
+    runs.atomic_save(run.last_ckpt, lambda tmp: torch.save(state, tmp))
