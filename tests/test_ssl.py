@@ -132,7 +132,7 @@ def test_bad_adapted_names_are_explained():
     with pytest.raises(ValueError, match="unknown backbone"):
         backbones.get("adapted:nosuchnet:20990101-000000-" + "0" * 32)
     with pytest.raises(ValueError, match="backbone"):
-        RunConfig(data="x", backbone="adapted:efficientnet_lite0:20990101-000000-" + "0" * 32).validate()
+        backbones.check(RunConfig(data="x", backbone="adapted:efficientnet_lite0:20990101-000000-" + "0" * 32).validate())
     with pytest.raises(ValueError, match="no adapted weights"):
         backbones.build_model("adapted:efficientnet_lite0:20990101-000000-" + "0" * 32, 3)
 
