@@ -183,18 +183,17 @@ def cmd_pretrain(a) -> dict:
 
 
 def cmd_predict(a) -> None:
-    from core.results.loading import load_model
-    from core.techniques.multitask import is_multitask, load_multitask
+    from core.results.loading import LoadedMultiTask, load_model
 
-    if is_multitask(a.model):  # every task's prediction per image
-        mt = load_multitask(a.model)
+    model = load_model(a.model)
+    if isinstance(model, LoadedMultiTask):  # every task's prediction per image
+        mt = model
         for path in a.images:
             try:
                 print(json.dumps({"path": path, "tasks": mt.predict([path], top_k=a.top_k)[0]}))
             except ValueError as e:
                 print(json.dumps({"path": path, "error": str(e)}))
         return
-    model = load_model(a.model)
     for path in a.images:
         try:
             pred = model.predict([path], top_k=a.top_k)[0]

@@ -96,7 +96,7 @@ def test_both_tasks_learn(trained):
 
 def test_export_carries_every_head_and_reloads_identically(trained, digits_csv, tmp_path):
     result, events = trained
-    loaded = multitask.load_multitask(result["run_dir"])
+    loaded = loading.load_model(result["run_dir"])
     assert loaded.card["kind"] == "multitask" and loaded.card["task_weights"] == {"digit": 1.0, "parity": 0.5}
     assert set(loaded.tasks) == {"digit", "parity"}
     # The reloaded model reproduces the validation accuracy recorded for the best epoch.
@@ -112,7 +112,7 @@ def test_export_carries_every_head_and_reloads_identically(trained, digits_csv, 
     for name, payload in (("m.safetensors", loading.safetensors_bytes(loaded.model, loaded.card)),
                           ("m.pt", loading.bundle_bytes(loaded.model, loaded.card))):
         (tmp_path / name).write_bytes(payload)
-        again = multitask.load_multitask(tmp_path / name)
+        again = loading.load_model(tmp_path / name)
         got = again.predict_proba(paths)
         assert all(torch.equal(got[t], probs[t]) for t in got)
     preds = loaded.predict(paths[:2], top_k=2)

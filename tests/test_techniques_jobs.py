@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from core.results import loading
 from core.techniques import multitask
 from core.jobs.manager import JobManager
 
@@ -39,8 +40,8 @@ def test_multitask_job_finishes_with_a_multitask_export(parity_csv, tiny_config)
     job = manager.start(config)
     assert wait(job) == "finished", job.error
     assert job.result["technique"] == "multitask"
-    assert multitask.is_multitask(job.run.path)
-    loaded = multitask.load_multitask(job.run.path)
+    assert loading.read_card(job.run.path)["kind"] == "multitask"
+    loaded = loading.load_model(job.run.path)
     assert loaded.tasks == {"digit": [str(d) for d in range(10)], "parity": ["even", "odd"]}
     epochs = [e for e in job.snapshot()["events"] if e["type"] == "epoch"]
     assert len(epochs) == 1 and set(epochs[0]["tasks"]) == {"digit", "parity"}

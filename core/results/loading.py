@@ -18,10 +18,11 @@ from PIL import Image
 from core.models import backbones
 from core.data.preprocess import Preprocessing
 from core.models.backbones import TransferNet
+from core.models.heads import MultiTaskNet, build_multitask
 from core.data.datasets import preprocess_images
 from core.data.imageio import open_image
 
-from core.storage.cards import CARD_KEY, FORMAT, read_card  # noqa: F401 (re-exported for load_model users)
+from core.storage.cards import CARD_KEY, FORMAT, card_kind, read_card  # noqa: F401 (re-exported for load_model users)
 
 
 def versions() -> dict:
@@ -116,10 +117,63 @@ class LoadedModel:
         return out
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Rebuild a trained model from a run directory, a .safetensors export or a .pt bundle."""
+def load_model(path: str | Path) -> "LoadedModel | LoadedMultiTask":
+    """Rebuild a trained model from a run directory, a .safetensors export or a .pt bundle, whatever its kind:
+    a classifier (``LoadedModel``) or a multi-task model (``LoadedMultiTask``, one prediction per task)."""
+    kind = card_kind(read_card(path))
+    if kind == "multitask":
+        return load_multitask(path)
+    if kind != "classifier":
+        raise ValueError(f"{Path(path).name} holds an adapted backbone body (no classifier head); "
+                         f"fine-tune it first: pick it on the Backbone step or pass --backbone "
+                         f"adapted:<backbone>:<run id>")
     state, card = _read(Path(path))
     model = build_from_card(card)
     model.load_state_dict(state)
     model.eval()
     return LoadedModel(model, list(card["classes"]), Preprocessing.from_dict(card["preprocessing"]), card)
+
+
+# --- multi-task models: one head per task ---------------------------------------------------------
+
+@dataclass
+class LoadedMultiTask:
+    """A multi-task model rebuilt from an export: every task's prediction in one forward pass."""
+
+    model: MultiTaskNet
+    tasks: dict[str, list[str]]
+    preprocessing: Preprocessing
+    card: dict
+
+    @torch.no_grad()
+    def predict_proba(self, images: list) -> dict[str, torch.Tensor]:
+        """{task: (n, classes) probabilities} for images (paths, file-likes or PIL images)."""
+        pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in images]
+        out = self.model(preprocess_images(pil, self.preprocessing))
+        return {t: torch.softmax(v.float(), 1) for t, v in out.items()}
+
+    def predict(self, images: list, top_k: int = 1) -> list[dict]:
+        """Per image: {task: {'label', 'confidence', 'top_k': [(label, p), ...]}} for every task."""
+        probs = self.predict_proba(images)
+        out = [{} for _ in images]
+        for t, p in probs.items():
+            k = min(top_k, len(self.tasks[t]))
+            for i, row in enumerate(p):
+                q, j = row.topk(k)
+                top = [(self.tasks[t][c], float(v)) for v, c in zip(q.tolist(), j.tolist())]
+                out[i][t] = {"label": top[0][0], "confidence": top[0][1], "top_k": top}
+        return out
+
+
+def load_multitask(path: str | Path) -> LoadedMultiTask:
+    """Rebuild a multi-task model from its run directory, .safetensors export or .pt bundle."""
+    path = Path(path)
+    state, card = _read(path)
+    if card_kind(card) != "multitask":
+        raise ValueError(f"{path.name} holds a {card_kind(card)} model, not a multi-task one; load it with "
+                         f"core.results.loading.load_model")
+    model, _ = build_multitask(card["backbone"], card["tasks"], pretrained=False)
+    model.load_state_dict(state)
+    model.eval()
+    return LoadedMultiTask(model, {t: list(c) for t, c in card["tasks"].items()},
+                           Preprocessing.from_dict(card["preprocessing"]), card)

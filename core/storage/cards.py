@@ -82,5 +82,6 @@ def read_card(path: str | Path) -> dict:
 
 
 def card_kind(card: dict) -> str:
-    """The card's kind: "classifier" (the default), "multitask" or "backbone" (an adapted body)."""
+    """What a weights file holds: "classifier" (the default), "multitask" (one head per task) or "adapted"
+    (a backbone body adapted by self-supervised pretraining, no head)."""
     return str(card.get("kind", "classifier"))

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from core.models import backbones
+from core.models.heads import MultiTaskNet, build_multitask as build  # noqa: F401 (build: this technique's model)
 from core.data import datasets
 from core.results import loading
 from core.models import freezing
@@ -143,30 +144,6 @@ def split_rows(table: TaskTable, val_fraction: float, seed: int) -> tuple[list[i
 
 
 # --- model and loss ------------------------------------------------------------------------------
-
-class MultiTaskNet(nn.Module):
-    """A shared body and one linear head per task: ``forward`` returns {task: logits}."""
-
-    def __init__(self, body: nn.Module, heads: nn.ModuleDict):
-        super().__init__()
-        self.body = body
-        self.heads = heads
-
-    def forward_features(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every head on pre-computed body features."""
-        return {t: h(feats) for t, h in self.heads.items()}
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_features(self.body(x))
-
-
-def build(backbone: str, tasks: dict[str, list[str]], pretrained: bool = True) -> tuple[MultiTaskNet, nn.Module]:
-    """(MultiTaskNet, the TransferNet it was cut from): the latter keeps layer groups and freezing working."""
-    net = backbones.build_model(backbone, 1, pretrained=pretrained)
-    dim = backbones.feature_dim(net)
-    heads = nn.ModuleDict({t: nn.Linear(dim, len(cl)) for t, cl in tasks.items()})
-    return MultiTaskNet(net.body, heads), net
-
 
 def masked_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, weights: dict[str, float]
                 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -386,62 +363,3 @@ def _fit(config: RunConfig, table: TaskTable, weights: dict[str, float], emit, c
 def _mean(values) -> float:
     vals = [v for v in values if v is not None]
     return float(sum(vals) / len(vals)) if vals else 0.0
-
-
-# --- load-back -----------------------------------------------------------------------------------
-
-@dataclass
-class LoadedMultiTask:
-    """A multi-task model rebuilt from an export: every task's prediction in one forward pass."""
-
-    model: MultiTaskNet
-    tasks: dict[str, list[str]]
-    preprocessing: Preprocessing
-    card: dict
-
-    @torch.no_grad()
-    def predict_proba(self, images: list) -> dict[str, torch.Tensor]:
-        """{task: (n, classes) probabilities} for images (paths, file-likes or PIL images)."""
-        pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in images]
-        out = self.model(datasets.preprocess_images(pil, self.preprocessing))
-        return {t: torch.softmax(v.float(), 1) for t, v in out.items()}
-
-    def predict(self, images: list, top_k: int = 1) -> list[dict]:
-        """Per image: {task: {'label', 'confidence', 'top_k': [(label, p), ...]}} for every task."""
-        probs = self.predict_proba(images)
-        out = [{} for _ in images]
-        for t, p in probs.items():
-            k = min(top_k, len(self.tasks[t]))
-            for i, row in enumerate(p):
-                q, j = row.topk(k)
-                top = [(self.tasks[t][c], float(v)) for v, c in zip(q.tolist(), j.tolist())]
-                out[i][t] = {"label": top[0][0], "confidence": top[0][1], "top_k": top}
-        return out
-
-
-def is_multitask(path: str | Path) -> bool:
-    """True when a run directory or export holds a multi-task model."""
-    try:
-        return loading.read_card(path).get("kind") == "multitask"
-    except ValueError:
-        return False
-
-
-def load_multitask(path: str | Path) -> LoadedMultiTask:
-    """Rebuild a multi-task model from its run directory, .safetensors export or .pt bundle."""
-    path = Path(path)
-    file = path / "best.safetensors" if path.is_dir() else path
-    card = loading.read_card(file)
-    if card.get("kind") != "multitask":
-        raise ValueError(f"{file.name} holds a single-task model; load it with core.results.loading.load_model")
-    if file.suffix == ".pt":
-        state = torch.load(file, map_location="cpu", weights_only=True)["state_dict"]
-    else:
-        from safetensors.torch import load_file
-
-        state = load_file(str(file))
-    model, _ = build(card["backbone"], card["tasks"], pretrained=False)
-    model.load_state_dict(state)
-    model.eval()
-    return LoadedMultiTask(model, {t: list(c) for t, c in card["tasks"].items()},
-                           Preprocessing.from_dict(card["preprocessing"]), card)
