@@ -125,7 +125,7 @@ def main() -> None:
         from core.results import formats
         from core.config import RunConfig
         from core.data.datasets import make_sample
-        from core.train.loop import fit
+        from core.techniques import fit
 
         shapes = make_sample("shapes", tmp / "shapes", per_class=10)
         result = fit(RunConfig(data=str(shapes), backbone="efficientnet_lite0", image_size=64, epochs=1,

@@ -151,7 +151,7 @@ def plain_loop(config, epochs: int):
 
 def engine_loop(config):
     """fit() with the loop time taken between its start and end events (model build and caches excluded)."""
-    from core.train.loop import fit
+    from core.techniques import fit
 
     def run() -> dict:
         marks = {}
@@ -226,7 +226,7 @@ def main() -> None:
 
     from core.config import RunConfig
     from core.data.datasets import make_sample
-    from core.train.loop import fit
+    from core.techniques import fit
 
     root = make_sample("shapes", Path(home) / "shapes", per_class=a.per_class)
     n_images = 3 * a.per_class
@@ -257,7 +257,7 @@ def main() -> None:
 def section_a(a, base, row) -> None:
     """Head-only training on cached features against its floor and against recomputing."""
     from core.config import RunConfig
-    from core.train.loop import fit
+    from core.techniques import fit
 
     head = RunConfig(**base, epochs=10, trainable="head", augment="none", cache_features=True)
     slow = RunConfig(**base, epochs=10, trainable="head", augment="none", cache_features=False)
@@ -289,7 +289,7 @@ def section_b(a, base, row) -> None:
 def section_c(a, base, row) -> None:
     """The app's overhead over headless: the same config through the app's job path and through the CLI."""
     from core.config import RunConfig
-    from core.train.loop import fit
+    from core.techniques import fit
 
     app_cfg = RunConfig(**base, epochs=3, trainable="last-1", augment="light")
     (t_cli, cli_out), (t_app, app_out), (_, fit_s), (_, thread_out) = best_of(

@@ -56,7 +56,7 @@ def main() -> None:
     from core.models import backbones
     from core.config import RunConfig
     from core.data.datasets import make_sample
-    from core.train.loop import fit
+    from core.techniques import fit
 
     t0 = time.time()
     source = make_sample("digits", work / "digits", per_class=a.pool + a.val)

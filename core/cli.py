@@ -9,7 +9,8 @@ from pathlib import Path
 
 from core.train import control, ddp
 from core.jobs import worker
-from core.config import RunConfig, fields
+from core import techniques
+from core.config import RunConfig, field_help, fields
 
 
 class CliError(Exception):
@@ -24,15 +25,25 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+_LISTS = {"list[str] | None": lambda s: [x.strip() for x in s.split(",") if x.strip()],
+          "list[float] | None": lambda s: [float(x) for x in s.split(",") if x.strip()]}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, skip: tuple = ()) -> None:
+    helps = field_help()
     for f in fields():
-        if f.name in ("extra", "trainable_groups") or f.name in _TRACKING_FIELDS:
+        if f.name in ("trainable_groups", *skip) or f.name in _TRACKING_FIELDS:
             continue
         flag = "--" + f.name.replace("_", "-")
-        typ = {"int": int, "float": float, "bool": _bool, "str": str}.get(str(f.type).split(" ")[0], str)
-        p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper())
+        kind = str(f.type)
+        typ = _LISTS.get(kind) or {"int": int, "float": float, "bool": _bool, "str": str}.get(kind, str)
+        text = helps.get(f.name, "")
+        if kind in _LISTS:
+            text += "; comma-separated"
+        p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=text)
     p.add_argument("--groups", dest="trainable_groups", default=None,
-                   help="comma-separated layer groups to train (overrides --trainable)")
+                   help="comma-separated layer groups to train, overriding --trainable (default: none; names "
+                        "from the Layers step or core.models.backbones.group_names)")
 
 
 _TRACKING_FIELDS = ("tensorboard", "mlflow_uri", "mlflow_experiment")  # flags of the commands that log a run
@@ -79,7 +90,7 @@ def _progress_printer():
 
 def cmd_train(a) -> dict:
     from core.storage import runs
-    from core.train.loop import fit
+    from core.techniques import fit
 
     if a.resume or a.run_dir:
         if ddp.launched():  # rank 0 opens the run; the others are sent what they need
@@ -101,13 +112,12 @@ def _supervised(run, resume: bool) -> dict:
     the control (pause, stop; an app that went away ends this process), SIGTERM as a stop."""
     import signal
 
-    from core.jobs.manager import runner
+    from core.techniques import fit
 
     config = run.config()
-    entry = runner(config)  # the app checked the technique before launching
     ctl = control.DistControl(ddp.context(), run.path)
     signal.signal(signal.SIGTERM, lambda *_: ctl.stop())
-    return entry(config, _progress_printer(), ctl, run, resume=resume)
+    return fit(config, _progress_printer(), ctl, run, resume=resume)
 
 
 def _config_from_flags(a) -> RunConfig:
@@ -118,7 +128,7 @@ def _config_from_flags(a) -> RunConfig:
             base[f.name] = v.split(",") if f.name == "trainable_groups" else v
     if not base.get("data"):
         raise CliError("--data is required (a folder of class folders, a .zip, or sample:digits)")
-    return _check(RunConfig.from_dict(base).validate())
+    return techniques.check(RunConfig.from_dict(base))
 
 
 def cmd_lr_find(a) -> dict:
@@ -231,9 +241,9 @@ def parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
     _add_tracking_flags(t)
     pr = sub.add_parser("predict", help="predict images with a run directory or an exported model")
-    pr.add_argument("--model", required=True)
-    pr.add_argument("--top-k", type=int, default=3)
-    pr.add_argument("images", nargs="+")
+    pr.add_argument("--model", required=True, help="a run directory, .safetensors or .pt (required)")
+    pr.add_argument("--top-k", type=int, default=3, help="how many classes to list per image, >= 1 (default 3)")
+    pr.add_argument("images", nargs="+", help="image files to predict")
     ex = sub.add_parser("export", help="export a run or model file: safetensors, pt, torchscript, onnx, int8, bundle")
     ex.add_argument("--model", required=True, help="a run directory, .safetensors or .pt")
     ex.add_argument("--format", required=True, help="safetensors | pt | torchscript | onnx | int8 | bundle")
@@ -242,9 +252,12 @@ def parser() -> argparse.ArgumentParser:
     lf = sub.add_parser("lr-find", help="sweep the learning rate; prints JSON with lrs, losses and a suggestion")
     lf.add_argument("--config", help="a run.json saved from the app; other flags override its fields")
     lf.add_argument("--out", help="workspace folder for datasets and cache (default ./workspace)")
-    lf.add_argument("--start-lr", dest="start_lr", type=float, default=1e-7)
-    lf.add_argument("--end-lr", dest="end_lr", type=float, default=10.0)
-    lf.add_argument("--num-iter", dest="num_iter", type=int, default=100)
+    lf.add_argument("--start-lr", dest="start_lr", type=float, default=1e-7,
+                    help="smallest learning rate of the sweep, > 0 (default 1e-7)")
+    lf.add_argument("--end-lr", dest="end_lr", type=float, default=10.0,
+                    help="largest learning rate of the sweep, > start-lr (default 10)")
+    lf.add_argument("--num-iter", dest="num_iter", type=int, default=100,
+                    help="steps of the sweep, >= 2 (default 100)")
     _add_config_flags(lf)
     d = sub.add_parser("distill", help="train a student on a teacher's soft labels (knowledge distillation)")
     d.add_argument("--teacher", required=True, help="the teacher: a run id, run directory or exported model")
@@ -255,23 +268,26 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("multitask", help="one backbone, one head per label column of a CSV")
     m.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
     m.add_argument("--weights", help="comma-separated loss weights, one per task (default: 1 each)")
-    for sp in (d, m):
-        sp.add_argument("--config", help="a run.json; other flags override its fields")
+    for sp, own in ((d, ("teacher", "technique")), (m, ("tasks", "technique"))):
+        sp.add_argument("--config", help="a run.json; other flags override its fields (default: none)")
         sp.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
-        _add_config_flags(sp)
+        _add_config_flags(sp, skip=own)
         _add_tracking_flags(sp)
     sp = sub.add_parser("pretrain", help="adapt a backbone to your own images with SimCLR (no labels needed)")
-    sp.add_argument("--backbone", default="efficientnet_lite0")
+    sp.add_argument("--backbone", default="efficientnet_lite0",
+                    help="registry backbone to adapt (default efficientnet_lite0; see `python -m core train -h`)")
     sp.add_argument("--data", action="append", required=True,
                     help="a folder, .zip or sample:NAME of images; repeat to combine sources")
-    sp.add_argument("--epochs", type=int, default=5)
-    sp.add_argument("--batch-size", dest="batch_size", type=int, default=32)
-    sp.add_argument("--temperature", type=float, default=0.2)
-    sp.add_argument("--lr", type=float, default=3e-4)
-    sp.add_argument("--image-size", dest="image_size", type=int, default=0)
-    sp.add_argument("--trainable", default="all", help="layer groups that adapt: all or last-N")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--device", default="auto")
+    sp.add_argument("--epochs", type=int, default=5, help="passes over the images, >= 1 (default 5)")
+    sp.add_argument("--batch-size", dest="batch_size", type=int, default=32,
+                    help="images per step, >= 2: the others in a batch are the negatives (default 32)")
+    sp.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature > 0, 0.1-0.5 (default 0.2)")
+    sp.add_argument("--lr", type=float, default=3e-4, help="learning rate > 0 (default 3e-4)")
+    sp.add_argument("--image-size", dest="image_size", type=int, default=0,
+                    help="input side in pixels, 0 = the backbone's own or 32..1024 (default 0)")
+    sp.add_argument("--trainable", default="all", help="layer groups that adapt: all or last-N (default all)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sp.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     sp.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
     return p
 
@@ -304,10 +320,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-
-
-def _check(config):
-    """The config's own validation, then the registry's (imported late: it brings in torch)."""
-    from core.models import backbones
-
-    return backbones.check(config)

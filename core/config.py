@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ AUGMENTS = ("none", "light", "strong", "custom")  # presets are bundles of the a
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EARLY_STOPPING_METRICS = ("val_acc", "val_loss")
 UNFREEZE_MODES = ("all", "gradual")
+TECHNIQUES = ("classifier", "distill", "multitask", "simclr")  # plug-ins of the one loop: core.techniques
 _TRAINABLE_RE = re.compile(r"^(head|all|last-\d+)$")
 
 
@@ -115,7 +117,7 @@ class RunConfig:
     class_weights: bool = False       # weight the loss by inverse class frequency
     grad_clip: float = 0.0            # max gradient norm; 0 = off
     val_fraction: float = 0.2         # (0, 0.9]; ignored when the data holds its own val split
-    seed: int = 0
+    seed: int = 0                     # seeds the split, the initialisation and the batch order
     deterministic: bool = False       # torch.use_deterministic_algorithms
     cache_features: bool = True       # head-only + no augmentation: embed each image once
     early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 = off
@@ -134,10 +136,24 @@ class RunConfig:
     tensorboard: bool = False         # also write TensorBoard event files to <run_dir>/tensorboard/
     mlflow_uri: str = ""              # MLflow tracking URI: http(s)://host:port, file:///dir, sqlite:///x.db; "" = off
     mlflow_experiment: str = "transfer-studio"  # MLflow experiment the runs go to (created when missing)
-    extra: dict = field(default_factory=dict)  # free-form notes carried along (e.g. dataset name)
+    dataset: str = ""                 # the dataset's display name in listings and cards; "" = the data folder's name
+    technique: str = "classifier"     # "classifier" | "distill" | "multitask" | "simclr": what the loop trains
+    # technique "distill": a finished classifier teaches this run's (smaller) student
+    teacher: str = ""                 # distill: the teacher, a run id / run folder / exported .safetensors or .pt
+    distill_alpha: float = 0.5        # distill: weight of the true-label loss in [0, 1]; 1 - alpha goes to the teacher
+    distill_temperature: float = 4.0  # distill: softening temperature T > 0 (typical 2-8)
+    # technique "multitask": one head per label column of a CSV
+    tasks: list[str] | None = None    # multitask: label columns to learn; None = every label column of the CSV
+    task_weights: list[float] | None = None  # multitask: loss weight per task (same order as tasks), >= 0; None = 1 each
+    # technique "simclr": self-supervised adaptation of the backbone to unlabelled images
+    sources: list[str] | None = None  # simclr: image folders / .zips / sample:NAME to adapt on; None = data
+    simclr_temperature: float = 0.2   # simclr: NT-Xent temperature > 0 (SimCLR uses 0.1-0.5)
+    simclr_projection_dim: int = 128  # simclr: width of the projection head's output, 8..4096
 
     def validate(self) -> "RunConfig":
         """Raise ValueError naming the field, the valid choices and the value that arrived."""
+        _check_types(self)
+        _choice("technique", self.technique, TECHNIQUES)
         # Whether the backbone exists is the registry's to say: core.models.backbones.check(config).
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"backbone must be a backbone name; got {self.backbone!r}")
@@ -190,7 +206,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        """Build from a dict, rejecting unknown keys by name."""
+        """Build from a dict, rejecting unknown keys by name (configs saved before typed technique fields
+        carried them in a free-form ``extra`` dict: those are read into the typed fields)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be an object of field: value; got {type(d).__name__}")
+        if "extra" in d:
+            d = _from_legacy_extra(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -216,6 +237,65 @@ class RunConfig:
     def load(cls, path: str | Path) -> "RunConfig":
         """Read a config JSON file."""
         return cls.from_json(Path(path).read_text())
+
+
+def _expected(annotation: str) -> tuple[str, callable]:
+    """(words for the expected type, a check) for a field's annotation as written in the class."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    optional_list = lambda kind: (lambda v: v is None or (isinstance(v, list)  # noqa: E731
+                                                         and all(kind(x) for x in v)))
+    table = {
+        "str": ("a string", lambda v: isinstance(v, str)),
+        "bool": ("true or false", lambda v: isinstance(v, bool)),
+        "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        "float": ("a number", number),
+        "list[str] | None": ("a list of strings or null", optional_list(lambda x: isinstance(x, str))),
+        "list[float] | None": ("a list of numbers or null", optional_list(number)),
+    }
+    return table[annotation]
+
+
+def _check_types(c: RunConfig) -> None:
+    """Wrong types are refused by field before any range check can trip over them ("0.01" is not a number)."""
+    for f in dataclasses.fields(c):
+        words, ok = _expected(str(f.type))
+        value = getattr(c, f.name)
+        if not ok(value):
+            raise ValueError(f"{f.name} must be {words}; got {value!r} ({type(value).__name__})")
+
+
+def _from_legacy_extra(d: dict) -> dict:
+    """A config dict from before the typed technique fields: ``extra`` read into them (owner is kept by the
+    run folder, not the config)."""
+    d = dict(d)
+    extra = d.pop("extra") or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra must be an object (configs of older versions); got {extra!r}")
+    moved = {"dataset": extra.get("dataset"), "technique": extra.get("technique"), "teacher": extra.get("teacher"),
+             "distill_alpha": extra.get("alpha"), "distill_temperature": extra.get("temperature")
+             if extra.get("technique") == "distill" else None,
+             "tasks": extra.get("tasks"), "sources": extra.get("sources"),
+             "simclr_temperature": extra.get("temperature") if extra.get("technique") == "simclr" else None,
+             "simclr_projection_dim": extra.get("projection_dim")}
+    weights = extra.get("task_weights")
+    if isinstance(weights, dict):
+        moved["task_weights"] = [float(weights[t]) for t in extra.get("tasks") or weights]
+    for k, v in moved.items():
+        if v is not None and k not in d:
+            d[k] = v
+    return d
+
+
+def field_help() -> dict[str, str]:
+    """Each field's comment from this file (allowed values and meaning), for CLI help texts."""
+    import inspect
+
+    out = {}
+    for line in inspect.getsource(RunConfig).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+= (.+?)\s+# (.*)$", line)
+        if m:
+            out[m.group(1)] = f"{m.group(3)} (default {m.group(2)})"
+    return out
 
 
 def fields() -> list[dataclasses.Field]:

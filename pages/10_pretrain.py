@@ -4,7 +4,6 @@ from __future__ import annotations
 import streamlit as st
 
 from core.app import charts
-from core.data import edits as de
 from core.app import services
 from pages import common, technique_tools as tt
 
@@ -19,12 +18,13 @@ ds = common.require_dataset()
 d = common.draft()
 base = d["backbone"]
 if str(base).startswith("adapted:"):
-    st.info(f"The chosen backbone ({base}) is already adapted. Pick a registry backbone to adapt on the Backbone "
+    st.info(f"The chosen backbone ({common.md(base)}) is already adapted. Pick a registry backbone to adapt on the Backbone "
             f"step.")
     common.link("backbone", "Go to 2 · Backbone")
     st.stop()
 
-st.write(f"Adapts **{base}** (from the Backbone step) on the images of **{ds}**; the labels are not used.")
+st.write(f"Adapts **{common.md(base)}** (from the Backbone step) on the images of **{common.md(ds)}**; the labels "
+         f"are not used.")
 c1, c2, c3 = st.columns(3)
 epochs = c1.number_input("Epochs", 1, 500, 5, key="pretrain_epochs")
 batch = c2.number_input("Batch size", 2, 1024, 32, key="pretrain_batch",
@@ -33,13 +33,20 @@ temperature = c3.number_input("Temperature", 0.05, 1.0, 0.2, 0.05, key="pretrain
                               help="Softmax temperature of the NT-Xent loss (SimCLR uses 0.1-0.5).")
 
 run, job, active = tt.current("simclr")
-if st.button("Start pretraining", key="pretrain_start", type="primary", disabled=active):
-    folder = str(de.dataset_dir(ds))
+
+
+def pretrain_config():
+    """The SimCLR config: the draft's backbone and layers, this user's dataset as the unlabelled images."""
+    folder = str(services.dataset_dir(ds, common.owner()))
     trainable = "all" if d["trainable"] == "head" else d["trainable"]  # the head is thrown away afterwards
     cfg = services.to_config(d, folder, common.owner(), epochs=int(epochs), batch_size=int(batch), lr=3e-4,
-                           augment="none", trainable=trainable, trainable_groups=None, name="")
-    cfg.extra = {**cfg.extra, "technique": "simclr", "sources": [folder], "temperature": float(temperature)}
-    tt.start(cfg, "pretrain")
+                             augment="none", trainable=trainable, trainable_groups=None, name="")
+    cfg.technique, cfg.sources, cfg.simclr_temperature = "simclr", [folder], float(temperature)
+    return cfg
+
+
+if st.button("Start pretraining", key="pretrain_start", type="primary", disabled=active):
+    tt.start(pretrain_config, "pretrain")
 
 
 def draw(run, events, status) -> None:
@@ -47,7 +54,7 @@ def draw(run, events, status) -> None:
         st.plotly_chart(charts.contrastive_curves(events), key="pretrain_chart", width="stretch")
     if status == "finished":
         result = run.result() or {}
-        st.success(f"Done. The adapted backbone **{result.get('backbone_name', 'adapted:' + base)}** now appears "
+        st.success(f"Done. The adapted backbone **{common.md(result.get('backbone_name', 'adapted:' + base))}** now appears "
                    f"on the Backbone page: choose it there and fine-tune it like any other.")
         common.link("backbone", "Go to 2 · Backbone")
 

@@ -6,8 +6,8 @@ import json
 
 import streamlit as st
 
-from core.app import charts
-from core.storage import runs
+from core.app import charts, services
+from core.storage import locks
 from pages import common
 
 common.entrypoint()
@@ -24,7 +24,12 @@ for r in rows:
     r["started"] = dt.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M") if r["started"] else ""
     r["duration_s"] = round(r["duration_s"], 1) if r["duration_s"] is not None else None
 st.dataframe(rows, key="runs_table", hide_index=True, width="stretch",
-             column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="percent")})
+             column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
+                            "problem": st.column_config.TextColumn("damaged")})
+damaged = {r["id"]: r["problem"] for r in rows if r.get("problem")}
+if damaged:
+    st.warning(f"{len(damaged)} run(s) have damaged files (column 'damaged'): they can be deleted, not compared. "
+               + " · ".join(f"{rid[:15]}: {common.md(why)}" for rid, why in list(damaged.items())[:5]))
 
 ids = [r["id"] for r in rows]
 current = st.session_state.get("job")
@@ -36,13 +41,19 @@ if st.button("Open this run", key="runs_open", type="primary"):
     st.rerun()
 with st.expander("Delete this run"):
     st.write("Deletes its checkpoints, event log and exports from disk. This cannot be undone.")
-    sure = st.checkbox(f"Yes, delete run {pick[:15]} for good", key="runs_delete_confirm")
-    if st.button("Delete run", key="runs_delete", disabled=not sure):
-        active = {j.id for j in common.job_manager().list(owner=common.owner()) if j.status() in common.ACTIVE}
+    # training = a live process holds the run's lock (any process, any server), or its job is still queued
+    held = locks.holder(services.open_run(pick, common.owner()).path)
+    job = common.job_manager().get(pick, common.owner())
+    busy = held is not None or (job is not None and job.status() in common.ACTIVE)
+    if busy:
+        st.info("This run is training right now: stop it on the Train step first, then delete it.")
+    sure = st.checkbox(f"Yes, delete run {pick[:15]} for good", key="runs_delete_confirm", disabled=busy)
+    if st.button("Delete run", key="runs_delete", disabled=not sure or busy):
+        active = {pick} if job is not None and job.status() in common.ACTIVE else set()
         try:
-            runs.delete(pick, active)
+            services.delete_run(pick, common.owner(), active)
         except ValueError as e:
-            st.error(str(e))
+            st.error(common.md(e))
         else:
             if st.session_state.get("job") == pick:
                 common.set_job(None)
@@ -53,13 +64,16 @@ common.show_flash()
 st.subheader("Compare runs")
 # the id's last characters keep two runs started in the same second apart in the chart's legend
 labels = {r["id"]: f"{r['id'][:15]}…{r['id'][-4:]} {r['name'] or r['backbone']}" for r in rows}
-chosen = st.multiselect("Runs", ids, default=ids[:min(3, len(ids))], key="runs_compare", format_func=labels.get)
+intact = [i for i in ids if i not in damaged]
+chosen = st.multiselect("Runs", intact, default=intact[:min(3, len(intact))], key="runs_compare",
+                        format_func=labels.get)
 metric = st.radio("Metric", ["val_acc", "val_loss", "train_acc", "train_loss"], key="runs_metric", horizontal=True)
 if chosen:
-    events = {labels[i]: runs.open_run(i).events() for i in chosen}
+    opened = {labels[i]: services.open_run(i, common.owner()) for i in chosen}
+    events = {lbl: run.events() for lbl, run in opened.items()}
     st.plotly_chart(charts.compare_runs(events, metric), key="runs_compare_chart", width="stretch")
-    configs = {labels[i]: runs.open_run(i).config().to_dict() for i in chosen}
-    differ = sorted(k for k in next(iter(configs.values())) if k not in ("data", "extra", "name")
+    configs = {lbl: run.config().to_dict() for lbl, run in opened.items()}
+    differ = sorted(k for k in next(iter(configs.values())) if k not in ("data", "dataset", "name")
                     and len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1)
     if len(chosen) > 1:
         st.caption("Settings that differ between these runs:" if differ else "These runs share every setting.")
@@ -68,6 +82,6 @@ if chosen:
                          key="runs_diff", hide_index=True, column_order=["run", *differ])
 
 if current:
-    st.caption(f"Current run: {current}")
+    st.caption(f"Current run: {common.md(current)}")
     common.link("evaluate", "Evaluate the current run")
     common.link("export", "Export the current run")

@@ -5,7 +5,6 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
-from core.storage import runs
 from pages import common, technique_tools as tt, train_live
 
 common.entrypoint()
@@ -14,19 +13,21 @@ st.write("Distillation trains a small, fast student to imitate a big teacher you
          "the teacher's soft probabilities as well as the labels. Use it when your best model is too slow or too "
          "large to deploy and a smaller backbone trained alone falls short of it.")
 
-teachers = [i for i in common.finished_runs() if common.technique_of(runs.open_run(i)) in (None, "distill")]
+teachers = [i for i in common.finished_runs()
+            if common.technique_of(services.open_run(i, common.owner())) in (None, "distill")]
 if not teachers:
     st.info("Distillation needs a teacher: a finished training run with a checkpoint, and there is none yet. "
             "Train one first (a large backbone makes the best teacher).")
     common.link("train", "Go to 4 · Train")
     st.stop()
+common.show_damaged()
 
 d = common.draft()
 current = st.session_state.get("job")
 teacher = st.selectbox("Teacher run", teachers, index=teachers.index(current) if current in teachers else 0,
                        key="distill_teacher", format_func=common.run_label)
-tcfg = runs.open_run(teacher).config()
-names = [r["name"] for r in services.backbone_table()]
+tcfg = services.open_run(teacher, common.owner()).config()
+names = [r["name"] for r in services.backbone_table(common.owner())]
 preferred = next((n for n in ("mobilenet_v3_small", "efficientnet_lite0") if n in names and n != tcfg.backbone),
                  names[0])
 c1, c2, c3, c4 = st.columns(4)
@@ -37,17 +38,24 @@ temperature = c3.slider("Temperature T", 1.0, 10.0, 4.0, 0.5, key="distill_tempe
                         help="Higher T softens the teacher's probabilities and passes on more of what it knows "
                              "about similar classes.")
 epochs = c4.number_input("Epochs", 1, 500, int(d["epochs"]), key="distill_epochs")
-st.caption(f"The student learns on the teacher's data ({tcfg.extra.get('dataset') or tcfg.data}) with the layer "
+st.caption(f"The student learns on the teacher's data ({common.md(tcfg.dataset or tcfg.data)}) with the layer "
            f"and optimizer settings of your draft; augmentation is off because the teacher's logits are computed "
            f"once, on the centre crop.")
 
 run, job, active = tt.current("distill")
-if st.button("Start distillation", key="distill_start", type="primary", disabled=active):
+
+
+def distill_config():
+    """The student's config: the draft's settings on the teacher's data, this user's teacher run."""
     cfg = services.to_config(d, tcfg.data, common.owner(), backbone=student, augment="none", trainable_groups=None,
-                           epochs=int(epochs), name=f"{student} distilled from {tcfg.backbone}")
-    cfg.extra = {**cfg.extra, "technique": "distill", "teacher": teacher, "alpha": float(alpha),
-                 "temperature": float(temperature)}
-    tt.start(cfg, "distill")
+                             epochs=int(epochs), name=f"{student} distilled from {tcfg.backbone}")
+    cfg.technique, cfg.teacher = "distill", teacher
+    cfg.distill_alpha, cfg.distill_temperature = float(alpha), float(temperature)
+    return cfg
+
+
+if st.button("Start distillation", key="distill_start", type="primary", disabled=active):
+    tt.start(distill_config, "distill")
 
 if run is not None:
     train_live.monitor(active)
@@ -58,17 +66,17 @@ if run is not None:
                  "latency. Train once more with alpha = 1 to add the same student without a teacher.")
         rcfg = run.config()
         peers = {r.id: r for r in common.user_runs() if r.best_weights.exists() and common.technique_of(r) == "distill"
-                 and r.config().extra.get("teacher") == rcfg.extra.get("teacher")}
-        students = {f"student {r.config().backbone} α={r.config().extra.get('alpha')} ({rid[:15]})": rid
+                 and r.config().teacher == rcfg.teacher}
+        students = {f"student {r.config().backbone} α={r.config().distill_alpha} ({rid[:15]})": rid
                     for rid, r in peers.items()}
         stored = st.session_state.get("distill_result")
         if stored is None or stored[0] != sorted(students.values()):
             if st.button("Compare", key="distill_compare"):
                 with st.spinner("Scoring every model on the validation split…"):
                     try:
-                        rows = services.distill_compare(rcfg.extra["teacher"], students)
+                        rows = services.distill_compare(rcfg.teacher, students, common.owner())
                     except ValueError as e:
-                        st.error(str(e))
+                        st.error(common.md(e))
                         st.stop()
                 st.session_state["distill_result"] = (sorted(students.values()), rows)
                 st.rerun()

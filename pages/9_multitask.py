@@ -6,9 +6,8 @@ import hashlib
 import streamlit as st
 
 from core.app import charts
-from core.data import edits as de
 from core.app import services
-from core.storage import runs
+from core.storage import owners, runs
 from core.storage import workspace
 from pages import common, technique_tools as tt
 
@@ -19,7 +18,7 @@ st.write("Multi-task learning trains one backbone with a separate head for each 
          "several related labels, or some labels are scarce and can lean on a better-labelled task.")
 
 ds = common.dataset()
-options = ["Upload a zip (CSV + images)"] + ([f"The CSV in dataset {ds}"] if ds else [])
+options = ["Upload a zip (CSV + images)"] + ([f"The CSV in dataset {common.md(ds)}"] if ds else [])
 choice = st.radio("Data", options, key="mt_source", horizontal=True,
                   help="A CSV with a filename column and one column per task; an empty cell means no label.")
 source = None
@@ -27,12 +26,17 @@ if choice.startswith("Upload"):
     up = st.file_uploader("Zip with one CSV and the images it names", type=["zip"], key="mt_upload")
     if up is not None:
         payload = up.getvalue()
-        target = workspace.sub("uploads") / f"multitask-{hashlib.sha256(payload).hexdigest()[:16]}.zip"
-        if not target.exists():  # named by content: the same upload on every rerun is written once
+        # named by owner and content: the same upload on every rerun is written once, into a folder of its owner
+        digest = hashlib.sha256(f"{common.owner()}\n".encode() + payload).hexdigest()[:16]
+        folder = workspace.sub("uploads") / f"multitask-{digest}"
+        target = folder / "upload.zip"
+        if not target.exists():
+            folder.mkdir(exist_ok=True)
+            owners.record(folder, common.owner())
             runs.atomic_write_bytes(target, payload)
         source = str(target)
 else:
-    source = str(de.dataset_dir(ds))
+    source = str(services.dataset_dir(ds, common.owner()))
 if source is None:
     st.info("Multi-task training needs images with several label columns: upload a zip holding a CSV "
             "(filename, task_a, task_b, ...) and its images, or choose a dataset that has such a CSV on the "
@@ -41,13 +45,13 @@ if source is None:
     st.stop()
 
 try:
-    table = services.task_table(source)
+    table = services.task_table(source, owner=common.owner())
 except ValueError as e:
-    st.error(f"{e}")
+    st.error(common.md(e))
     common.link("data", "Go to 1 · Data")
     st.stop()
 st.caption(f"{table['rows']} images with at least one label; "
-           + ", ".join(f"{t}: {len(c)} classes" for t, c in table["tasks"].items()))
+           + ", ".join(f"{common.md(t)}: {len(c)} classes" for t, c in table["tasks"].items()))
 if table["skipped"]:
     with st.expander(f"{len(table['skipped'])} rows left out"):
         st.text("\n".join(table["skipped"][:200]))
@@ -55,21 +59,29 @@ if table["skipped"]:
 d = common.draft()
 tasks = st.multiselect("Tasks", list(table["tasks"]), default=list(table["tasks"]), key="mt_tasks")
 cols = st.columns(max(len(tasks), 1))
-weights = {t: cols[i].number_input(f"Weight of {t}", 0.0, 10.0, 1.0, 0.1, key=f"mt_weight_{t}")
+weights = {t: cols[i].number_input(f"Weight of {common.md(t)}", 0.0, 10.0, 1.0, 0.1, key=f"mt_weight_{t}")
            for i, t in enumerate(tasks)}
 epochs = st.number_input("Epochs", 1, 500, int(d["epochs"]), key="mt_epochs")
-st.caption(f"Backbone {d['backbone']} with the layer and optimizer settings of your draft. "
+st.caption(f"Backbone {common.md(d['backbone'])} with the layer and optimizer settings of your draft. "
            f"Loss = sum over tasks of weight × cross-entropy, over the rows labelled for that task.")
 
 run, job, active = tt.current("multitask")
 ready = bool(tasks) and any(w > 0 for w in weights.values())
 if not ready:
     st.warning("Choose at least one task with a weight above 0.")
-if st.button("Start multi-task training", key="mt_start", type="primary", disabled=active or not ready):
+
+
+def multitask_config():
+    """One head per chosen task, on this user's CSV (upload or dataset), with the draft's settings."""
     cfg = services.to_config(d, source, common.owner(), epochs=int(epochs), trainable_groups=None,
-                           name=f"multi-task: {', '.join(tasks)}")
-    cfg.extra = {**cfg.extra, "technique": "multitask", "tasks": tasks, "task_weights": weights}
-    tt.start(cfg, "mt")
+                             name=f"multi-task: {', '.join(tasks)}")
+    cfg.technique, cfg.tasks = "multitask", list(tasks)
+    cfg.task_weights = [float(weights[t]) for t in tasks]
+    return cfg
+
+
+if st.button("Start multi-task training", key="mt_start", type="primary", disabled=active or not ready):
+    tt.start(multitask_config, "mt")
 
 
 def draw(run, events, status) -> None:

@@ -9,7 +9,8 @@ from core.models import backbones
 
 def test_json_round_trip_preserves_every_field():
     c = RunConfig(data="x.zip", backbone="resnet18", trainable="last-2", epochs=7, lr=3e-4, augment="strong",
-                  trainable_groups=["layer4"], extra={"dataset": "bees"})
+                  trainable_groups=["layer4"], dataset="bees", technique="multitask", tasks=["a", "b"],
+                  task_weights=[1.0, 0.5])
     assert RunConfig.from_json(c.to_json()) == c
 
 

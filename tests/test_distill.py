@@ -9,7 +9,7 @@ import torch
 
 from core.techniques import distill
 from core.results import loading
-from core.train.loop import fit
+from core.techniques import fit
 
 # Chance agreement between two 10-class predictors is about 0.1. Measured with these settings: 0.88
 # (student of the digit teacher), 0.54 (student of the shifted teacher, whose own split differs, so it
@@ -90,7 +90,7 @@ def test_run_is_logged_like_training_and_the_student_exports(students, digits_di
     assert kinds[-1] == "end" and kinds.count("epoch") == 30 and "step" in kinds
     epochs = [e for e in run.events() if e["type"] == "epoch"]
     assert all(0 <= e["agreement"] <= 1 and "val_acc" in e and "train_loss" in e for e in epochs)
-    assert run.config().extra["alpha"] == 0.0
+    assert run.config().distill_alpha == 0.0
     loaded = loading.load_model(a["run_dir"])
     assert loaded.card["technique"] == "distill" and loaded.card["alpha"] == 0.0
     image = next((digits_dir / "3").glob("*.png"))

@@ -148,7 +148,7 @@ def run_with_big_export(shapes_dir, tiny_config):
     file that the server must stream (random, so no compression or sparse-file shortcut can hide a copy).
     """
     from core.results import formats
-    from core.train.loop import fit
+    from core.techniques import fit
 
     config = tiny_config(shapes_dir, epochs=1)
     config.extra = {"owner": "alice@example.com"}  # alice's run once st.login is on; everyone's without it

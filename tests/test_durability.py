@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from core.storage import runs
-from core.train.loop import Control, fit
+from core.techniques import fit
+from core.train.control import Control
 
 REPO = Path(__file__).resolve().parents[1]
 

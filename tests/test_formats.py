@@ -21,7 +21,7 @@ from core.results.loading import load_model
 @pytest.fixture(scope="module")
 def run_dir(shapes_dir, tiny_config):
     """One trained run (EfficientNet-Lite0, 64 px, head only, 2 epochs) shared by this file."""
-    from core.train.loop import fit
+    from core.techniques import fit
 
     # lr 0.01 keeps logits near +-10: at +-50 fp32 rounding alone (PyTorch vs float64) nears 1e-4.
     res = fit(tiny_config(shapes_dir, epochs=2))

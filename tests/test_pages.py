@@ -71,7 +71,7 @@ def shapes_ds(shapes_dir) -> str:
 @pytest.fixture(scope="module")
 def trained_run(shapes_ds, tiny_config) -> str:
     """A finished one-epoch run on the shapes dataset, trained through the engine directly."""
-    from core.train.loop import fit
+    from core.techniques import fit
 
     result = fit(tiny_config(de.dataset_dir(shapes_ds), epochs=1))
     assert result["status"] == "finished"

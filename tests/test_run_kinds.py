@@ -13,7 +13,7 @@ APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 
 
 def _run_with_checkpoint(extra: dict) -> runs.Run:
-    run = runs.create(RunConfig(data="sample:shapes", extra=extra))
+    run = runs.create(RunConfig.from_dict({"data": "sample:shapes", "extra": extra}))  # a config saved before typed fields
     run.append({"type": "start", "time": 0.0})
     run.append({"type": "end", "time": 1.0, "status": "finished"})
     run.best_weights.write_bytes(b"not read by these pages")  # only its presence lists the run

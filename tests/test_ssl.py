@@ -104,7 +104,7 @@ def test_pretrain_writes_an_adapted_backbone(adapted):
 
 
 def test_adapted_backbone_fine_tunes_like_any_other(adapted, shapes_dir, tiny_config):
-    from core.train.loop import fit
+    from core.techniques import fit
 
     run, _ = adapted
     name = backbones.adapted_name("efficientnet_lite0", run.id)

@@ -86,7 +86,7 @@ def test_pretrain_page_runs_simclr_and_shows_the_loss(digits_ds):
     fig = plotly(at, "pretrain_chart")
     assert fig and fig[0]["data"][0]["y"] == losses and len(losses) == 120 // 32  # full batches only
     cfg = runs.open_run(job).config()
-    assert cfg.extra["technique"] == "simclr" and cfg.trainable == "all"  # a 'head' draft adapts the body
+    assert cfg.technique == "simclr" and cfg.trainable == "all"  # a 'head' draft adapts the body
     name = runs.open_run(job).result()["backbone_name"]
     assert name in texts(at.success)
     assert name in [r["name"] for r in services.backbone_table()]
@@ -114,9 +114,8 @@ def test_multitask_page_reads_the_dataset_csv_and_trains_every_task(digits_ds):
     at.button(key="mt_start").click().run()
     job = at.session_state["job"]
     assert wait_for(job) == "finished"
-    extra = runs.open_run(job).config().extra
-    assert (extra["technique"], extra["tasks"], extra["task_weights"]) == (
-        "multitask", ["digit", "parity"], {"digit": 1.0, "parity": 0.5})
+    cfg = runs.open_run(job).config()
+    assert (cfg.technique, cfg.tasks, cfg.task_weights) == ("multitask", ["digit", "parity"], [1.0, 0.5])
     at.run()
     assert not at.error, texts(at.error)
     names = sorted(tr["name"] for tr in plotly(at, "mt_chart_tasks")[0]["data"])
@@ -124,7 +123,7 @@ def test_multitask_page_reads_the_dataset_csv_and_trains_every_task(digits_ds):
 
 
 def test_distill_page_offers_a_finished_run_as_teacher_and_compares(shapes_ds, tiny_config):
-    from core.train.loop import fit
+    from core.techniques import fit
 
     teacher = Path(fit(tiny_config(de.dataset_dir(shapes_ds)))["run_dir"]).name
     at = app("8_distill", sid=tiny_draft())
@@ -136,8 +135,8 @@ def test_distill_page_offers_a_finished_run_as_teacher_and_compares(shapes_ds, t
     at.button(key="distill_start").click().run()
     job = at.session_state["job"]
     assert wait_for(job) == "finished"
-    extra = runs.open_run(job).config().extra
-    assert (extra["technique"], extra["teacher"], extra["alpha"]) == ("distill", teacher, 0.3)
+    cfg = runs.open_run(job).config()
+    assert (cfg.technique, cfg.teacher, cfg.distill_alpha) == ("distill", teacher, 0.3)
     at.run()
     at.button(key="distill_compare").click().run()
     assert not at.exception and not at.error, texts(at.error)

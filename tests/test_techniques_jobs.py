@@ -1,4 +1,4 @@
-"""JobManager dispatches on config.extra['technique']: a multi-task job trains one head per task."""
+"""JobManager dispatches on config.technique: a multi-task job trains one head per task."""
 from __future__ import annotations
 
 import csv
@@ -35,8 +35,7 @@ def parity_csv(tmp_path_factory, digits_dir):
 
 def test_multitask_job_finishes_with_a_multitask_export(parity_csv, tiny_config):
     manager = JobManager()
-    config = tiny_config(parity_csv, extra={"technique": "multitask", "tasks": ["digit", "parity"],
-                                            "task_weights": {"digit": 1.0, "parity": 0.5}})
+    config = tiny_config(parity_csv, technique="multitask", tasks=["digit", "parity"], task_weights=[1.0, 0.5])
     job = manager.start(config)
     assert wait(job) == "finished", job.error
     assert job.result["technique"] == "multitask"
@@ -50,15 +49,15 @@ def test_multitask_job_finishes_with_a_multitask_export(parity_csv, tiny_config)
 def test_unknown_technique_is_refused_before_any_run_starts(digits_dir, tiny_config, tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFER_STUDIO_HOME", str(tmp_path))
     manager = JobManager()
-    with pytest.raises(ValueError, match=r"distill, multitask or simclr.*'mixup'"):
-        manager.start(tiny_config(digits_dir, extra={"technique": "mixup"}))
+    with pytest.raises(ValueError, match=r"technique must be one of classifier, distill, multitask, simclr; got 'mixup'"):
+        manager.start(tiny_config(digits_dir, technique="mixup"))
     assert manager.list() == [] and not list(tmp_path.glob("runs/*"))
 
 
 def test_a_simclr_job_runs_in_its_own_process_and_logs_its_own_metrics(digits_dir, tiny_config):
     """A technique whose epochs log other metrics (pair accuracy, no validation) trains in a job process too."""
     job = JobManager(mode="process").start(tiny_config(digits_dir, batch_size=32, image_size=32, trainable="all",
-                                                       extra={"technique": "simclr", "sources": [str(digits_dir)]}))
+                                                       technique="simclr", sources=[str(digits_dir)]))
     assert wait(job, timeout=300) == "finished", job.error
     (epoch,) = [e for e in job.snapshot()["events"] if e["type"] == "epoch"]
     assert "pair_acc" in epoch and "val_acc" not in epoch

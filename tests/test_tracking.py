@@ -11,7 +11,7 @@ import pytest
 from core.storage import runs
 from core.train import tracking
 from core.config import RunConfig
-from core.train.loop import fit
+from core.techniques import fit
 
 # CI installs both (requirements-dev.txt); without them only the tests that need them are skipped
 needs_tb = pytest.mark.skipif(find_spec("tensorboard") is None, reason="pip install tensorboard")

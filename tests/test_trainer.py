@@ -15,7 +15,8 @@ from core.models import backbones
 from core.models import freezing
 from core.storage import runs
 from core.train import loop
-from core.train.loop import Control, TrainingDiverged, fit
+from core.techniques import fit
+from core.train.control import Control, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core.data.datasets import make_sample
-from core.train.loop import fit
+from core.techniques import fit
 
 MARGIN = 0.25  # absolute validation-accuracy points
 

@@ -16,8 +16,10 @@ import re
 import secrets
 from pathlib import Path
 
+from core.storage import owners
 from core.storage import runs
 from core.storage import workspace
+from core.storage.cards import read_card  # header only: no tensor, no torch
 from core.config import RunConfig
 
 _SID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -54,32 +56,51 @@ def _path(sid: str) -> Path:
     return workspace.sub("drafts") / f"{sid}.json"
 
 
-def load(sid: str) -> dict:
-    """The saved draft for ``sid`` over the defaults; unknown or damaged entries are dropped."""
+def _saved(sid: str):
+    """The parsed draft file: None when there is none, {} when it is damaged."""
+    try:
+        saved = json.loads(_path(sid).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def owns_draft(sid: str, owner: str | None = None) -> bool:
+    """Whether ``owner`` may use draft ``sid``: nothing saved under it yet, or saved by that owner."""
+    saved = _saved(sid)
+    return saved is None or saved.get("owner") == owner
+
+
+def load(sid: str, owner: str | None = None) -> dict:
+    """The saved draft for ``sid`` over the defaults; unknown or damaged entries, and another owner's draft,
+    are dropped."""
     draft = defaults()
-    p = _path(sid)
-    if p.exists():
-        try:
-            saved = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            saved = {}
-        if isinstance(saved, dict):
-            draft.update({k: v for k, v in saved.items() if k in EDITABLE})
+    saved = _saved(sid)
+    if saved and saved.get("owner") == owner:
+        draft.update({k: v for k, v in saved.items() if k in EDITABLE})
     return draft
 
 
-def save(sid: str, draft: dict) -> None:
-    """Write the draft atomically (only the editable fields)."""
-    runs.atomic_write_text(_path(sid), json.dumps({k: draft[k] for k in EDITABLE if k in draft}, indent=2))
+def save(sid: str, draft: dict, owner: str | None = None) -> None:
+    """Write the draft atomically (only the editable fields, and its owner when sign-in is on)."""
+    if not owns_draft(sid, owner):
+        raise ValueError(f"draft {sid[:8]}… was not found in your workspace; start a new one")
+    data = {k: draft[k] for k in EDITABLE if k in draft} | ({"owner": owner} if owner is not None else {})
+    runs.atomic_write_text(_path(sid), json.dumps(data, indent=2))
 
 
 def to_config(draft: dict, data: str | Path, owner: str | None = None, **overrides) -> RunConfig:
-    """A RunConfig from a draft and a dataset folder (owner recorded for multi-user listings)."""
+    """A RunConfig from a draft and a dataset folder (the owner goes into the run folder when the job starts)."""
     known = {f.name for f in dataclasses.fields(RunConfig)}
     fields = {k: v for k, v in draft.items() if k in known}
     fields.update(overrides)
+    _source(data, owner)  # another user's dataset or upload is "not found", before anything reads it
+    if str(fields.get("backbone", "")).startswith("adapted:"):  # adapted:<base>:<run id>, a run of its own
+        owners.check(runs.root() / str(fields["backbone"]).rsplit(":", 1)[-1], owner, "adapted backbone")
     cfg = RunConfig(**{**fields, "data": str(data)})
-    cfg.extra = {**cfg.extra, "dataset": Path(str(data)).name, **({"owner": owner} if owner else {})}
+    cfg.dataset = cfg.dataset or Path(str(data)).name
     return cfg
 
 
@@ -156,17 +177,16 @@ def device_label() -> str:
     return dev.type
 
 
-def backbone_table() -> list[dict]:
-    """One row per registered backbone (core.models.backbones.table), then backbones adapted by SimCLR (core.techniques.simclr)."""
+def backbone_table(owner: str | None = None) -> list[dict]:
+    """One row per registered backbone (core.models.backbones.table), then the backbones ``owner`` adapted by SimCLR."""
     from core.models import backbones
 
     rows = backbones.table()
     try:
-        from core.techniques import simclr
-
-        adapted = backbones.list_adapted()
-    except (ImportError, OSError, ValueError):
-        adapted = []  # pretraining is optional: the registry alone is a complete table
+        # the run folder's owner record decides, not the card's: the card travels with every export
+        adapted = [a for a in backbones.list_adapted() if owners.visible(a["run_dir"], owner)]
+    except (OSError, ValueError):
+        adapted = []  # an unreadable runs folder must not cost the chooser the registry's own rows
     base = {r["name"]: r for r in rows}
     for a in adapted:
         b = base.get(a["base"], {})
@@ -221,18 +241,19 @@ def augment_preview(path: str, backbone: str, image_size: int, augment: str, n: 
         return [Image.fromarray(transform(square).permute(1, 2, 0).numpy()) for _ in range(n)]
 
 
-def evaluate_run(run_dir: str | Path) -> dict:
-    """core.results.metrics.evaluate_run, behind a lazy import."""
+def evaluate_run(run_dir: str | Path, owner: str | None = None) -> dict:
+    """core.results.metrics.evaluate_run, behind a lazy import (only ``owner``'s runs)."""
     from core.results import metrics
 
-    return metrics.evaluate_run(run_dir)
+    return metrics.evaluate_run(open_run(run_dir, owner).require_intact(action="evaluated").path)
 
 
-def evaluate_on(run_dir: str | Path, dataset_dir: str | Path) -> dict:
+def evaluate_on(run_dir: str | Path, dataset_dir: str | Path, owner: str | None = None) -> dict:
     """Score a run's best checkpoint on another labelled dataset (core.results.metrics.evaluate_on)."""
     from core.results import metrics
 
-    return metrics.evaluate_on(run_dir, dataset_dir)
+    return metrics.evaluate_on(open_run(run_dir, owner).require_intact(action="evaluated").path,
+                               _source(dataset_dir, owner))
 
 
 def top_losses(rep: dict, limit: int = 24, wrong_only: bool = True) -> list[dict]:
@@ -277,38 +298,33 @@ def export_formats() -> tuple[str, ...]:
     return FORMATS
 
 
-def export_ready(run_dir: str | Path, fmt: str) -> Path | None:
+def export_ready(run_dir: str | Path, fmt: str, owner: str | None = None) -> Path | None:
     """The existing export of a run in ``fmt`` when it is newer than the weights, else None."""
     from core.results import formats
 
-    target = formats.default_path(run_dir, fmt)
-    weights = runs.open_run(run_dir).best_weights
-    if target.exists() and weights.exists() and target.stat().st_mtime >= weights.stat().st_mtime:
-        return target
-    return None
+    return formats.ready(open_run(run_dir, owner).path, fmt)
 
 
-def export_format(run_dir: str | Path, fmt: str) -> Path:
+def export_format(run_dir: str | Path, fmt: str, owner: str | None = None) -> Path:
     """Write (or reuse) an export of a run in ``fmt``; returns the file (core.results.formats.export)."""
     from core.results import formats
 
-    return formats.export(run_dir, fmt)
+    return formats.export(open_run(run_dir, owner).require_intact(action="exported").path, fmt)
 
 
-def card_markdown(run_dir: str | Path) -> str:
-    """The model card as Markdown (core.results.formats)."""
+def card_markdown(run_dir: str | Path, owner: str | None = None) -> str:
+    """The model card as Markdown (core.results.formats; the card comes from the weights file's header)."""
     from core.results import formats
 
-    return formats.card_markdown(formats.full_card(run_dir))
+    return formats.card_markdown(formats.full_card(open_run(run_dir, owner).require_intact(action="shown").path))
 
 
-def export_files(run_dir: str | Path) -> dict:
+def export_files(run_dir: str | Path, owner: str | None = None) -> dict:
     """What the Export step offers: the weight files on disk (read only when a download is clicked, so a
     VGG-size model is never held in memory several times over) and the small card and config texts."""
     from core.results import formats
-    from core.results.loading import read_card
 
-    run = runs.open_run(run_dir)
+    run = open_run(run_dir, owner).require_intact(action="exported")
     if not run.best_weights.exists():
         raise ValueError(f"run {run.id} has no checkpoint yet; train at least one epoch first")
     card = read_card(run.path)
@@ -316,16 +332,101 @@ def export_files(run_dir: str | Path) -> dict:
             "card": json.dumps(card, indent=2).encode(), "config": run.config().to_json().encode()}
 
 
-def distill_compare(teacher: str | Path, students: dict) -> list[dict]:
+def distill_compare(teacher: str | Path, students: dict, owner: str | None = None) -> list[dict]:
     """Teacher and student rows: accuracy, agreement, parameters, size, CPU latency (core.techniques.distill.compare)."""
     from core.techniques import distill
 
-    return distill.compare(teacher, students, latency_repeats=5)
+    students = {label: open_run(rid, owner).path for label, rid in students.items()}
+    return distill.compare(open_run(teacher, owner).path, students, latency_repeats=5)
 
 
-def task_table(source: str | Path, tasks: list[str] | None = None) -> dict:
+def task_table(source: str | Path, tasks: list[str] | None = None, owner: str | None = None) -> dict:
     """A multi-label CSV's tasks (task -> classes), usable row count and skipped rows (core.techniques.multitask.read_table)."""
     from core.techniques import multitask
 
-    table = multitask.read_table(str(source), tasks)
+    table = multitask.read_table(str(_source(source, owner)), tasks)
     return {"tasks": table.tasks, "rows": len(table.files), "skipped": table.skipped}
+
+
+# --- ownership: every run, dataset and upload is listed, opened, changed and deleted by its owner only ---
+# (core.storage.owners holds the rule; owner None is the single-user app, which sees what has no owner)
+
+def open_run(run_id_or_path: str | Path, owner: str | None = None) -> runs.Run:
+    """A run ``owner`` may use; another user's run is 'not found', exactly like one that does not exist."""
+    try:
+        run = runs.open_run(run_id_or_path)
+    except ValueError:
+        run = None
+    if run is None or not owners.visible(run.path, owner):
+        raise ValueError(f"run {Path(str(run_id_or_path)).name!r} was not found in your workspace; "
+                         f"pick one on the Runs page")
+    return run
+
+
+def my_runs(owner: str | None = None) -> list[runs.Run]:
+    """The runs ``owner`` may see, newest first (damaged ones included: ask each its problem())."""
+    return owners.mine(runs.list_runs(), owner)
+
+
+def delete_run(run_id: str, owner: str | None = None, active_ids=frozenset()) -> None:
+    """Delete one of ``owner``'s runs; refused while any process trains it (core.storage.locks) or a job is active."""
+    open_run(run_id, owner)
+    runs.delete(run_id, set(active_ids))
+
+
+def resume_run(manager, run_id: str, owner: str | None = None):
+    """Continue one of ``owner``'s runs from its last.pt; refused while another process holds the run."""
+    from core.storage import locks
+
+    run = open_run(run_id, owner)
+    held = locks.holder(run.path)
+    if held is not None:
+        raise ValueError(f"run {run.id[:15]} is still being trained ({locks.describe(held)}); stop it first or "
+                         f"wait for it to finish")
+    return manager.resume_run(run.id, owner=owner)
+
+
+def _source(path: str | Path, owner: str | None) -> Path:
+    """A data source (dataset folder, uploaded file) ``owner`` may read; another user's is 'not found'."""
+    p = Path(path).resolve()
+    home = workspace.home().resolve()
+    for area in ("datasets", "uploads"):
+        top = home / area
+        if p.is_relative_to(top) and p != top:
+            folder = top / p.relative_to(top).parts[0]  # the owned folder: a dataset, an upload
+            owners.check(folder, owner, "dataset")
+            return p
+    if owner is not None:  # a signed-in user names data of the workspace only, never a server path
+        raise ValueError(f"{Path(str(path)).name!r} was not found in your workspace; upload it on the Data step")
+    return p
+
+
+def my_datasets(owner: str | None = None) -> list[str]:
+    """Names of the datasets ``owner`` may see, alphabetical."""
+    from core.data import edits
+
+    return [n for n in edits.list_datasets() if owners.visible(edits.root() / n, owner)]
+
+
+def dataset_dir(name: str, owner: str | None = None) -> Path:
+    """The folder of one of ``owner``'s datasets; another user's is 'not found'."""
+    from core.data import edits
+
+    if name not in my_datasets(owner):
+        raise ValueError(f"dataset {name!r} was not found in your workspace; upload one or pick a sample")
+    return edits.dataset_dir(name)
+
+
+# core.data.edits functions that take a dataset name first; the pages reach them through dataset_action
+_DATASET_ACTIONS = ("class_counts", "signature", "scan", "add_class", "rename_class", "merge_classes",
+                    "delete_class", "add_image", "delete_dataset")
+
+
+def dataset_action(action: str, name: str, *args, owner: str | None = None):
+    """core.data.edits.<action>(name, *args) on one of ``owner``'s datasets (read, add_class, rename_class, ...)."""
+    from core.data import edits
+
+    if action not in _DATASET_ACTIONS or not hasattr(edits, action):
+        raise ValueError(f"dataset action must be one of {', '.join(_DATASET_ACTIONS)}; got {action!r}")
+    dataset_dir(name, owner)
+    return getattr(edits, action)(name, *args)

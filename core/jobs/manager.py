@@ -20,28 +20,8 @@ from dataclasses import dataclass, field
 
 from core.storage import runs
 from core.config import RunConfig
-from core.train.loop import Control, fit
-
-
-def runner(config: RunConfig):
-    """The engine entry point for a config's technique (config.extra['technique']; None is plain training).
-
-    Every entry point has ``fit``'s signature: ``(config, on_event, control, run, resume=...)``.
-    """
-    technique = config.extra.get("technique")
-    if technique is None:
-        return fit
-    # Imported here: each technique module is heavy and most jobs never need it.
-    if technique == "distill":
-        from core.techniques.distill import fit_config
-    elif technique == "multitask":
-        from core.techniques.multitask import fit_config
-    elif technique == "simclr":
-        from core.techniques.simclr import fit_config
-    else:
-        raise ValueError(f"config.extra['technique'] must be distill, multitask or simclr (or absent for plain "
-                         f"training); got {technique!r}")
-    return fit_config
+from core import techniques
+from core.train.control import Control
 
 
 MODES = ("process", "thread")
@@ -73,7 +53,7 @@ class Job:
     def _work(self) -> None:
         self.state = "running"
         try:
-            self.result = runner(self.config)(self.config, self._on_event, self.control, self.run, resume=self.resume)
+            self.result = techniques.fit(self.config, self._on_event, self.control, self.run, resume=self.resume)
             self.state = self.result.get("status", "finished")
         except Exception as e:  # shown in the UI with its traceback
             self.error = f"{type(e).__name__}: {e}"
@@ -133,9 +113,8 @@ class JobManager:
     def start(self, config: RunConfig, owner: str | None = None, run: runs.Run | None = None,
               resume: bool = False) -> Job:
         """Validate, create the run directory, and run (or queue) a job; returns it at once."""
-        _check(config.validate())
-        runner(config)  # an unknown technique fails here, before a run folder or a process exists
-        run = run or runs.create(config)
+        techniques.check(config)  # fields, backbone and technique: refused before a run folder or a process exists
+        run = run or runs.create(config, owner=owner)
         if self.mode == "thread":
             return self.enqueue(Job(run.id, config, run, owner=owner, resume=resume))
         from core.jobs.supervisor import SubprocessJob
@@ -210,10 +189,3 @@ class JobManager:
             jobs = list(self._jobs.values())
         for j in jobs:
             j.stop()
-
-
-def _check(config):
-    """The config's own validation, then the registry's (imported late: it brings in torch)."""
-    from core.models import backbones
-
-    return backbones.check(config)

@@ -14,8 +14,9 @@ import time
 import traceback
 from pathlib import Path
 
+from core import techniques
 from core.storage import runs
-from core.train.control import ORPHAN_EXIT, PAUSE_FILE, STOP_FILE, SUPERVISOR_ENV
+from core.train.control import PAUSE_FILE, STOP_FILE, SUPERVISOR_ENV
 
 LOG_FILE = "torchrun.log"     # stdout and stderr of the torchrun agent and its workers
 WORKER_LOG = "worker.log"     # stdout and stderr of a plain (single-process) job
@@ -46,7 +47,7 @@ def launch(config, nproc: int | None, run: runs.Run, resume: bool = False) -> su
     """Start ``command()`` for ``run`` in its own session (so one signal reaches the group); output goes to
     the run's ``log_name(nproc)``."""
     if not resume:
-        runs.atomic_write_text(run.path / "config.json", _check(config.validate()).to_json())
+        runs.atomic_write_text(run.path / "config.json", techniques.check(config).to_json())
     for name in (STOP_FILE, PAUSE_FILE):
         (run.path / name).unlink(missing_ok=True)
     from core.storage import workspace
@@ -355,14 +356,7 @@ def _kill_live() -> None:
 def submit(manager, config, nproc: int, owner: str | None = None, run: runs.Run | None = None,
            resume: bool = False) -> SubprocessJob:
     """Queue a torchrun job in a ``core.jobs.manager.JobManager``, next to its thread jobs (same limit, same listing)."""
-    _check(config.validate())
-    run = run or runs.create(config)
+    techniques.check(config)
+    run = run or runs.create(config, owner=owner)
     job = SubprocessJob(config, run, nproc, owner=owner, resume=resume)
     return manager.enqueue(job)  # the manager runs job._work() in a worker thread, like its own jobs
-
-
-def _check(config):
-    """The config's own validation, then the registry's (imported late: it brings in torch)."""
-    from core.models import backbones
-
-    return backbones.check(config)

@@ -12,6 +12,7 @@ from core.storage import runs
 from core.train import ddp
 from core.train.control import DistControl
 from core.train.ddp import Distributed, Single
+from core.train.loop import per_rank_batch
 
 
 class ScratchRun(runs.Run):
@@ -22,13 +23,13 @@ class ScratchRun(runs.Run):
 
 
 def train(config=None, on_event=None, run_dir: str | Path | None = None, resume: bool = False) -> dict:
-    """Run ``trainer.fit`` as one DDP rank. Rank 0 creates (or opens ``run_dir``) the run; the others follow."""
+    """Run the one training loop as one DDP rank. Rank 0 creates (or opens ``run_dir``) the run; the others follow."""
     import shutil
 
     import torch.distributed as dist
 
     from core.config import RunConfig
-    from core.train.loop import fit
+    from core.techniques import fit
 
     if config is None and run_dir is None:
         raise ValueError("distributed.train needs a config or a run directory; got neither")
@@ -64,8 +65,8 @@ def train(config=None, on_event=None, run_dir: str | Path | None = None, resume:
             if getattr(config, "sync_bn", False) and not ctx.sync_bn:
                 notes.append("sync_bn needs CUDA (NCCL); on CPU each rank keeps its own BatchNorm statistics")
             ev = {"type": "distributed", "time": time.time(), "world_size": ctx.world, "backend": ctx.backend,
-                  "device": str(ctx.device), "sync_bn": ctx.sync_bn, "per_process_batch_size": config.batch_size,
-                  "effective_batch_size": config.batch_size * ctx.world}
+                  "device": str(ctx.device), "sync_bn": ctx.sync_bn, "per_process_batch_size": per_rank_batch(config.batch_size, ctx.world),
+                  "effective_batch_size": per_rank_batch(config.batch_size, ctx.world) * ctx.world}
             run.append(ev)
             if on_event:
                 on_event(ev)

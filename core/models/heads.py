@@ -29,3 +29,13 @@ def build_multitask(backbone: str, tasks: dict[str, list[str]], pretrained: bool
     dim = backbones.feature_dim(net)
     heads = nn.ModuleDict({t: nn.Linear(dim, len(cl)) for t, cl in tasks.items()})
     return MultiTaskNet(net.body, heads), net
+
+
+class TaskHeads(nn.ModuleDict):
+    """The head of a multi-task TransferNet: one linear layer per task, ``forward`` returns {task: logits}.
+
+    Inside ``TransferNet(body, TaskHeads(...))`` the layer groups, freezing and cached features work as for
+    any classifier; saved, its weights are renamed ``heads.<task>.*`` to load as a ``MultiTaskNet``."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {t: h(x) for t, h in self.items()}

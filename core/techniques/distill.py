@@ -25,15 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.models import backbones
 from core.data import datasets
 from core.results import loading
-from core.models import freezing
 from core.storage import runs
 from core.storage import workspace
 from core.config import RunConfig
-from core.train.loop import (Control, embed, logged_run, make_optimizer, make_scheduler, pick_device,
-                      seed_everything)
+from core.techniques.classifier import Classifier
+from core.train.technique import Data
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -97,167 +95,79 @@ def teacher_logits(teacher: loading.LoadedModel, weights_file: Path, paths: list
     return logits
 
 
-# --- training ------------------------------------------------------------------------------------
+# --- the technique --------------------------------------------------------------------------------
 
 def distill(teacher, student_config: RunConfig, alpha: float = 0.5, temperature: float = 4.0, on_event=None,
-            control: Control | None = None, run: runs.Run | None = None) -> dict:
+            control=None, run: runs.Run | None = None) -> dict:
     """Train ``student_config`` against ``teacher`` (run id/dir or export); returns the final metrics."""
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha (weight of the hard-label loss) must be in [0, 1]; got {alpha!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0 (typical: 2-8); got {temperature!r}")
-    if student_config.augment != "none":
-        raise ValueError(f"distillation needs augment='none' (got {student_config.augment!r}): the teacher's "
-                         f"logits are computed once on the centre crop, so the student must see that same view")
-    teacher_model, teacher_file = load_teacher(teacher)
-    config = dataclasses.replace(student_config, extra={
-        **student_config.extra, "technique": "distill", "teacher": str(teacher), "teacher_file": str(teacher_file),
-        "teacher_backbone": teacher_model.card["backbone"], "alpha": alpha, "temperature": temperature})
-    backbones.check(config.validate())
-    control = control or Control()
-    run = run or runs.create(config)
-    return logged_run(run, on_event, lambda emit: _distill(config, teacher_model, teacher_file, emit, control, run),
-                      "stopped by the user; the best student so far is kept")
+    from core.techniques import fit
+
+    config = dataclasses.replace(student_config, technique="distill", teacher=str(teacher), distill_alpha=alpha,
+                                 distill_temperature=temperature)
+    return fit(config, on_event, control, run)
 
 
-def fit_config(config: RunConfig, on_event=None, control: Control | None = None, run: runs.Run | None = None,
-               resume: bool = False) -> dict:
-    """Same call as trainer.fit, for job runners: teacher, alpha and temperature come from ``config.extra``."""
-    if resume:
-        raise ValueError("a distillation run cannot be resumed; start it again (the teacher's logits are cached)")
-    extra = config.extra
-    if "teacher" not in extra:
-        raise ValueError("config.extra['teacher'] is missing: name the teacher run for distillation")
-    return distill(extra["teacher"], config, float(extra.get("alpha", 0.5)), float(extra.get("temperature", 4.0)),
-                   on_event, control, run)
+class Distill(Classifier):
+    """A classifier whose loss also pulls its softened outputs toward a teacher's (targets: label, teacher)."""
+
+    name = "distill"
+    kind = "classifier"  # the student is an ordinary classifier
+    stopped_message = "stopped by the user; the best student so far is kept"
+
+    def check(self, config: RunConfig) -> None:
+        if not config.teacher:
+            raise ValueError("teacher is missing: name the finished run (id or folder) or the exported model that "
+                             "teaches this student")
+        if not 0 <= config.distill_alpha <= 1:
+            raise ValueError(f"distill_alpha (weight of the true-label loss) must be in [0, 1]; "
+                             f"got {config.distill_alpha!r}")
+        if not config.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0 (typical: 2-8); got {config.distill_temperature!r}")
+        if config.augment != "none":
+            raise ValueError(f"distillation needs augment='none' (got {config.augment!r}): the teacher's logits are "
+                             f"computed once on the centre crop, so the student must see that same view")
+        load_teacher(config.teacher)  # a clear error now rather than after the data is read
+
+    def data(self, config: RunConfig, run, resume: bool, emit) -> Data:
+        d = super().data(config, run, resume, emit)
+        teacher, teacher_file = load_teacher(config.teacher)
+        if sorted(teacher.classes) != sorted(self.classes):
+            raise ValueError(f"the teacher knows classes {', '.join(teacher.classes)} but the data has "
+                             f"{', '.join(self.classes)}; distil on the dataset the teacher was trained for")
+        self.alpha, self.temperature = config.distill_alpha, config.distill_temperature
+        split = datasets.Split(self.classes, list(zip(d.train, d.train_targets["label"].tolist())),
+                               list(zip(d.val, d.val_targets["label"].tolist())))
+        _warn_if_teacher_saw_val(teacher_file, split, emit)
+        order = [teacher.classes.index(c) for c in self.classes]  # teacher columns in the student's class order
+        logits = teacher_logits(teacher, teacher_file, d.train + d.val,
+                                progress=lambda k, n: emit("phase", phase="teacher logits", done=k, total=n))[:, order]
+        d.train_targets["teacher"], d.val_targets["teacher"] = logits[:len(d.train)], logits[len(d.train):]
+        yva, tva = d.val_targets["label"], d.val_targets["teacher"].argmax(1)
+        d.info.update(alpha=self.alpha, temperature=self.temperature, teacher=config.teacher,
+                      teacher_val_acc=float((tva == yva).float().mean()) if len(yva) else 0.0)
+        return d
+
+    def loss(self, out, y):
+        logits = out.float()
+        loss = distillation_loss(logits, y["teacher"].float(), y["label"], self.alpha, self.temperature)
+        return loss, {"correct": float((logits.argmax(1) == y["label"]).sum()), "n": float(len(logits))}
+
+    def collect(self, out, y):
+        return {**super().collect(out, y), "teacher_top1": y["teacher"].argmax(1)}
+
+    def metrics(self, rows: dict) -> dict:
+        m = super().metrics(rows)
+        y = rows.get("label")
+        agree = (rows["logits"].argmax(1) == rows["teacher_top1"]).float().mean() if y is not None and len(y) else 0
+        return {**m, "agreement": float(agree)}
+
+    def card(self, config: RunConfig, pre, metrics: dict) -> dict:
+        metrics = {**metrics, "agreement_with_teacher": metrics.get("agreement")}
+        return loading.make_card(config, self.classes, pre, metrics, technique="distill", teacher=config.teacher,
+                                 alpha=self.alpha, temperature=self.temperature)
 
 
-def _distill(config: RunConfig, teacher: loading.LoadedModel, teacher_file: Path, emit, control, run) -> dict:
-    alpha, temperature = config.extra["alpha"], config.extra["temperature"]
-    seed_everything(config.seed, config.deterministic)
-    device = pick_device(config.device)
-    pre = backbones.preprocessing_for(config)
-
-    index = datasets.load_index(config.data, progress=lambda d, t: emit("phase", phase="extracting", done=d, total=t))
-    split = datasets.split(index, config.val_fraction, config.seed)
-    classes = split.classes
-    if sorted(teacher.classes) != sorted(classes):
-        raise ValueError(f"the teacher knows classes {', '.join(teacher.classes)} but the data has "
-                         f"{', '.join(classes)}; distil on the dataset the teacher was trained for")
-    runs.atomic_write_text(run.path / "split.json", json.dumps({**split.to_dict(), "content_hash": index.content_hash}))
-    _warn_if_teacher_saw_val(teacher_file, split, emit)
-
-    order = [teacher.classes.index(c) for c in classes]  # teacher columns in the student's class order
-    all_items = split.train + split.val
-    t_logits = teacher_logits(teacher, teacher_file, [p for p, _ in all_items],
-                              progress=lambda d, t: emit("phase", phase="teacher logits", done=d, total=t))[:, order]
-    t_train, t_val = t_logits[:len(split.train)], t_logits[len(split.train):]
-
-    cache = datasets.ImageCache([p for p, _ in all_items], pre,
-                            progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
-    torch.manual_seed(config.seed)
-    model = backbones.build_model(config.backbone, len(classes), pretrained=config.pretrained)
-    groups = freezing.plan(config.backbone, config.trainable, config.trainable_groups)
-    counts = freezing.apply(model, config.backbone, groups)
-    model.to(device)
-
-    use_features = groups == ["head"] and config.cache_features
-    crop = datasets.eval_transform(pre)
-    train_ds = _WithTeacher(datasets.CachedDataset(split.train, cache, crop), t_train)
-    val_ds = _WithTeacher(datasets.CachedDataset(split.val, cache, crop), t_val)
-    if use_features:  # a frozen body gives the same features every epoch: embed each image once
-        def features(ds, logits):
-            feats, labels = embed(model, torch.utils.data.DataLoader(ds.base, batch_size=64), pre, device)
-            return torch.utils.data.TensorDataset(feats, labels, logits)
-        train_ds, val_ds = features(train_ds, t_train), features(val_ds, t_val)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device)
-        return model.head(x) if use_features else model(datasets.normalize(x, pre))
-
-    g = torch.Generator()
-    g.manual_seed(config.seed)
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, generator=g,
-                                               num_workers=config.num_workers)
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=64, num_workers=config.num_workers)
-    yva = torch.tensor([y for _, y in split.val])
-    opt = make_optimizer(config, freezing.param_groups(model, config.backbone, groups, config.lr, config.lr_decay,
-                                                       config.weight_decay))
-    total = len(train_loader) * config.epochs
-    sched = make_scheduler(config, opt, total)
-    teacher_val_top1 = t_val.argmax(1)
-    emit("start", technique="distill", device=str(device), classes=classes, n_train=len(split.train),
-         n_val=len(split.val), trainable_groups=groups, params_trainable=counts["trainable"],
-         params_total=counts["total"], cached_features=use_features, steps_per_epoch=len(train_loader),
-         epochs=config.epochs, alpha=alpha, temperature=temperature, teacher=config.extra["teacher"],
-         teacher_val_acc=float((teacher_val_top1 == yva).float().mean()) if len(yva) else 0.0,
-         versions=loading.versions())
-
-    step, best_acc, best_epoch, ips, t_loop = 0, -1.0, 0, 0.0, time.time()
-    for epoch in range(config.epochs):
-        freezing.set_train_mode(model, config.backbone, groups)
-        tot_loss, tot_correct, tot_n, t_epoch = 0.0, 0, 0, time.time()
-        for x, y, tl in train_loader:
-            control.checkpoint()
-            t_step = time.time()
-            y, tl = y.to(device), tl.to(device)
-            logits = forward(x).float()
-            loss = distillation_loss(logits, tl, y, alpha, temperature)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate "
-                                   f"(now {config.lr:g}) or the temperature (now {temperature:g})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            tot_loss += loss.item() * len(y)
-            tot_correct += int((logits.argmax(1) == y).sum())
-            tot_n += len(y)
-            rate = len(y) / max(time.time() - t_step, 1e-9)
-            ips = rate if ips == 0 else 0.9 * ips + 0.1 * rate
-            emit("step", epoch=epoch + 1, step=step, total_steps=total, loss=loss.item(),
-                 lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=(time.time() - t_loop) / step * (total - step))
-
-        model.eval()
-        with torch.no_grad():
-            val_logits = torch.cat([forward(x).float().cpu() for x, _, _ in val_loader])
-        val_loss = float(nn.functional.cross_entropy(val_logits, yva)) if len(yva) else 0.0
-        val_pred = val_logits.argmax(1)
-        val_acc = float((val_pred == yva).float().mean()) if len(yva) else 0.0
-        agreement = float((val_pred == teacher_val_top1).float().mean()) if len(yva) else 0.0
-        improved = val_acc > best_acc
-        if improved:
-            best_acc, best_epoch = val_acc, epoch + 1
-            metrics = {"val_accuracy": val_acc, "val_loss": val_loss, "agreement_with_teacher": agreement,
-                       "epoch": epoch + 1}
-            card = loading.make_card(config, classes, pre, metrics, technique="distill",
-                                    teacher=config.extra["teacher"], alpha=alpha, temperature=temperature)
-            loading.save_safetensors(model, card, run.best_weights)
-        emit("epoch", epoch=epoch + 1, epochs=config.epochs, train_loss=tot_loss / max(tot_n, 1),
-             train_acc=tot_correct / max(tot_n, 1), val_loss=val_loss, val_acc=val_acc, agreement=agreement,
-             lr=opt.param_groups[0]["lr"], time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
-
-    result = {"status": "finished", "technique": "distill", "val_accuracy": best_acc, "best_epoch": best_epoch,
-              "classes": classes, "run_dir": str(run.path), "elapsed_s": time.time() - t_loop}
-    runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
-    return result
-
-
-class _WithTeacher(torch.utils.data.Dataset):
-    """(image, label, teacher logits) triples: the cached logits travel with their image."""
-
-    def __init__(self, base: datasets.CachedDataset, logits: torch.Tensor):
-        self.base, self.logits = base, logits
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        x, y = self.base[i]
-        return x, y, self.logits[i]
+TECHNIQUE = Distill
 
 
 def _warn_if_teacher_saw_val(teacher_file: Path, split: datasets.Split, emit) -> None:

@@ -13,27 +13,24 @@ import csv
 import dataclasses
 import io
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from core.models import backbones
-from core.models.heads import MultiTaskNet, build_multitask as build  # noqa: F401 (build: this technique's model)
+from core.models.heads import TaskHeads
 from core.data import datasets
 from core.results import loading
-from core.models import freezing
 from core.data import ingest
+from core.data import labels as labelrules
+from core.storage import paths
 from core.storage import runs
-from core.data.preprocess import Preprocessing
 from core.config import RunConfig
-from core.data.imageio import is_image_name, open_image
-from core.train.loop import (Control, embed, logged_run, make_optimizer, make_scheduler, pick_device,
-                      seed_everything)
+from core.data.imageio import is_image_name
+from core.train.technique import Data, Technique
 
 MISSING = -1
 
@@ -62,11 +59,21 @@ def _find_csv(source: str) -> Path:
         return p
     root = datasets.resolve(source)
     found = sorted(q for q in root.rglob("*") if q.suffix.lower() in (".csv", ".tsv")
-                   and not any(part.startswith(".") for part in q.relative_to(root).parts))
+                   and not any(part.startswith(".") for part in q.relative_to(root).parts)
+                   and paths.within(q, root))  # a linked CSV could be any file on the server
     if len(found) != 1:
         raise ValueError(f"{source!s} holds {len(found)} CSV files; multi-task data needs exactly one, with a "
                          f"filename column and one column per task (found: {', '.join(q.name for q in found)})")
     return found[0]
+
+
+def _images_by_name(base: Path) -> dict[str, list[Path]]:
+    """Image files under ``base`` by file name; links leading outside ``base`` are left out."""
+    found: dict[str, list[Path]] = {}
+    for q in base.rglob("*"):
+        if is_image_name(q.name) and q.is_file() and paths.within(q, base):
+            found.setdefault(q.name, []).append(q.resolve())
+    return found
 
 
 def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
@@ -92,22 +99,25 @@ def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
                          f"are {', '.join(columns) or '(none)'}")
     if len(set(tasks)) != len(tasks):
         raise ValueError(f"each task may be named once; got {', '.join(tasks)}")
+    for t in tasks:
+        labelrules.check_label(t, f"{path.name}: the header of task column")
     col = {t: header.index(t) for t in tasks}
 
-    base = path.parent
+    base = path.parent.resolve()
     by_name: dict[str, list[Path]] | None = None
     files, raw, splits, skipped = [], {t: [] for t in tasks}, [], []
     for lineno, row in enumerate(rows[1:], start=2):
         cell = lambda i: row[i].strip() if i < len(row) else ""  # noqa: E731 - short rows mean empty cells
         name = cell(file_col)
-        target = (base / name) if name else None
-        if target is not None and not target.is_file():
+        try:  # refused before any lookup: the row count never tells whether a file outside exists
+            target = paths.contained(base, name)
+        except paths.OutsideError as e:
+            skipped.append(f"{path.name} line {lineno}: image path refused ({e})")
+            continue
+        if not target.is_file():
             if by_name is None:  # CSVs often list bare names while the images sit in sub-folders
-                by_name = {}
-                for q in base.rglob("*"):
-                    if q.is_file() and is_image_name(q.name):
-                        by_name.setdefault(q.name, []).append(q)
-            hits = by_name.get(Path(name).name, [])
+                by_name = _images_by_name(base)
+            hits = by_name.get(target.name, [])
             target = hits[0] if len(hits) == 1 else None
         if target is None or not is_image_name(target.name):
             skipped.append(f"{path.name} line {lineno}: image {name!r} not found next to the CSV")
@@ -116,7 +126,12 @@ def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
         if not any(values.values()):
             skipped.append(f"{path.name} line {lineno}: no label for any task")
             continue
-        files.append(str(target.resolve()))
+        bad = [(t, v, labelrules.label_problem(v)) for t, v in values.items() if v and labelrules.label_problem(v)]
+        if bad:
+            t, v, why = bad[0]
+            skipped.append(f"{path.name} line {lineno}: label {v[:60]!r} of task {t!r} {why} — fix the cell")
+            continue
+        files.append(str(target))
         for t in tasks:
             raw[t].append(values[t])
         s = cell(split_col).lower() if split_col is not None else ""
@@ -165,7 +180,7 @@ def masked_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, weights:
     return total, parts
 
 
-# --- training ------------------------------------------------------------------------------------
+# --- the technique -------------------------------------------------------------------------------
 
 def _parse_weights(tasks: list[str], weights) -> dict[str, float]:
     if weights is None:
@@ -184,39 +199,15 @@ def _parse_weights(tasks: list[str], weights) -> dict[str, float]:
 
 
 def fit_multitask(config: RunConfig, tasks: list[str] | None = None, weights=None, on_event=None,
-                  control: Control | None = None, run: runs.Run | None = None) -> dict:
+                  control=None, run: runs.Run | None = None) -> dict:
     """Train one backbone with a head per task on ``config.data`` (a multi-label CSV); returns final metrics."""
-    table = read_table(config.data, tasks)
-    task_names = list(table.tasks)
-    w = _parse_weights(task_names, weights)
-    config = dataclasses.replace(config, extra={**config.extra, "technique": "multitask", "tasks": task_names,
-                                                "task_weights": w})
-    backbones.check(config.validate())
-    control = control or Control()
-    run = run or runs.create(config)
-    return logged_run(run, on_event, lambda emit: _fit(config, table, w, emit, control, run),
-                      "stopped by the user; the best checkpoint so far is kept")
+    from core.techniques import fit
 
-
-def fit_config(config: RunConfig, on_event=None, control: Control | None = None, run: runs.Run | None = None,
-               resume: bool = False) -> dict:
-    """Same call as trainer.fit, for job runners: tasks and weights come from ``config.extra``."""
-    if resume:
-        raise ValueError("a multi-task run cannot be resumed; start it again")
-    return fit_multitask(config, config.extra.get("tasks"), config.extra.get("task_weights"), on_event, control, run)
-
-
-class _Rows(torch.utils.data.Dataset):
-    """(uint8 image, label row) pairs."""
-
-    def __init__(self, files: list[str], labels: torch.Tensor, cache: datasets.ImageCache, transform):
-        self.files, self.labels, self.cache, self.transform = files, labels, cache, transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        return self.transform(self.cache.get(self.files[i])), self.labels[i]
+    if isinstance(weights, dict):
+        weights = [float(weights[t]) for t in (tasks or weights)]
+    config = dataclasses.replace(config, technique="multitask", tasks=tasks,
+                                 task_weights=[float(w) for w in weights] if weights is not None else None)
+    return fit(config, on_event, control, run)
 
 
 def task_metrics(logits: dict[str, torch.Tensor], targets: torch.Tensor, classes: dict[str, list[str]]) -> dict:
@@ -239,127 +230,86 @@ def task_metrics(logits: dict[str, torch.Tensor], targets: torch.Tensor, classes
     return out
 
 
-def _fit(config: RunConfig, table: TaskTable, weights: dict[str, float], emit, control, run) -> dict:
-    seed_everything(config.seed, config.deterministic)
-    device = pick_device(config.device)
-    pre = backbones.preprocessing_for(config)
-    tr, va = split_rows(table, config.val_fraction, config.seed)
-    runs.atomic_write_text(run.path / "split.json", json.dumps({
-        "tasks": table.tasks, "train": [[table.files[i], table.label_matrix([i])[0].tolist()] for i in tr],
-        "val": [[table.files[i], table.label_matrix([i])[0].tolist()] for i in va], "skipped": table.skipped}))
-    for s in table.skipped[:20]:
-        emit("warning", message=s)
-    cache = datasets.ImageCache(table.files, pre,
-                            progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
-
-    torch.manual_seed(config.seed)
-    model, net = build(config.backbone, table.tasks, pretrained=config.pretrained)
-    groups = freezing.plan(config.backbone, config.trainable, config.trainable_groups)
-    counts = freezing.apply(net, config.backbone, groups)
-    model.to(device)
-    head_params = sum(p.numel() for p in model.heads.parameters())
-    params_total = counts["total"] - sum(p.numel() for p in net.head.parameters()) + head_params
-    params_trainable = counts["trainable"] - sum(p.numel() for p in net.head.parameters()) + head_params
-    # Optimizer groups come from the layer groups of the original TransferNet; its unused head is swapped for ours.
-    opt_groups = freezing.param_groups(net, config.backbone, groups, config.lr, config.lr_decay, config.weight_decay)
-    for g in opt_groups:
-        if g["name"] == "head":
-            g["params"] = list(model.heads.parameters())
-
-    ytr, yva = table.label_matrix(tr), table.label_matrix(va)
-    ftr, fva = [table.files[i] for i in tr], [table.files[i] for i in va]
-    use_features = groups == ["head"] and config.augment == "none" and config.cache_features
-    augment = config if config.augment == "custom" else config.augment
-    train_ds = _Rows(ftr, ytr, cache, datasets.train_transform(pre, augment))
-    val_ds = _Rows(fva, yva, cache, datasets.eval_transform(pre))
-    if use_features:  # a frozen body gives the same features every epoch: embed each image once
-        def features(files, labels):
-            loader = torch.utils.data.DataLoader(_Rows(files, labels, cache, datasets.eval_transform(pre)), batch_size=64)
-            return torch.utils.data.TensorDataset(embed(net, loader, pre, device)[0], labels)
-        train_ds, val_ds = features(ftr, ytr), features(fva, yva)
-
-    def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.to(device)
-        return model.forward_features(x) if use_features else model(datasets.normalize(x, pre))
-
-    g = torch.Generator()
-    g.manual_seed(config.seed)
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, generator=g,
-                                               num_workers=config.num_workers)
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=64, num_workers=config.num_workers)
-    opt = make_optimizer(config, opt_groups)
-    total = len(train_loader) * config.epochs
-    sched = make_scheduler(config, opt, total)
-    labelled = {t: {"train": int((ytr[:, k] != MISSING).sum()), "val": int((yva[:, k] != MISSING).sum())}
-                for k, t in enumerate(table.tasks)}
-    emit("start", technique="multitask", device=str(device), tasks=table.tasks, task_weights=weights,
-         labelled=labelled, n_train=len(tr), n_val=len(va), trainable_groups=groups,
-         params_trainable=params_trainable, params_total=params_total, cached_features=use_features,
-         steps_per_epoch=len(train_loader), epochs=config.epochs, versions=loading.versions())
-
-    step, best, best_epoch, ips, t_loop = 0, -1.0, 0, 0.0, time.time()
-    for epoch in range(config.epochs):
-        freezing.set_train_mode(net, config.backbone, groups)
-        model.heads.train()
-        tot_loss, n_seen, t_epoch = 0.0, 0, time.time()
-        train_logits, train_targets = {t: [] for t in table.tasks}, []
-        for x, y in train_loader:
-            control.checkpoint()
-            t_step = time.time()
-            y = y.to(device)
-            logits = forward(x)
-            loss, parts = masked_loss(logits, y, weights)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"the loss became {loss.item()} at step {step + 1}; lower the learning rate "
-                                   f"(now {config.lr:g}) and try again")
-            opt.zero_grad(set_to_none=True)
-            if loss.requires_grad:  # False only when no row of the batch has a label for any task
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                opt.step()
-            sched.step()
-            step += 1
-            tot_loss += loss.item() * len(y)
-            n_seen += len(y)
-            for t in table.tasks:
-                train_logits[t].append(logits[t].detach().float().cpu())
-            train_targets.append(y.cpu())
-            rate = len(y) / max(time.time() - t_step, 1e-9)
-            ips = rate if ips == 0 else 0.9 * ips + 0.1 * rate
-            emit("step", epoch=epoch + 1, step=step, total_steps=total, loss=loss.item(),
-                 task_losses={t: v for t, v in parts.items() if v == v}, lr=opt.param_groups[0]["lr"],
-                 images_per_s=ips, eta_s=(time.time() - t_loop) / step * (total - step))
-
-        model.eval()
-        with torch.no_grad():
-            outs = [(forward(x), y) for x, y in val_loader]
-        val_logits = {t: torch.cat([o[t].float().cpu() for o, _ in outs]) for t in table.tasks}
-        val_targets = torch.cat([y for _, y in outs])
-        val = task_metrics(val_logits, val_targets, table.tasks)
-        train = task_metrics({t: torch.cat(v) for t, v in train_logits.items()}, torch.cat(train_targets),
-                             table.tasks)
-        val_acc = _mean(v["acc"] for v in val.values())
-        val_loss = sum(weights[t] * v["loss"] for t, v in val.items() if v["loss"] is not None)
-        improved = val_acc > best
-        if improved:
-            best, best_epoch = val_acc, epoch + 1
-            metrics = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": epoch + 1, "tasks": val}
-            card = loading.make_card(config, [], pre, metrics, kind="multitask", tasks=table.tasks,
-                                    task_weights=weights)
-            loading.save_safetensors(model, card, run.best_weights)
-        emit("epoch", epoch=epoch + 1, epochs=config.epochs, train_loss=tot_loss / max(n_seen, 1),
-             train_acc=_mean(v["acc"] for v in train.values()), val_loss=val_loss, val_acc=val_acc,
-             tasks={t: {"train_acc": train[t]["acc"], "val_acc": v["acc"], "val_f1": v["f1"], "val_loss": v["loss"],
-                        "train_f1": train[t]["f1"], "n_val": v["n"]} for t, v in val.items()},
-             lr=opt.param_groups[0]["lr"], time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
-
-    result = {"status": "finished", "technique": "multitask", "val_accuracy": best, "best_epoch": best_epoch,
-              "tasks": table.tasks, "run_dir": str(run.path), "elapsed_s": time.time() - t_loop}
-    runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
-    return result
-
-
 def _mean(values) -> float:
     vals = [v for v in values if v is not None]
     return float(sum(vals) / len(vals)) if vals else 0.0
+
+
+class MultiTask(Technique):
+    """One linear head per label column; the loss sums each task's cross-entropy over its labelled rows."""
+
+    name = kind = "multitask"
+
+    def check(self, config: RunConfig) -> None:
+        if config.task_weights is not None and config.tasks is not None:
+            _parse_weights(config.tasks, config.task_weights)
+
+    def data(self, config: RunConfig, run, resume: bool, emit) -> Data:
+        split_file = run.path / "split.json"
+        if resume and split_file.exists():
+            d = json.loads(split_file.read_text())
+            self.tasks = {t: list(c) for t, c in d["tasks"].items()}
+            train, val = d["train"], d["val"]
+        else:
+            table = read_table(config.data, config.tasks)
+            tr, va = split_rows(table, config.val_fraction, config.seed)
+            self.tasks = table.tasks
+            train = [[table.files[i], table.label_matrix([i])[0].tolist()] for i in tr]
+            val = [[table.files[i], table.label_matrix([i])[0].tolist()] for i in va]
+            runs.atomic_write_text(split_file, json.dumps({"tasks": table.tasks, "train": train, "val": val,
+                                                           "skipped": table.skipped}))
+            for s in table.skipped[:20]:
+                emit("warning", message=s)
+        self.weights = _parse_weights(list(self.tasks), config.task_weights)
+        ytr = torch.tensor([r for _, r in train], dtype=torch.long).reshape(len(train), len(self.tasks))
+        yva = torch.tensor([r for _, r in val], dtype=torch.long).reshape(len(val), len(self.tasks))
+        labelled = {t: {"train": int((ytr[:, k] != MISSING).sum()), "val": int((yva[:, k] != MISSING).sum())}
+                    for k, t in enumerate(self.tasks)}
+        return Data([p for p, _ in train], {"labels": ytr}, [p for p, _ in val], {"labels": yva},
+                    info={"tasks": self.tasks, "task_weights": self.weights, "labelled": labelled})
+
+    def build(self, config: RunConfig, data: Data) -> nn.Module:
+        net = backbones.build_model(config.backbone, 1, pretrained=config.pretrained)
+        net.head = TaskHeads({t: nn.Linear(backbones.feature_dim(net), len(c)) for t, c in self.tasks.items()})
+        return net
+
+    def loss(self, out, y):
+        loss, _ = masked_loss(out, y["labels"], self.weights)
+        sums = {}
+        for k, t in enumerate(self.tasks):
+            mask = y["labels"][:, k] != MISSING
+            sums[f"correct:{t}"] = float((out[t][mask].argmax(1) == y["labels"][mask, k]).sum())
+            sums[f"n:{t}"] = float(mask.sum())
+        return loss, sums
+
+    def train_metrics(self, sums: dict) -> dict:
+        self._train_acc = {t: (sums[f"correct:{t}"] / sums[f"n:{t}"] if sums.get(f"n:{t}") else None)
+                           for t in self.tasks}
+        return {"train_acc": _mean(self._train_acc.values())}
+
+    def collect(self, out, y):
+        return {**{f"logits:{t}": v.float() for t, v in out.items()}, "labels": y["labels"]}
+
+    def metrics(self, rows: dict) -> dict:
+        if "labels" not in rows:
+            return {"val_loss": 0.0, "val_acc": 0.0, "tasks": {}}
+        val = task_metrics({t: rows[f"logits:{t}"] for t in self.tasks}, rows["labels"], self.tasks)
+        train = getattr(self, "_train_acc", {})
+        return {"val_loss": sum(self.weights[t] * v["loss"] for t, v in val.items() if v["loss"] is not None),
+                "val_acc": _mean(v["acc"] for v in val.values()),
+                "tasks": {t: {"train_acc": train.get(t), "val_acc": v["acc"], "val_f1": v["f1"], "val_loss": v["loss"],
+                              "n_val": v["n"]} for t, v in val.items()}}
+
+    def card(self, config: RunConfig, pre, metrics: dict) -> dict:
+        return loading.make_card(config, [], pre, metrics, kind="multitask", tasks=self.tasks,
+                                 task_weights=self.weights)
+
+    def export_state(self, state: dict) -> dict:
+        # saved as core.models.heads.MultiTaskNet: body.*, heads.<task>.*
+        return {("heads." + k[len("head."):] if k.startswith("head.") else k): v for k, v in state.items()}
+
+    def result(self, best_metrics: dict) -> dict:
+        return {"tasks": self.tasks}
+
+
+TECHNIQUE = MultiTask

@@ -1,20 +1,17 @@
-"""Scaling out on PyTorch's own engine: DistributedDataParallel under ``torchrun``, and app-side supervision.
+"""DistributedDataParallel under ``torchrun``: the hooks the one training loop calls.
 
-Two halves, both torch-free at import time (the app's pages may import this module):
+Torch-free at import time. Inside each ``torchrun`` worker (``core.jobs.worker.train``), ``context()``
+returns ``Distributed``: device, sharded loaders, DDP wrapping, gathered validation rows, summed training
+numbers and agreed decisions; in an ordinary process it returns ``Single``, whose hooks are no-ops.
 
-* Inside each ``torchrun`` worker, ``train()`` joins the process group and calls the ordinary
-  ``trainer.fit()``. The trainer asks ``context()`` for a handful of hooks (device, sharded loaders,
-  DDP wrapping, all-reduced metrics, agreed decisions); outside torchrun those hooks are no-ops.
-* In the app, ``launch()`` starts ``torchrun`` for a run directory and ``SubprocessJob`` supervises it
-  with the same snapshot / pause / resume / stop surface as ``core.jobs.manager.Job``.
-
-What works under DDP (each rank is one process; ``batch_size`` is per process, so the effective batch
-is ``batch_size * world_size``; learning rates are not rescaled):
+What works under DDP (each rank is one process; ``batch_size`` is the GLOBAL batch: each of the N ranks
+takes ``ceil(batch_size / N)`` samples per step, so the number of steps per epoch, the learning rates and
+their schedule stay those of one process, and N processes learn what one process learns):
 
 * training data: ``DistributedSampler`` (shuffled per epoch with ``seed + epoch``; when the training
   set does not divide evenly, a few images are repeated so every rank takes the same number of steps);
-* validation: each rank evaluates a disjoint shard with no padding; loss sum, correct count and count
-  are all-reduced, so ``val_acc`` covers the whole validation set exactly once;
+* validation: each rank evaluates a disjoint shard with no padding; the technique's per-sample rows
+  are all-gathered back into order, so every metric covers the whole validation set exactly once;
 * cached features: each rank embeds its shard once and the features are all-gathered;
 * resume: rank 0 reads the run's ``split.json`` and ``last.pt`` and broadcasts them to the others;
 * early stopping: the decision is broadcast from rank 0, so every rank stops at the same epoch;
@@ -31,13 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-import traceback
 from pathlib import Path
 
 
@@ -102,9 +92,9 @@ class Single:
         """This rank's part of a dataset for one-off passes (embedding)."""
         return dataset
 
-    def gather(self, pair):
-        """Re-assemble ``(features, labels)`` computed on shards into the full, ordered tensors."""
-        return pair
+    def gather_rows(self, rows: dict) -> dict:
+        """Re-assemble per-sample rows ({name: tensor}) computed on shards into the full, ordered tensors."""
+        return rows
 
     def shard_loaders(self, loaders: dict, seed: int) -> dict:
         """The trainer's loaders with distributed samplers."""
@@ -119,10 +109,6 @@ class Single:
     def for_eval(self, forward):
         """A forward over the plain model (no DDP collectives), with buffers equal on every rank."""
         return forward
-
-    def reduce_eval(self, ev: dict) -> dict:
-        """Validation loss and accuracy over the whole validation set."""
-        return ev
 
     def sum(self, *values):
         """Element-wise sums over ranks."""
@@ -241,19 +227,20 @@ class Distributed(Single):
 
         return torch.utils.data.Subset(dataset, list(ShardSampler(len(dataset), self.rank, self.world)))
 
-    def gather(self, pair):
+    def gather_rows(self, rows: dict) -> dict:
         import torch
         import torch.distributed as dist
 
         parts = [None] * self.world
-        dist.all_gather_object(parts, (pair[0].cpu(), pair[1].cpu()))
-        n = sum(len(p[0]) for p in parts)
-        feats = torch.empty((n, *parts[0][0].shape[1:]), dtype=parts[0][0].dtype)
-        labels = torch.empty((n,), dtype=parts[0][1].dtype)
-        for r, (f, y) in enumerate(parts):  # shard r holds rows r, r + world, ...: put them back in place
-            feats[r::self.world] = f
-            labels[r::self.world] = y
-        return feats, labels
+        dist.all_gather_object(parts, {k: v.cpu() for k, v in rows.items()})
+        out = {}
+        for k in rows:
+            n = sum(len(p[k]) for p in parts)
+            full = torch.empty((n, *parts[0][k].shape[1:]), dtype=parts[0][k].dtype)
+            for r, p in enumerate(parts):  # shard r holds rows r, r + world, ...: put them back in place
+                full[r::self.world] = p[k]
+            out[k] = full
+        return out
 
     def shard_loaders(self, loaders: dict, seed: int) -> dict:
         from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -325,18 +312,6 @@ class Distributed(Single):
         f = copy.copy(forward)
         f.model = self._raw
         return f
-
-    def reduce_eval(self, ev: dict) -> dict:
-        import torch
-        import torch.distributed as dist
-
-        n = len(ev["labels"])
-        correct = int((ev["probs"].argmax(1) == ev["labels"]).sum()) if n else 0
-        t = self._tensor([ev["loss"] * n, correct, n], torch.float64)
-        dist.all_reduce(t)
-        loss_sum, correct, n = t.tolist()
-        return {**ev, "loss": loss_sum / max(n, 1), "acc": correct / n if n else 0.0, "n": int(n),
-                "correct": int(correct)}
 
     def sum(self, *values):
         import torch

@@ -1,4 +1,9 @@
-"""fit(): the training loop shared by the app, the CLI and torchrun. Emits events through a callback."""
+"""fit(): THE training loop, shared by every technique, the app, the CLI and torchrun.
+
+A technique (core.train.technique.Technique; the plug-ins live in core.techniques) supplies its data,
+head, loss, metrics and what it saves; this module supplies the rest once. Events go to the run's log
+(and to a callback), checkpoints to the run folder; see Technique's docstring for the division of work.
+"""
 from __future__ import annotations
 
 import json
@@ -6,7 +11,6 @@ import random
 import threading
 import time
 import traceback
-from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -18,10 +22,10 @@ from core.data import datasets
 from core.train.ddp import context as distributed_context
 from core.results import loading
 from core.models import freezing
-from core.storage import runs
-from core.data.preprocess import Preprocessing
+from core.storage import locks, runs
 from core.config import RunConfig
 from core.train.control import Control, Stopped, TrainingDiverged
+from core.train.technique import Technique
 
 Event = dict
 OnEvent = Callable[[Event], None]
@@ -146,7 +150,8 @@ def embed(model, loader, pre, device, on_progress=None,
     return torch.cat(feats), torch.cat(labels)
 
 
-def _loader(dataset, batch_size, shuffle, config, device, seed=0, generator: torch.Generator | None = None):
+def _loader(dataset, batch_size, shuffle, config, device, seed=0, generator: torch.Generator | None = None,
+            drop_last: bool = False):
     # One generator per run drives shuffling and worker seeds; it is saved in last.pt so a resumed
     # run draws the same batches as an uninterrupted one.
     g = generator
@@ -155,16 +160,10 @@ def _loader(dataset, batch_size, shuffle, config, device, seed=0, generator: tor
         g.manual_seed(seed)
     kw = {}
     # Cached features are already tensors in memory: worker processes would only add start-up and IPC.
-    if config.num_workers > 0 and not isinstance(dataset, torch.utils.data.TensorDataset):
+    if config.num_workers > 0 and not isinstance(dataset, (torch.utils.data.TensorDataset, _Rows)):
         kw = {"num_workers": config.num_workers, "persistent_workers": True}
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                       pin_memory=device.type == "cuda", drop_last=False, **kw)
-
-
-def _class_weights(split: datasets.Split) -> torch.Tensor:
-    counts = np.bincount([y for _, y in split.train], minlength=len(split.classes)).astype(np.float64)
-    w = counts.sum() / (len(counts) * np.maximum(counts, 1))
-    return torch.tensor(w, dtype=torch.float32)
+                                       pin_memory=device.type == "cuda", drop_last=drop_last, **kw)
 
 
 def active_groups(config: RunConfig, target: list[str], epoch: int) -> list[str]:
@@ -176,19 +175,6 @@ def active_groups(config: RunConfig, target: list[str], epoch: int) -> list[str]
     body = [g for g in target if g != "head"]
     n = min(epoch - config.unfreeze_after + 1, len(body))  # one more group per epoch, from the head toward the stem
     return body[len(body) - n:] + ["head"]
-
-
-def _load_split(config: RunConfig, run: runs.Run, resume: bool, emit) -> tuple[datasets.Split, str | None]:
-    """The run's train/val split: re-read on resume (the exact same files), else built and saved."""
-    split_file = run.path / "split.json"
-    if resume and split_file.exists():
-        d = json.loads(split_file.read_text())
-        return datasets.Split.from_dict(d), d.get("content_hash")
-    index = datasets.load_index(config.data, progress=lambda d, t: emit("phase", phase="extracting", done=d, total=t))
-    split = datasets.split(index, config.val_fraction, config.seed)
-    runs.atomic_write_text(split_file, json.dumps(
-        {**split.to_dict(), "content_hash": index.content_hash, "skipped": [s.__dict__ for s in index.skipped]}))
-    return split, index.content_hash
 
 
 def _environment(device: torch.device) -> dict:
@@ -253,31 +239,83 @@ def logged_run(run: runs.Run, on_event: OnEvent | None, work: Callable, stopped:
     return result
 
 
-def fit(config: RunConfig, on_event: OnEvent | None = None, control: Control | None = None,
+def fit(config: RunConfig, technique: Technique, on_event: OnEvent | None = None, control: Control | None = None,
         run: runs.Run | None = None, resume: bool = False) -> dict:
-    """Train per ``config``; every event goes to the run's log and to ``on_event``. Returns the final metrics."""
+    """Train ``config`` with ``technique`` (core.techniques picks it from ``config.technique``); every event goes
+    to the run's log and to ``on_event``. Returns the final metrics."""
     backbones.check(config.validate())
+    technique.check(config)
     control = control or Control()
     run = run or runs.create(config)
     cleanup: list = []  # _fit registers work that must reach the disk before any end event (the best weights)
-    return logged_run(run, on_event, lambda emit: _fit(config, emit, control, run, resume, cleanup), cleanup=cleanup)
+    with locks.hold(run.path):  # one trainer per run, across processes; the kernel frees it if this one dies
+        return logged_run(run, on_event, lambda emit: _fit(config, technique, emit, control, run, resume, cleanup),
+                          technique.stopped_message, cleanup=cleanup)
 
 
-def _score(config: RunConfig, val_acc: float, val_loss: float) -> float:
-    """Higher is better, for whichever metric early stopping and the best checkpoint watch."""
-    return val_acc if config.early_stopping_metric == "val_acc" else -val_loss
+class _Samples(torch.utils.data.Dataset):
+    """(image view, {target: row}) pairs from the decode-once cache."""
+
+    def __init__(self, paths: list[str], targets: dict[str, torch.Tensor], cache, transform):
+        self.paths, self.targets, self.cache, self.transform = paths, targets, cache, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.cache.get(self.paths[i])), {k: v[i] for k, v in self.targets.items()}
 
 
-def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool, cleanup: list) -> dict:
+class _Rows(torch.utils.data.Dataset):
+    """(cached feature row, {target: row}) pairs: the head-only fast path."""
+
+    def __init__(self, feats: torch.Tensor, targets: dict[str, torch.Tensor]):
+        self.feats, self.targets = feats, targets
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int):
+        return self.feats[i], {k: v[i] for k, v in self.targets.items()}
+
+
+def _to(y: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in y.items()}
+
+
+def _chunks(x: torch.Tensor, y: dict, size: int):
+    """(x, y) in pieces of ``size`` samples: a batch that does not fit goes through in chunks."""
+    ys = {k: v.split(size) for k, v in y.items()}
+    for i, xc in enumerate(x.split(size)):
+        yield xc, {k: v[i] for k, v in ys.items()}
+
+
+def per_rank_batch(batch_size: int, world: int) -> int:
+    """Under DDP each of ``world`` processes takes this many samples per step, so the global batch (and with
+    it the number of steps and the learning-rate schedule) stays what one process would use."""
+    return max(1, -(-batch_size // world))
+
+
+@torch.no_grad()
+def _validate(forward, loader, technique: Technique) -> dict[str, torch.Tensor]:
+    rows: dict[str, list] = {}
+    for x, y in loader:
+        out = forward(technique.inputs(x))
+        for k, v in technique.collect(out, _to(y, forward.device)).items():
+            rows.setdefault(k, []).append(v.detach().cpu())
+    return {k: torch.cat(v) for k, v in rows.items()}
+
+
+def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: runs.Run, resume: bool,
+         cleanup: list) -> dict:
     seed_everything(config.seed, config.deterministic)
     ddp = distributed_context()  # DDP hooks under torchrun; no-ops in an ordinary process
     device = ddp.device or pick_device(config.device)
     pre = backbones.preprocessing_for(config)
     ddp.wait_for_main()  # rank 0 extracts, indexes and decodes first; the other ranks then reuse its files
-    split, dataset_hash = _load_split(config, run, resume, emit)
-    classes = split.classes
-    cache = datasets.ImageCache([p for p, _ in split.train + split.val], pre,
-                            progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
+    data = technique.data(config, run, resume, emit)
+    cache = datasets.ImageCache(data.train + data.val, pre,
+                                progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
     ddp.release_others()
 
     ck = None
@@ -290,7 +328,7 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
 
     # model and freeze plan; `target` is what learns once gradual unfreezing (if any) is done
     torch.manual_seed(config.seed)
-    model = backbones.build_model(config.backbone, len(classes), pretrained=config.pretrained)
+    model = technique.build(config, data)
     target = freezing.plan(config.backbone, config.trainable, config.trainable_groups)
     groups = active_groups(config, target, start_epoch)
     counts = freezing.apply(model, config.backbone, groups)
@@ -303,27 +341,28 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
     # Head-only epochs (all of them, or those before unfreezing) can train on features computed once,
     # because a frozen body in eval mode maps each un-augmented image to the same vector every epoch.
     head_only_epochs = config.epochs if target == ["head"] else max(config.unfreeze_after, 0)
-    use_features = head_only_epochs > start_epoch and config.augment == "none" and config.cache_features
-    augment = config if config.augment == "custom" else config.augment
+    use_features = (head_only_epochs > start_epoch and config.augment == "none" and config.cache_features
+                    and type(technique).inputs is Technique.inputs)  # multi-view techniques need the images
+    batch = per_rank_batch(config.batch_size, ddp.world)
+    eval_batch = max(batch, 64)
     gen = torch.Generator()
     gen.manual_seed(config.seed)
-    train_images = datasets.CachedDataset(split.train, cache, datasets.train_transform(pre, augment))
-    val_images = datasets.CachedDataset(split.val, cache, datasets.eval_transform(pre))
-    loaders = {False: (_loader(train_images, config.batch_size, True, config, device, generator=gen),
-                       _loader(val_images, max(config.batch_size, 64), False, config, device))}
+    train_images = _Samples(data.train, data.train_targets, cache, technique.train_transform(pre, config))
+    val_images = _Samples(data.val, data.val_targets, cache, datasets.eval_transform(pre))
+    loaders = {False: (_loader(train_images, batch, True, config, device, generator=gen, drop_last=technique.drop_last),
+                       _loader(val_images, eval_batch, False, config, device))}
     if use_features:
-        n_all = len(split.train) + len(split.val)
-        plain = datasets.CachedDataset(split.train, cache, datasets.eval_transform(pre))
+        n_all = len(data.train) + len(data.val)
+        plain = _Samples(data.train, data.train_targets, cache, datasets.eval_transform(pre))
         tick = lambda off: (lambda d: emit("phase", phase="embedding images once", done=off + d, total=n_all))
-        # under DDP each rank embeds its shard and the features are all-gathered
-        ftr, ytr = ddp.gather(embed(model, _loader(ddp.shard(plain), EMBED_BATCH, False, config, device), pre, device,
-                                    tick(0), channels_last))
-        fva, yva = ddp.gather(embed(model, _loader(ddp.shard(val_images), EMBED_BATCH, False, config, device), pre,
-                                    device, tick(len(split.train)), channels_last))
-        loaders[True] = (_loader(torch.utils.data.TensorDataset(ftr, ytr), config.batch_size, True, config, device,
-                                 generator=gen),
-                         _loader(torch.utils.data.TensorDataset(fva, yva), max(config.batch_size, 64), False, config,
-                                 device))
+        # under DDP each rank embeds its shard and the rows are all-gathered back into order
+        ftr = ddp.gather_rows(_embed_rows(model, _loader(ddp.shard(plain), EMBED_BATCH, False, config, device), pre,
+                                          device, tick(0), channels_last))
+        fva = ddp.gather_rows(_embed_rows(model, _loader(ddp.shard(val_images), EMBED_BATCH, False, config, device),
+                                          pre, device, tick(len(data.train)), channels_last))
+        loaders[True] = (_loader(_Rows(ftr.pop("_x"), ftr), batch, True, config, device, generator=gen,
+                                 drop_last=technique.drop_last),
+                         _loader(_Rows(fva.pop("_x"), fva), eval_batch, False, config, device))
     loaders = ddp.shard_loaders(loaders, config.seed)
     forward = _Forward(model, pre, device, amp_dtype, channels_last, use_features)
     if config.compile:
@@ -340,8 +379,6 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
     steps_per_epoch = len(loaders[False][0])
     total_steps = steps_per_epoch * config.epochs
     sched = make_scheduler(config, opt, total_steps)
-    weight = _class_weights(split).to(device) if config.class_weights else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     best_score, best_epoch, stale, step, best_metrics = float("-inf"), -1, 0, 0, {}
@@ -349,7 +386,7 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
     # a resumed run rebuilds them bit-identically from the same weights and seed.
     fixed = _group_keys(model, config.backbone, [g for g in backbones.group_names(config.backbone) if g not in target])
     learned = _LearnedState(model, config.backbone, target, fixed)
-    best = _BestWriter(run, model, learned, lambda metrics: loading.make_card(config, classes, pre, metrics))
+    best = _BestWriter(run, learned, technique, lambda metrics: technique.card(config, pre, metrics))
     cleanup.append(best.flush)
     if ck:
         missing, unexpected = model.load_state_dict(ck["model"], strict=False)
@@ -357,7 +394,7 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
             raise ValueError(f"{run.last_ckpt} does not match this run's model (missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}); start a new run instead of resuming")
         if ck.get("best_pending") and ddp.main:
-            # the run was stopped hard before these best weights reached best.safetensors: write them now
+            # the run was stopped hard before these best weights reached the best file: write them now
             best.pending = (ck["best_pending"], json.loads(ck["best_metrics"]))
             best.flush()
         opt.load_state_dict(ck["optimizer"])
@@ -368,36 +405,39 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
         gen.set_state(ck["loader_rng"])
         emit("resumed", epoch=start_epoch, step=step)
 
-    emit("start", device=str(device), classes=classes, n_train=len(split.train), n_val=len(split.val),
+    emit("start", technique=technique.name, device=str(device), n_train=len(data.train), n_val=len(data.val),
          trainable_groups=target, active_groups=groups, params_trainable=counts["trainable"],
          params_total=counts["total"], cached_features=use_features, amp=str(amp_dtype) if amp_dtype else None,
-         versions=loading.versions(), environment=_environment(device), dataset_hash=dataset_hash,
+         versions=loading.versions(), environment=_environment(device), dataset_hash=data.dataset_hash,
          steps_per_epoch=steps_per_epoch, epochs=config.epochs, batch_size=config.batch_size,
-         resumed=ck is not None, start_epoch=start_epoch)
+         resumed=ck is not None, start_epoch=start_epoch, **data.info)
 
-    micro = config.batch_size  # largest chunk that fits on the device; halved on CUDA out-of-memory
+    micro = batch  # largest chunk that fits on the device; halved on CUDA out-of-memory
 
-    def train_step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One optimizer step over a batch, in chunks of ``micro`` images; returns (mean loss, correct)."""
+    def train_step(x: torch.Tensor, y: dict) -> tuple[float, dict]:
+        """One optimizer step over a batch, in chunks of ``micro`` samples; returns (mean loss, summed numbers)."""
         opt.zero_grad(set_to_none=True)
-        y = y.to(device, non_blocking=True)
-        n, loss_sum, correct = len(y), 0.0, 0
-        for xc, yc in zip(x.split(micro), y.split(micro)):
-            logits = forward(xc)
-            loss = criterion(logits.float(), yc)
+        y = _to(y, device)
+        n, loss_sum, sums, stepped = len(x), 0.0, {}, False
+        for xc, yc in _chunks(x, y, micro):
+            loss, nums = technique.loss(forward(technique.inputs(xc)), yc)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
                                        f"lower the learning rate (now {config.lr:g}, try {config.lr / 10:g}) "
                                        f"and train again")
-            scaler.scale(loss if len(yc) == n else loss * (len(yc) / n)).backward()
-            loss_sum += loss.item() * len(yc)
-            correct += int((logits.argmax(1) == yc).sum())
-        if config.grad_clip > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        return loss_sum / n, correct
+            if loss.requires_grad:  # False only when a batch holds nothing to learn from (multi-task gaps)
+                scaler.scale(loss if len(xc) == n else loss * (len(xc) / n)).backward()
+                stepped = True
+            loss_sum += loss.item() * len(xc)
+            for k, v in nums.items():
+                sums[k] = sums.get(k, 0.0) + v
+        if stepped:
+            if config.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+        return loss_sum / n, sums
 
     t_loop, ips, prev_groups = time.time(), 0.0, groups
     last_epoch = start_epoch
@@ -417,14 +457,14 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
             model.head.train()
         else:
             freezing.set_train_mode(model, config.backbone, groups)
-        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        tot_loss, tot_n, sums = 0.0, 0, {}
         t_epoch = time.time()
         for x, y in train_loader:
             control.checkpoint()
             t0 = time.time()
             while True:
                 try:
-                    loss_value, correct = train_step(x, y)
+                    loss_value, nums = train_step(x, y)
                     break
                 except torch.cuda.OutOfMemoryError:
                     ddp.oom()
@@ -434,17 +474,18 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
                     if micro <= 1:
                         raise RuntimeError(f"the device ran out of memory at step {step + 1} even with one image "
                                            f"at a time; choose a smaller backbone or image size") from None
-                    micro = max(1, min(micro, len(y)) // 2)
+                    micro = max(1, min(micro, len(x)) // 2)
                     emit("warning", epoch=epoch + 1, step=step + 1, batch_size=micro,
-                         message=f"out of GPU memory at step {step + 1}: each batch of {config.batch_size} "
+                         message=f"out of GPU memory at step {step + 1}: each batch of {batch} "
                                  f"now goes through in chunks of {micro} (gradients are accumulated, so the "
                                  f"effective batch size and the schedule stay the same)")
             sched.step()
             step += 1
-            n = len(y)
+            n = len(x)
             tot_loss += loss_value * n
-            tot_correct += correct
             tot_n += n
+            for k, v in nums.items():
+                sums[k] = sums.get(k, 0.0) + v
             dt = max(time.time() - t0, 1e-9)
             ips = n / dt if ips == 0 else 0.9 * ips + 0.1 * n / dt
             done_here = step - start_epoch * steps_per_epoch
@@ -453,14 +494,20 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
                  lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=eta)
 
         (model.head if features else model).eval()
-        ev = ddp.reduce_eval(evaluate(ddp.for_eval(forward), val_loader, criterion))
-        tot_loss, tot_correct, tot_n = ddp.sum(tot_loss, tot_correct, tot_n)
-        val_acc, val_loss = ev["acc"], ev["loss"]
-        score = _score(config, val_acc, val_loss)
+        keys = sorted(sums)
+        tot_loss, tot_n, *summed = ddp.sum(tot_loss, tot_n, *(float(sums[k]) for k in keys))
+        train = {"train_loss": tot_loss / max(tot_n, 1), **technique.train_metrics(dict(zip(keys, summed)))}
+        if technique.validates:
+            ev = technique.metrics(ddp.gather_rows(_validate(ddp.for_eval(forward), val_loader, technique)))
+        else:
+            ev = {}
+        metrics = {**train, **ev}
+        score = technique.score(config, metrics)
         improved = score > best_score + config.early_stopping_min_delta
         if improved:
             best_score, best_epoch, stale = score, epoch + 1, 0
-            best_metrics = {"val_accuracy": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
+            best_metrics = {"val_accuracy": ev.get("val_acc"), "val_loss": ev.get("val_loss"), "epoch": epoch + 1,
+                            **{k: v for k, v in metrics.items() if k not in ("val_acc", "val_loss")}}
             if ddp.main:  # only rank 0 writes checkpoints
                 best.update(best_metrics)
         else:
@@ -470,8 +517,7 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
             _save_last(run, learned, opt, sched, gen, epoch=epoch + 1, best_score=best_score,
                        best_epoch=best_epoch, stale=stale, step=step, best_metrics=json.dumps(best_metrics),
                        best_pending=best.unwritten())
-        emit("epoch", epoch=epoch + 1, epochs=config.epochs, train_loss=tot_loss / max(tot_n, 1),
-             train_acc=tot_correct / max(tot_n, 1), val_loss=val_loss, val_acc=val_acc,
+        emit("epoch", epoch=epoch + 1, epochs=config.epochs, **metrics,
              lr=opt.param_groups[0]["lr"], lrs={g["name"]: g["lr"] for g in opt.param_groups if g["name"] in groups},
              time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
         if ddp.agree(config.early_stopping_patience and stale >= config.early_stopping_patience):
@@ -482,22 +528,37 @@ def _fit(config: RunConfig, emit, control: Control, run: runs.Run, resume: bool,
 
     if ddp.main:
         best.flush()
-    if best_epoch != last_epoch and (best.kept is not None or run.best_weights.exists()):
+    best_path = run.path / technique.best_file
+    if best_epoch != last_epoch and (best.kept is not None or best_path.exists()):
         # The model in memory ends as the best epoch's, like the exported file (this run's copy when it
         # has one: reading the file back would cost as much again).
         if best.kept is not None:
             learned.load(best.kept)
-        else:
-            from safetensors.torch import load_file
-
-            model.load_state_dict(load_file(str(run.best_weights)))
-        emit("restored_best", epoch=best_epoch, message=f"restored the weights of epoch {best_epoch}, the best "
-                                                        f"by {config.early_stopping_metric}")
-    result = {"status": "finished", "val_accuracy": best_metrics.get("val_accuracy", 0.0),
+            emit("restored_best", epoch=best_epoch, message=f"restored the weights of epoch {best_epoch}, the best "
+                                                            f"by {config.early_stopping_metric}")
+    result = {"status": "finished", "technique": technique.name, "val_accuracy": best_metrics.get("val_accuracy"),
               "val_loss": best_metrics.get("val_loss"), "best_epoch": best_epoch, "epochs_run": last_epoch,
-              "classes": classes, "run_dir": str(run.path), "elapsed_s": time.time() - t_loop}
+              "run_dir": str(run.path), "elapsed_s": time.time() - t_loop, **technique.result(best_metrics)}
     runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
     return result
+
+
+@torch.no_grad()
+def _embed_rows(model, loader, pre, device, on_progress, channels_last: bool) -> dict[str, torch.Tensor]:
+    """Body features (under "_x") and the targets of every sample of a loader, in order."""
+    model.body.eval()
+    rows: dict[str, list] = {"_x": []}
+    done = 0
+    for x, y in loader:
+        x = datasets.normalize(x.to(device), pre)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        rows["_x"].append(model.body(x).float().cpu())
+        for k, v in y.items():
+            rows.setdefault(k, []).append(v)
+        done += len(x)
+        on_progress(done)
+    return {k: torch.cat(v) for k, v in rows.items()}
 
 
 def _group_keys(model: nn.Module, backbone: str, groups: list[str]) -> set[str]:
@@ -555,8 +616,8 @@ class _BestWriter:
 
     spacing = 10.0
 
-    def __init__(self, run: runs.Run, model: nn.Module, learned: _LearnedState, card):
-        self.run, self.model, self.learned, self.card = run, model, learned, card
+    def __init__(self, run: runs.Run, learned: _LearnedState, technique: Technique, card):
+        self.run, self.learned, self.technique, self.card = run, learned, technique, card
         self.pending: tuple[dict, dict] | None = None  # the newest best, until it is in best.safetensors
         self.kept: dict | None = None  # the best learnable tensors, to restore them without reading the file
         self.written_at: float | None = None
@@ -596,7 +657,8 @@ class _BestWriter:
     def _write(self, item: tuple[dict, dict]) -> None:
         learned, metrics = item
         t0 = time.time()
-        loading.save_safetensors(_StateOnly(self.learned.full(learned)), self.card(metrics), self.run.best_weights)
+        state = self.technique.export_state(self.learned.full(learned))
+        loading.save_safetensors(_StateOnly(state), self.card(metrics), self.run.path / self.technique.best_file)
         with self._lock:
             if self.pending is item:  # a newer best may have arrived meanwhile; it stays pending
                 self.pending = None

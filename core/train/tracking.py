@@ -20,7 +20,6 @@ import queue
 import re
 import tempfile
 import threading
-import time
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
@@ -195,7 +194,7 @@ class _MLflow:
                     raise
                 exp_id = exp.experiment_id
         tags = {"transfer_studio.run_id": self.run.id, "transfer_studio.run_dir": str(self.run.path),
-                "technique": self.config.extra.get("technique", "fit")}
+                "technique": self.config.technique}
         self.run_id = self.client.create_run(exp_id, tags=tags, run_name=self.config.name or self.run.id).info.run_id
         from core.storage import runs
 
@@ -277,14 +276,10 @@ class _MLflow:
 
 
 def _params(config) -> dict[str, str]:
-    """The config as MLflow params: flat names, string values (extra.* for the free-form notes)."""
+    """The config as MLflow params: flat names, string values (lists joined by commas)."""
     out = {}
     for k, v in config.to_dict().items():
-        if k == "extra":
-            for ek, ev in (v or {}).items():
-                out[metric_name(f"extra.{ek}")] = json.dumps(ev) if isinstance(ev, (dict, list)) else str(ev)
-        else:
-            out[k] = ",".join(map(str, v)) if isinstance(v, list) else str(v)
+        out[k] = ",".join(map(str, v)) if isinstance(v, list) else str(v)
     return {k: v if len(v) <= 500 else v[:497] + "..." for k, v in out.items()}  # older servers cap values at 500
 
 
