@@ -169,8 +169,8 @@ def cmd_multitask(a) -> dict:
     from core.techniques import multitask
 
     _use_out(a)
-    tasks = a.tasks.split(",") if a.tasks else None
-    weights = [float(w) for w in a.weights.split(",")] if a.weights else None
+    tasks = a.mt_tasks.split(",") if a.mt_tasks else None
+    weights = [float(w) for w in a.mt_weights.split(",")] if a.mt_weights else None
     return multitask.fit_multitask(_config_from_flags(a), tasks, weights, _progress_printer())
 
 
@@ -266,8 +266,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--compare", action="store_true",
                    help="also train the student without the teacher (alpha=1) and print the comparison table")
     m = sub.add_parser("multitask", help="one backbone, one head per label column of a CSV")
-    m.add_argument("--tasks", help="comma-separated label columns to learn (default: all)")
-    m.add_argument("--weights", help="comma-separated loss weights, one per task (default: 1 each)")
+    m.add_argument("--tasks", dest="mt_tasks", help="comma-separated label columns to learn (default: all)")
+    m.add_argument("--weights", dest="mt_weights",
+                   help="comma-separated loss weights >= 0, one per task (default: 1 each)")
     for sp, own in ((d, ("teacher", "technique")), (m, ("tasks", "technique"))):
         sp.add_argument("--config", help="a run.json; other flags override its fields (default: none)")
         sp.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")

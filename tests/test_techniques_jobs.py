@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 
 import pytest
@@ -24,10 +25,11 @@ def wait(job, timeout: float = 120) -> str:
 def parity_csv(tmp_path_factory, digits_dir):
     """Digits with a parity column next to the digit: two tasks, every image labelled for both."""
     folder = tmp_path_factory.mktemp("jobs-mt")
+    shutil.copytree(digits_dir, folder / "images")  # rows name images inside the CSV's folder (outside is refused)
     rows = []
-    for p in sorted(digits_dir.rglob("*.png")):
+    for p in sorted((folder / "images").rglob("*.png")):
         d = int(p.parent.name)
-        rows.append([str(p), str(d), "even" if d % 2 == 0 else "odd"])
+        rows.append([str(p.relative_to(folder)), str(d), "even" if d % 2 == 0 else "odd"])
     with open(folder / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([["filename", "digit", "parity"], *rows])
     return folder / "labels.csv"

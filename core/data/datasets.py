@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from core.data import ingest
-from core.storage import workspace
+from core.storage import cache, workspace
 from core.data.preprocess import Preprocessing, to_square  # noqa: F401 (to_square: part of this API)
 from core.data.imageio import open_image
 
@@ -135,7 +135,9 @@ def _scan_cached(root: Path) -> ingest.DatasetIndex:
     # files, same sizes and mtimes) gets its earlier index back instead of being scanned again.
     cache_file = workspace.sub("index-cache") / f"{_folder_signature(root)}.json"
     try:
-        return ingest.DatasetIndex.from_dict(json.loads(cache_file.read_text(encoding="utf-8")))
+        index = ingest.DatasetIndex.from_dict(json.loads(cache_file.read_text(encoding="utf-8")))
+        cache.touch(cache_file)
+        return index
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or unreadable cache: scan
     index = ingest.scan_folder(root)
@@ -143,6 +145,7 @@ def _scan_cached(root: Path) -> ingest.DatasetIndex:
     tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.{id(index)}.tmp")
     tmp.write_text(json.dumps(index.to_dict(), ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, cache_file)
+    cache.prune(keep=(cache_file,))
     return index
 
 
@@ -233,6 +236,9 @@ class ImageCache:
                 tmp.unlink(missing_ok=True)
                 raise
             os.replace(tmp, self.file)  # the finished file appears atomically: its existence means "complete"
+            cache.prune(keep=(self.file,))  # least recently used caches go once the folder is over its cap
+        else:
+            cache.touch(self.file)
         self.array = np.load(self.file, mmap_mode="r")
         self.index = {p: i for i, p in enumerate(paths)}
 

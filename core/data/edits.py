@@ -7,6 +7,7 @@ folder. Torch-free at import time: the Streamlit pages call this module directly
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import os
 import re
@@ -16,8 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-from core.data import ingest
-from core.storage import workspace
+from core.data import ingest, labels
+from core.storage import owners, quota, workspace
 from core.data.imageio import is_image_name
 
 _FORBIDDEN = re.compile(r"[/\\\x00-\x1f:*?\"<>|]")
@@ -27,9 +28,14 @@ GALLERY_PER_CLASS = 4
 
 def check_name(name: str, what: str = "class") -> str:
     """Return ``name`` stripped if it is a safe single folder name; ValueError saying why otherwise."""
-    clean = (name or "").strip()
+    if not isinstance(name, str):
+        raise ValueError(f"the {what} name must be text, got {type(name).__name__}")
+    clean = name.strip()
     if not clean:
         raise ValueError(f"the {what} name is empty; type a name such as 'cats'")
+    problem = labels.label_problem(clean)
+    if problem:
+        raise ValueError(f"the {what} name {name[:60]!r} {problem}; use plain text on one line")
     if clean in (".", "..") or ".." in clean:
         raise ValueError(f"the {what} name {name!r} contains '..'; use letters, digits, spaces, '-' or '_'")
     if _FORBIDDEN.search(clean):
@@ -82,23 +88,33 @@ def unique_name(base: str) -> str:
     return name
 
 
-def import_sample(sample: str, per_class: int = 40) -> str:
-    """Write a built-in sample ('digits' or 'shapes') as dataset ``sample-<name>``; returns the name."""
+def import_sample(sample: str, per_class: int = 40, owner: str | None = None) -> str:
+    """Write a built-in sample ('digits' or 'shapes') as dataset ``sample-<name>``; returns the name.
+
+    Each owner gets a copy of their own (``sample-digits-2`` when another owner has ``sample-digits``),
+    so one user's class edits never change another's sample.
+    """
     from core.data.datasets import SAMPLES, make_sample  # late import: core.data.datasets brings in torch
 
     if sample not in SAMPLES:
         raise ValueError(f"unknown sample {sample!r}; choose one of {', '.join(SAMPLES)}")
-    name = f"sample-{sample}"
+    base, n = f"sample-{sample}", 1
+    name = base
+    while (root() / name).exists() and not owners.visible(root() / name, owner):
+        n += 1
+        name = f"{base}-{n}"
     dest = root() / name
     if not dest.is_dir():
         tmp = root() / f".{name}.{secrets.token_hex(4)}.partial"
         make_sample(sample, tmp, per_class=per_class)
+        owners.record(tmp, owner)
         tmp.rename(dest)
     return name
 
 
 def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False,
-               progress: Callable[[str, int, int], None] | None = None) -> tuple[str, list[ingest.Skipped]]:
+               progress: Callable[[str, int, int], None] | None = None,
+               owner: str | None = None) -> tuple[str, list[ingest.Skipped]]:
     """Extract a zip into dataset ``name`` (or merge it into the existing one); returns (name, skipped).
 
     ``progress(stage, done, total)`` is called while extracting and while checking the images.
@@ -109,44 +125,130 @@ def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False,
     dest = root() / name
     if dest.exists() and not append:
         raise ValueError(f"dataset {name!r} already exists; choose another name or tick 'append'")
+    if dest.exists():
+        owners.check(dest, owner, "dataset")  # append only to a dataset of one's own
     scratch = workspace.sub("uploads") / f"extract-{secrets.token_hex(8)}"
+    room = quota.room(owner)  # the extraction itself stops where the owner's quota ends
+    limits = ingest.Limits()
+    if room is not None and room < limits.max_total_bytes:
+        limits = ingest.Limits(max_total_bytes=max(room, 1))
     try:
         stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
-        skipped = ingest.extract_archive(src, scratch, progress=stage("extracting"))
+        try:
+            skipped = ingest.extract_archive(src, scratch, limits=limits, progress=stage("extracting"))
+        except ingest.ArchiveTooLarge as e:
+            if limits.max_total_bytes == ingest.Limits().max_total_bytes:
+                raise
+            raise quota.QuotaExceeded(quota.message(owner, quota.usage(owner), quota.limit_bytes(), e.total,
+                                                    "this upload")) from None
         ingest.scan_folder(scratch, progress=stage("checking images"))  # raises IngestError with what to fix
         if dest.exists():
             ingest.merge_into(dest, scratch)
         else:
+            owners.record(scratch, owner)  # the dataset appears with its owner, never without
             shutil.move(str(scratch), str(dest))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return name, skipped
 
 
-def import_files(files: Iterable[tuple[str, bytes]], name: str, append: bool = False, progress=None):
-    """Import (relative path, bytes) pairs from a folder upload; returns (name, skipped) like import_zip.
+def import_files(files: Iterable[tuple[str, bytes | BinaryIO]], name: str, append: bool = False, progress=None,
+                 owner: str | None = None):
+    """Import (relative path, bytes or binary file) pairs from a folder upload; returns (name, skipped).
 
-    The browser sends relative paths that nobody has sanitised, so they are packed into an
-    in-memory zip and go through the same guarded extraction as a zip upload.
+    The browser sends relative paths that nobody has sanitised, so they are packed into a zip and go
+    through the same guarded extraction as a zip upload. The zip is spooled on disk (stored, not
+    compressed) one file at a time: pass the uploaded file objects, not their bytes, and nothing is
+    held in memory a second time.
     """
-    buf = io.BytesIO()
-    n = 0
-    with zipfile.ZipFile(buf, "w") as z:
-        for rel, payload in files:
-            z.writestr(str(rel).replace("\\", "/"), payload)
-            n += 1
-    if n == 0:
-        raise ValueError("the folder upload holds no files; pick a folder that contains class folders")
-    buf.seek(0)
-    return import_zip(buf, name, append=append, progress=progress)
+    spool = workspace.sub("uploads") / f"folder-{secrets.token_hex(8)}.zip"
+    try:
+        n = 0
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as z:
+            for rel, payload in files:
+                with z.open(zipfile.ZipInfo(str(rel).replace("\\", "/")), "w", force_zip64=True) as out:
+                    if isinstance(payload, (bytes, bytearray, memoryview)):
+                        out.write(payload)
+                    else:
+                        payload.seek(0)
+                        shutil.copyfileobj(payload, out, 1 << 20)
+                n += 1
+        if n == 0:
+            raise ValueError("the folder upload holds no files; pick a folder that contains class folders")
+        return import_zip(spool, name, append=append, progress=progress, owner=owner)
+    finally:
+        spool.unlink(missing_ok=True)
 
 
-def add_upload(fileobj: BinaryIO, filename: str) -> Path:
-    """Keep a copy of an uploaded file under ``<workspace>/uploads`` (the original is never lost)."""
-    dest = workspace.sub("uploads") / f"{secrets.token_hex(6)}-{slug(filename, 'upload')}.zip"
-    with open(dest, "wb") as f:
-        shutil.copyfileobj(fileobj, f)
+def _size_of(fileobj: BinaryIO) -> int | None:
+    try:
+        here = fileobj.tell()
+        end = fileobj.seek(0, os.SEEK_END)
+        fileobj.seek(here)
+        return end - here
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def add_upload(fileobj: BinaryIO, filename: str, owner: str | None = None, dataset: str | None = None) -> Path:
+    """Keep a copy of an uploaded file under ``<workspace>/uploads/<dataset>--<id>/`` (the original is never lost).
+
+    The copy counts towards the owner's disk quota (QuotaExceeded when it does not fit) and goes
+    when its dataset is deleted.
+    """
+    size = _size_of(fileobj)
+    quota.check(owner, size or 0)
+    folder = workspace.sub("uploads") / f"{check_name(dataset, 'dataset') if dataset else 'upload'}--{secrets.token_hex(8)}"
+    folder.mkdir()
+    owners.record(folder, owner)
+    dest = folder / f"{slug(filename, 'upload')}.zip"
+    try:
+        with open(dest, "wb") as f:
+            shutil.copyfileobj(fileobj, f, 1 << 20)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return dest
+
+
+def import_upload(fileobj: BinaryIO, filename: str, name: str, append: bool = False,
+                  progress: Callable[[str, int, int], None] | None = None,
+                  owner: str | None = None) -> tuple[str, list[ingest.Skipped]]:
+    """Keep a copy of an uploaded .zip and import it (import_zip); a rejected upload's copy is deleted at once."""
+    kept = add_upload(fileobj, filename, owner=owner, dataset=name)
+    try:
+        return import_zip(kept, name, append=append, progress=progress, owner=owner)
+    except BaseException:
+        shutil.rmtree(kept.parent, ignore_errors=True)
+        raise
+
+
+def delete_dataset(name: str) -> None:
+    """Remove a dataset folder for good; refused while a run trains on it. Runs are never touched.
+
+    Whether the caller may delete it is the caller's question (core.app.services checks the owner).
+    """
+    from core.storage import locks, runs  # storage only: no torch
+
+    path = dataset_dir(name)
+    real = path.resolve()
+    for run in runs.list_runs():
+        held = locks.holder(run.path)
+        if held is None:
+            continue
+        try:
+            data = Path(json.loads((run.path / "config.json").read_text(encoding="utf-8")).get("data", ""))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if data.name and (data.resolve() == real or real in data.resolve().parents):
+            raise ValueError(f"dataset {name!r} is in use: run {run.id} is training on it "
+                             f"({locks.describe(held)}); stop that run first, then delete the dataset")
+    doomed = root() / f".{path.name}.{secrets.token_hex(4)}.deleting"
+    path.rename(doomed)  # disappears from listings at once, even if removing the files takes a while
+    shutil.rmtree(doomed, ignore_errors=True)
+    for kept in workspace.sub("uploads").iterdir():  # the uploads it was made from (see add_upload)
+        if kept.is_dir() and kept.name.rsplit("--", 1)[0] == path.name:
+            shutil.rmtree(kept, ignore_errors=True)
 
 
 # --- classes -------------------------------------------------------------------------------------
@@ -177,11 +279,12 @@ def class_counts(ds_name: str) -> dict[str, int]:
 
 
 def _class_folders(ds_name: str, cls: str) -> list[Path]:
-    found = [p / cls for p in class_parents(ds_name) if (p / cls).is_dir()]
-    if not found:
-        have = ", ".join(class_counts(ds_name)) or "none"
-        raise ValueError(f"class {cls!r} does not exist in {ds_name} (classes: {have})")
-    return found
+    # Only names read back from the dataset's own folders are trusted: a caller's '../x' never
+    # reaches the disk (delete_class would otherwise remove whatever it names).
+    have = class_counts(ds_name)
+    if not isinstance(cls, str) or cls not in have:
+        raise ValueError(f"class {cls!r} does not exist in {ds_name} (classes: {', '.join(have) or 'none'})")
+    return [p / cls for p in class_parents(ds_name) if (p / cls).is_dir()]
 
 
 def add_class(ds_name: str, cls: str) -> Path:
@@ -197,6 +300,7 @@ def add_class(ds_name: str, cls: str) -> Path:
 def rename_class(ds_name: str, old: str, new: str) -> None:
     """Rename a class everywhere it appears (train and val alike)."""
     new = check_name(new)
+    _class_folders(ds_name, old)  # the class must exist before anything is renamed
     if new == old:
         return
     if new in class_counts(ds_name):
@@ -223,6 +327,8 @@ def merge_classes(ds_name: str, sources: list[str], target: str) -> None:
     sources = [s for s in sources if s != target]
     if not sources:
         raise ValueError("choose at least one class to merge that differs from the target class")
+    for s in sources:
+        _class_folders(ds_name, s)  # every source checked before the first image moves
     for s in sources:
         for folder in _class_folders(ds_name, s):
             _move_files(folder, folder.parent / target)

@@ -1,9 +1,16 @@
 """Open any image a user is likely to upload and hand back a plain, fully loaded RGB image.
 
 Everything that reads pixels from user files goes through `open_image`, so the rules live in one
-place: EXIF orientation first, a pixel-count ceiling checked from the header before decoding,
-truncated files rejected rather than silently padded, and every colour mode mapped to RGB in a
-way that keeps what the person saw (transparency becomes white, 16-bit data keeps its contrast).
+place: EXIF orientation first, a pixel-count ceiling and a decoded-bytes ceiling checked from the
+header before decoding, truncated files rejected rather than silently padded, and every colour mode
+mapped to RGB in a way that keeps what the person saw (transparency becomes white, 16-bit data keeps
+its contrast).
+
+Memory holds under hostile files: a tiny PNG can declare 89 million 16-bit pixels, so the header's
+size decides before a byte is decoded, wide-integer and float data are scaled in row chunks (never a
+float64 copy of the whole image), and every decode in this process first reserves its estimated peak
+from one byte budget (``TRANSFER_STUDIO_DECODE_BUDGET_MB``): many threads decoding at once wait for
+each other instead of adding up.
 """
 
 from __future__ import annotations
@@ -20,6 +27,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_IMAGE_MB",
+    "DEFAULT_DECODE_BUDGET_MB",
+    "decode_budget_bytes",
+    "decoded_bytes",
+    "max_image_bytes",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS_ENV",
     "ImageError",
@@ -31,6 +43,14 @@ __all__ = [
 # Same ceiling Pillow uses by default, so the app is never laxer than the library it sits on.
 DEFAULT_MAX_PIXELS = 89_478_485
 MAX_PIXELS_ENV = "TRANSFER_STUDIO_MAX_PIXELS"
+# 256 MiB is what the pixel ceiling allows for 8-bit RGB (89,478,485 x 3 bytes): ordinary photos at the
+# pixel limit pass, wider samples (16-bit, float, CMYK, alpha) are held to the same memory.
+DEFAULT_MAX_IMAGE_MB = 256
+MAX_IMAGE_MB_ENV = "TRANSFER_STUDIO_MAX_IMAGE_MB"
+# Peak bytes that all decodes in flight in this process may reserve together.
+DEFAULT_DECODE_BUDGET_MB = 2048
+DECODE_BUDGET_ENV = "TRANSFER_STUDIO_DECODE_BUDGET_MB"
+_CHUNK_PIXELS = 1 << 20  # wide-sample conversions work on this many pixels at a time
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -74,10 +94,85 @@ def max_pixels_limit() -> int:
     return value
 
 
+def _env_mb(env: str, default: int) -> int:
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default * 1024**2
+    try:
+        value = float(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{env} must be a positive number of megabytes, got {raw!r} — set it like "
+                         f"{env}={default} or unset it to use {default}")
+    return int(value * 1024**2)
+
+
+def max_image_bytes() -> int:
+    """The decoded-size ceiling per image: TRANSFER_STUDIO_MAX_IMAGE_MB if set, else 256 MiB."""
+    return _env_mb(MAX_IMAGE_MB_ENV, DEFAULT_MAX_IMAGE_MB)
+
+
+def decode_budget_bytes() -> int:
+    """Bytes all decodes in flight may reserve together: TRANSFER_STUDIO_DECODE_BUDGET_MB, else 2 GiB."""
+    return _env_mb(DECODE_BUDGET_ENV, DEFAULT_DECODE_BUDGET_MB)
+
+
+def _sample_bytes(mode: str) -> int:
+    if mode.startswith("I;16"):
+        return 2
+    return 4 if mode in ("I", "F") else 1
+
+
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """Bytes the pixel data takes once decoded: width x height x bands x bytes per sample."""
+    try:
+        bands = Image.getmodebands(mode)
+    except (KeyError, ValueError):
+        bands = 1  # a raw mode Pillow does not list; every such mode here holds one band
+    return width * height * bands * _sample_bytes(mode)
+
+
+def _peak_cost(mode: str, width: int, height: int) -> int:
+    """An upper bound of what decoding and converting to RGB holds at once (Pillow keeps 1, 2 or 4 bytes
+    a pixel; orientation may copy it; the RGB result takes 4; alpha compositing two more RGBA images)."""
+    px = width * height
+    stored = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    convert = 8 if mode in _ALPHA_MODES or mode == "P" else 1
+    return px * (2 * stored + 4 + convert)
+
+
+class _Budget:
+    """Bytes reserved by decodes in flight; a decode waits until its estimate fits."""
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.cond = threading.Condition()
+
+    def reserve(self, cost: int, total: int, name: str) -> None:
+        if cost > total:
+            raise ImageError(
+                f"{name} would need about {cost / 1024**2:,.0f} MB to decode, more than the decode budget of "
+                f"{total / 1024**2:,.0f} MB — downscale it, or raise {DECODE_BUDGET_ENV} if the server has the memory"
+            )
+        with self.cond:
+            self.cond.wait_for(lambda: self.used + cost <= total)
+            self.used += cost
+
+    def release(self, cost: int) -> None:
+        with self.cond:
+            self.used -= cost
+            self.cond.notify_all()
+
+
+_BUDGET = _Budget()
+
+
 def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Image:
     """Open a path, bytes or binary file as a fully loaded RGB image, or raise ImageError.
 
-    `max_pixels=None` means the limit from `max_pixels_limit()`, read at call time.
+    `max_pixels=None` means the limit from `max_pixels_limit()`, read at call time; the decoded-bytes
+    ceiling (`max_image_bytes()`) and the decode budget apply as well.
     The returned image's `info["source_mode"]` holds the mode the file was stored in.
     """
     limit = max_pixels_limit() if max_pixels is None else int(max_pixels)
@@ -92,18 +187,35 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
                     f"{name} is {width}x{height} = {width * height:,} pixels, above the limit of "
                     f"{limit:,} — downscale it, or raise {MAX_PIXELS_ENV} if you trust the file"
                 )
-            # GIF/WebP/TIFF animations: the classifier sees the first frame only.
-            _load_fully(im, name)
-            source_mode = im.mode
-            oriented = _apply_orientation(im)
-            rgb = _to_rgb(oriented, name)
-            if rgb is im:
-                rgb = im.copy()
+            _check_decoded_bytes(im, name)
+            cost = _peak_cost(im.mode, width, height)
+            _BUDGET.reserve(cost, decode_budget_bytes(), name)
+            try:
+                # GIF/WebP/TIFF animations: the classifier sees the first frame only.
+                _load_fully(im, name)
+                source_mode = im.mode
+                oriented = _apply_orientation(im)
+                rgb = _to_rgb(oriented, name)
+                del oriented
+                if rgb is im:
+                    rgb = im.copy()
+            finally:
+                _BUDGET.release(cost)
     finally:
         if owned:
             fp.close()
     rgb.info = {"source_mode": source_mode}
     return rgb
+
+
+def _check_decoded_bytes(im: Image.Image, name: str) -> None:
+    width, height = im.size
+    need, cap = decoded_bytes(im.mode, width, height), max_image_bytes()
+    if need > cap:
+        raise ImageError(
+            f"{name} is {width}x{height} in mode {im.mode}, which decodes to {need / 1024**2:,.0f} MB, above the "
+            f"per-image limit of {cap / 1024**2:,.0f} MB — downscale it, or raise {MAX_IMAGE_MB_ENV} if you trust the file"
+        )
 
 
 def display_name(source: object, default: str = "the uploaded image") -> str:
@@ -202,12 +314,15 @@ def _to_rgb(im: Image.Image, name: str) -> Image.Image:
         return im
     if mode in _INT16_MODES:
         # 65535 is white in 16-bit data; 257 maps it exactly onto 255 and keeps mid-grey at 127.
-        values = np.asarray(im).astype(np.float64) / 257.0
-        return _gray_array_to_rgb(values)
+        # (v + 128) // 257 is round(v / 257) in integers: no float copy of the image.
+        return _chunked_to_rgb(im, lambda v: (v.astype(np.uint32) + 128) // 257)
     if mode == "I":
-        return _gray_array_to_rgb(_scale_int32(np.asarray(im)))
+        low, high = _chunked_range(im, float_data=False)
+        if low >= 0 and high <= 65535:
+            return _chunked_to_rgb(im, lambda v: (v.astype(np.int64) + 128) // 257)
+        return _chunked_to_rgb(im, lambda v: _stretch(v.astype(np.float64), low, high))
     if mode == "F":
-        return _gray_array_to_rgb(_scale_float(np.asarray(im)))
+        return _chunked_to_rgb(im, _float_scaler(*_chunked_range(im, float_data=True)))
     if mode in _ALPHA_MODES or "transparency" in im.info:
         return _composite_on_white(im.convert("RGBA"))
     if mode == "P":
@@ -221,36 +336,52 @@ def _to_rgb(im: Image.Image, name: str) -> Image.Image:
         ) from None
 
 
-def _scale_int32(values: np.ndarray) -> np.ndarray:
+def _row_chunks(im: Image.Image):
+    """NumPy arrays of consecutive row bands of ``im``, about _CHUNK_PIXELS pixels each."""
+    width, height = im.size
+    step = max(1, _CHUNK_PIXELS // max(width, 1))
+    for top in range(0, height, step):
+        yield top, np.asarray(im.crop((0, top, width, min(top + step, height))))
+
+
+def _chunked_range(im: Image.Image, float_data: bool) -> tuple[float, float]:
     # Pillow stores 16-bit greyscale in mode "I" for some formats; values that fit in 16 bits are
     # treated as such. Wider data has no fixed white point, so its own range is stretched.
-    values = values.astype(np.float64)
-    if values.size and values.min() >= 0 and values.max() <= 65535:
-        return values / 257.0
-    return _stretch(values)
+    low, high = np.inf, -np.inf
+    for _, band in _row_chunks(im):
+        if float_data:
+            band = np.nan_to_num(band.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if band.size:
+            low, high = min(low, float(band.min())), max(high, float(band.max()))
+    return (0.0, 0.0) if low > high else (low, high)
 
 
-def _scale_float(values: np.ndarray) -> np.ndarray:
-    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if not values.size:
-        return values
-    low, high = values.min(), values.max()
-    if low >= 0.0 and high <= 1.0:
-        return values * 255.0  # normalised float images (0..1)
-    if low >= 0.0 and high <= 255.0:
-        return values
-    return _stretch(values)
+def _float_scaler(low: float, high: float):
+    def scale(band: np.ndarray) -> np.ndarray:
+        band = np.nan_to_num(band.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if low >= 0.0 and high <= 1.0:
+            return band * 255.0  # normalised float images (0..1)
+        if low >= 0.0 and high <= 255.0:
+            return band
+        return _stretch(band, low, high)
+    return scale
 
 
-def _stretch(values: np.ndarray) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
+def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
     if high <= low:
         return np.zeros_like(values)
     return (values - low) * (255.0 / (high - low))
 
 
-def _gray_array_to_rgb(values: np.ndarray) -> Image.Image:
-    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+def _chunked_to_rgb(im: Image.Image, scale) -> Image.Image:
+    """Greyscale of any sample width to RGB, scaling one row band at a time into a uint8 buffer."""
+    width, height = im.size
+    gray = np.empty((height, width), dtype=np.uint8)
+    for top, band in _row_chunks(im):
+        values = scale(band)
+        if values.dtype.kind == "f":
+            values = np.rint(values)
+        gray[top:top + band.shape[0]] = np.clip(values, 0, 255).astype(np.uint8)
     return Image.fromarray(gray).convert("RGB")
 
 

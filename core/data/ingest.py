@@ -35,6 +35,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
+from core.data import labels
+from core.storage import owners, paths
 from core.data.imageio import IMAGE_EXTENSIONS, ImageError, display_name, is_image_name, open_image
 
 __all__ = [
@@ -78,10 +80,10 @@ IMBALANCE_WARNING_RATIO = 3.0
 TINY_SIDE = 32
 
 _CHUNK = 1 << 20
-# Below this many bytes a member cannot be a meaningful bomb, while small text files and
-# flat-colour bitmaps legitimately compress far beyond any sensible ratio.
-_RATIO_FLOOR_BYTES = 1 << 20
-_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+# The ratio is checked on every member and on the archive as a whole; the compressed side counts
+# as at least this many bytes, so a tiny flat icon or a short text file (which compress far beyond any
+# sensible ratio) are not mistaken for bombs: such a member can write at most max_ratio KiB.
+_RATIO_MIN_COMPRESSED = 1024
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 ZipSource = Union[str, os.PathLike, BinaryIO]
@@ -90,6 +92,14 @@ Progress = Callable[[int, int], None]
 
 class IngestError(ValueError):
     """An upload that cannot become a dataset; the message says what was expected and what to do."""
+
+
+class ArchiveTooLarge(IngestError):
+    """An archive that expands beyond Limits.max_total_bytes; ``total`` is how far it got."""
+
+    def __init__(self, message: str, total: int):
+        super().__init__(message)
+        self.total = total
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +194,7 @@ class Limits:
 
     max_total_bytes: int = 4 * 1024**3
     max_members: int = 200_000
-    max_ratio: float = 200.0  # decompressed bytes / compressed bytes, per member
+    max_ratio: float = 200.0  # decompressed bytes / compressed bytes, per member and for the archive
     max_member_bytes: int = 512 * 1024**2
 
     def __post_init__(self) -> None:
@@ -243,16 +253,19 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:,.1f} GiB"
 
 
-def _inside(path: Path, root_real: Path) -> bool:
-    """Whether `path`, with every symlink resolved, lies within the already-resolved root."""
-    try:
-        return path.resolve().is_relative_to(root_real)
-    except (OSError, RuntimeError):  # RuntimeError: symlink loop
-        return False
+WORKERS_ENV = "TRANSFER_STUDIO_DECODE_WORKERS"
+DEFAULT_WORKERS = 2
 
 
 def _workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    # Scans run inside the server process, next to every other user's requests: a few threads keep
+    # the CPU and the decode memory (core.data.imageio's budget) shared fairly. Operators may raise it.
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    try:
+        wanted = int(raw) if raw else DEFAULT_WORKERS
+    except ValueError:
+        raise ValueError(f"{WORKERS_ENV} must be a whole number of threads (1-32), got {raw!r}") from None
+    return max(1, min(wanted, 32, os.cpu_count() or 1))
 
 
 @functools.lru_cache(maxsize=262_144)
@@ -329,7 +342,7 @@ def extract_archive(
         _check_declared_total(name, plan, limits)
 
         total_members = len(plan)
-        state = _Budget(limits)
+        state = _Budget(limits, sum(info.compress_size for info, _ in plan))
         images = 0
         if progress is not None:
             progress(0, total_members)
@@ -354,10 +367,11 @@ def extract_archive(
 
 
 class _Budget:
-    """Running total of decompressed bytes across the archive."""
+    """Running total of decompressed bytes across the archive, and the compressed bytes they come from."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, compressed: int) -> None:
         self.limits = limits
+        self.compressed = compressed
         self.total = 0
 
 
@@ -447,12 +461,13 @@ def _classify_member(info: zipfile.ZipInfo) -> tuple[list[str] | None, str | Non
     raw = _member_name(info)
     normalized = raw.replace("\\", "/")  # archives made on Windows sometimes use backslashes
     is_dir = info.is_dir() or normalized.endswith("/")
-    if normalized.startswith("/") or _DRIVE_RE.match(normalized):
-        return None, "absolute path in the archive, not extracted (possible path-traversal attack)"
-    parts = [p for p in normalized.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        return None, "path leaves the archive folder ('..'), not extracted (possible path-traversal attack)"
-    if is_dir or not parts:
+    try:
+        parts = paths.relative_parts(normalized)
+    except paths.OutsideError as exc:
+        if exc.kind == "empty":
+            return None, None  # the archive's own root entry
+        return None, _MEMBER_REFUSALS.get(exc.kind, f"{exc}, not extracted")
+    if is_dir:
         return None, None
     if stat.S_ISLNK(info.external_attr >> 16):
         return None, "symbolic link, not extracted (links could point outside the dataset)"
@@ -464,6 +479,13 @@ def _classify_member(info: zipfile.ZipInfo) -> tuple[list[str] | None, str | Non
     if _suffix(parts[-1]) in LABEL_EXTENSIONS or is_image_name(parts[-1]):
         return parts, None
     return None, _not_image_reason(parts[-1])
+
+
+_MEMBER_REFUSALS = {
+    "absolute": "absolute path in the archive, not extracted (possible path-traversal attack)",
+    "parent": "path leaves the archive folder ('..'), not extracted (possible path-traversal attack)",
+    "nul": "name contains a NUL byte, not extracted (possible path-traversal attack)",
+}
 
 
 def _member_too_big(size: int, limits: Limits) -> str:
@@ -484,18 +506,18 @@ def _check_declared_total(name: str, plan: list[tuple[zipfile.ZipInfo, list[str]
     # An early, cheap rejection based on headers; the binding check counts bytes as they flow.
     declared = sum(info.file_size for info, _ in plan)
     if declared > limits.max_total_bytes:
-        raise IngestError(_total_too_big(name, declared, limits))
+        raise ArchiveTooLarge(_total_too_big(name, declared, limits), declared)
+    _check_ratio(f"the archive {name}", declared, sum(info.compress_size for info, _ in plan), limits)
 
 
 def _check_ratio(display: str, produced: int, compressed: int, limits: Limits) -> None:
-    if produced <= _RATIO_FLOOR_BYTES:
-        return
-    ratio = produced / max(compressed, 1)
+    ratio = produced / max(compressed, _RATIO_MIN_COMPRESSED)
     if ratio > limits.max_ratio:
+        shown = display if display.startswith("the archive") else f"'{display}'"
         raise IngestError(
-            f"'{display}' expands {ratio:,.0f}x (compression ratio limit max_ratio = "
+            f"{shown} expands {ratio:,.0f}x (compression ratio limit max_ratio = "
             f"{limits.max_ratio:g}) — this looks like a zip bomb; re-create the archive from "
-            f"ordinary image files"
+            f"ordinary image files (flat bitmaps: save them as PNG)"
         )
 
 
@@ -511,14 +533,15 @@ def _extract_member(
 ) -> str | None:
     """Write one member under dest; return a skip reason, None on success, or raise IngestError."""
     limits = state.limits
-    target = dest.joinpath(*parts)
-    if not _inside(target, dest_real):
+    rel = "/".join(parts)
+    if not paths.is_contained(dest_real, rel):
         return "would be written outside the destination folder, not extracted"
+    target = dest_real.joinpath(*parts)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot create its folder ({exc.strerror or exc}) — a file and a folder share a name"
-    if not _inside(target, dest_real):  # re-check now that the parents exist
+    if not paths.is_contained(dest_real, rel):  # re-check now that the parents exist
         return "would be written outside the destination folder, not extracted"
     try:
         out = open(target, "xb")
@@ -535,8 +558,9 @@ def _extract_member(
                 written += len(chunk)
                 state.total += len(chunk)
                 if state.total > limits.max_total_bytes:
-                    raise IngestError(_total_too_big(archive_name, state.total, limits))
+                    raise ArchiveTooLarge(_total_too_big(archive_name, state.total, limits), state.total)
                 _check_ratio(display, written, info.compress_size, limits)
+                _check_ratio(f"the archive {archive_name}", state.total, state.compressed, limits)
                 if written > info.file_size:
                     reason = (
                         f"holds more data than its header declares ({_fmt_bytes(info.file_size)}) "
@@ -674,6 +698,8 @@ def _visible(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str
         raise IngestError(f"cannot list {folder} ({exc.strerror or exc}) — check its permissions") from None
     for entry in entries:
         path = Path(entry.path)
+        if entry.name == owners.FILE and entry.is_file(follow_symlinks=False):
+            continue  # the workspace's owner record (core.storage.owners), not part of the data
         if entry.is_symlink():
             other.append((path, "symbolic link, not followed (it could point outside the dataset)"))
             continue
@@ -794,6 +820,11 @@ def _from_class_folders(base: Path, dirs: list[Path], files: list[Path], split: 
             found.skipped.append(Skipped(_rel(f, base), _not_image_reason(f.name)))
     for class_dir in dirs:
         label = class_dir.name
+        bad_label = labels.label_problem(label)
+        if bad_label:
+            found.skipped.append(Skipped(_rel(class_dir, base) + "/", f"class folder name {label[:60]!r} "
+                                         f"{bad_label} — rename the folder (plain text, one line)"))
+            continue
         found.declared_classes.add(label)
         for path, reason in _walk(class_dir):
             rel = _rel(path, base)
@@ -919,6 +950,11 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
             if not label:
                 found.skipped.append(Skipped(cell, f"{where} line {lineno}: empty label — fill it in or remove the row"))
                 continue
+            bad_label = labels.label_problem(label)
+            if bad_label:
+                found.skipped.append(Skipped(cell, f"{where} line {lineno}: label {label[:60]!r} {bad_label} — "
+                                                   f"labels must be plain text on one line; fix the cell"))
+                continue
             split = _row_split(row, table) or file_splits[label_path]
             if split == "test":
                 if has_val:
@@ -926,18 +962,14 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
                     continue
                 split = "val"
             rel_name = cell.replace("\\", "/")
-            if rel_name.startswith("/") or _DRIVE_RE.match(rel_name):
+            # Refused before anything is looked up, so the answer never depends on files outside.
+            try:
+                resolved = paths.contained(base_real, rel_name)
+            except paths.OutsideError as exc:
                 found.skipped.append(Skipped(
-                    cell, f"{where} line {lineno}: absolute path — use paths relative to {where}'s folder"
+                    cell, f"{where} line {lineno}: path leaves the dataset folder ({exc})"
                 ))
                 continue
-            candidate = label_path.parent / rel_name
-            if not _inside(candidate, base_real):
-                found.skipped.append(Skipped(
-                    cell, f"{where} line {lineno}: path leaves the dataset folder — use paths inside it"
-                ))
-                continue
-            resolved = candidate.resolve()
             if not resolved.is_file() and "/" not in rel_name:
                 # Many exports list bare file names while the images sit in a sub-folder.
                 if basenames is None:
@@ -1105,7 +1137,7 @@ def _copy_without_clobbering(src: Path, target: Path, dest_real: Path) -> None:
     while target.exists():
         n += 1
         target = target.with_name(f"{stem}_{n}{ext}")
-    if not _inside(target, dest_real):
+    if not paths.within(target, dest_real):
         raise IngestError(f"refusing to write {target} outside {dest_real} — check for symbolic links")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, target)
@@ -1119,8 +1151,8 @@ def leakage(index: DatasetIndex, train_paths: Sequence[str], val_paths: Sequence
     """Groups of byte-identical images present in both the train and the val path lists."""
     root = Path(index.root)
     by_hash: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"train": [], "val": []})
-    for side, paths in (("train", train_paths), ("val", val_paths)):
-        for p in paths:
+    for side, listed in (("train", train_paths), ("val", val_paths)):
+        for p in listed:
             digest = _safe_hash(root, str(p))
             if digest is not None:
                 by_hash[digest][side].append(str(p))

@@ -13,6 +13,12 @@ Layout of ``runs/<id>/``::
     exports/         files built on the Export step (TorchScript, ONNX, int8, the .pt bundle, the zip)
     tensorboard/     TensorBoard event files, when the run's config turns them on
     tracking.json    the MLflow run id, so a resumed run continues its MLflow run
+    train.lock       flock held by the training process (core.storage.locks): one trainer per run
+    .owner.json      who owns the run when sign-in is on (core.storage.owners)
+
+A damaged file (a disk that filled up, a crash, a hand edit) never makes a reader raise: the readers
+return what is intact and ``Run.problem()`` says what is damaged, so a page can show that one run as
+damaged and keep working for the others.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-from core.storage import workspace
+from core.storage import locks, owners, workspace
+from core.storage.cards import BEST_FILE, DamagedFile, read_card
 
 _append_lock = threading.Lock()
 
@@ -75,6 +82,11 @@ def new_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(16)
 
 
+# Files whose damage Run.problem() reports; MODEL_FILES are those evaluation and export read.
+INTACT_FILES = ("config.json", "events.jsonl", "result.json", "split.json", BEST_FILE)
+MODEL_FILES = ("config.json", "split.json", BEST_FILE)
+
+
 class Run:
     """Handle on one run directory."""
 
@@ -93,66 +105,197 @@ class Run:
 
     @property
     def best_weights(self) -> Path:
-        return self.path / "best.safetensors"
+        return self.path / BEST_FILE  # the name core.storage.cards.weights_file resolves a run folder to
 
     def config(self):
-        """The run's RunConfig."""
+        """The run's RunConfig (ValueError saying what is wrong when config.json is damaged)."""
         from core.config import RunConfig
 
-        return RunConfig.load(self.path / "config.json")
+        try:
+            text = (self.path / "config.json").read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"run {self.id}: config.json is not valid UTF-8; the run is damaged "
+                             f"— delete it or restore the file") from None
+        try:
+            return RunConfig.from_json(text)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"run {self.id}: config.json cannot be used ({e}); the run is damaged "
+                             f"— delete it or restore the file") from None
 
     def append(self, event: dict) -> None:
         """Append one event as a JSON line (flushed, so a crash loses at most the line in flight)."""
         line = json.dumps(event, default=float) + "\n"
-        with _append_lock, open(self.events_file, "a", encoding="utf-8") as f:
-            f.write(line)
+        with _append_lock, open(self.events_file, "a+b") as f:
+            _drop_torn_tail(f)
+            f.write(line.encode("utf-8"))
             f.flush()
 
-    def events(self) -> list[dict]:
-        """Every complete event line; a torn last line (crash mid-write) is ignored."""
-        if not self.events_file.exists():
-            return []
-        out = []
-        for line in self.events_file.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+    def _read_events(self) -> tuple[list[dict], list[str]]:
+        """(intact events, reasons for damaged lines); a torn last line (crash mid-write) is not damage."""
+        try:
+            data = self.events_file.read_bytes()
+        except OSError:
+            return [], []
+        lines = data.split(b"\n")
+        torn = lines.pop()  # b"" when the file ends with a newline, else the line a crash cut short
+        out, bad = [], []
+        for n, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
-        return out
+            try:
+                ev = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad.append(f"events.jsonl line {n} is not valid UTF-8")
+                continue
+            except ValueError:
+                bad.append(f"events.jsonl line {n} is not valid JSON")
+                continue
+            if not isinstance(ev, dict):
+                bad.append(f"events.jsonl line {n} is not a JSON object")
+                continue
+            out.append(ev)
+        if torn.strip():
+            try:
+                ev = json.loads(torn.decode("utf-8"))
+                if isinstance(ev, dict):
+                    out.append(ev)  # complete but unterminated: a writer from before this rule
+            except ValueError:
+                pass
+        return out, bad
+
+    def events(self) -> list[dict]:
+        """Every intact event (JSON object) line; damaged lines are skipped and reported by problem()."""
+        return self._read_events()[0]
 
     def result(self) -> dict | None:
-        """Final metrics, or None while running / if interrupted."""
-        p = self.path / "result.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        """Final metrics, or None while running / if interrupted / if result.json is damaged."""
+        value = _json_file(self.path / "result.json")
+        return value if isinstance(value, dict) else None
 
-    def status(self) -> str:
-        """'finished', 'stopped', 'failed', 'interrupted' (no end event), or 'created'."""
-        ends = [e for e in self.events() if e.get("type") == "end"]
-        if ends:
-            return ends[-1].get("status", "finished")
-        starts = [e for e in self.events() if e.get("type") == "start"]
-        return "interrupted" if starts else "created"
+    def status(self, events: list[dict] | None = None) -> str:
+        """'finished', 'stopped', 'failed', 'running' (a process holds it), 'interrupted' or 'created'."""
+        events = self.events() if events is None else events
+        kinds = [e.get("type") for e in events]
+        last_end = max((i for i, k in enumerate(kinds) if k == "end"), default=-1)
+        last_start = max((i for i, k in enumerate(kinds) if k == "start"), default=-1)
+        if last_end > last_start:  # a start after the last end is a resume that has not ended yet
+            return str(events[last_end].get("status", "finished"))
+        if locks.holder(self.path) is not None:
+            return "running"
+        return "interrupted" if last_start >= 0 else "created"
+
+    def problem(self, files: tuple[str, ...] = INTACT_FILES) -> str | None:
+        """None for a healthy run, else a short reason naming the damaged file (for the run listings).
+
+        ``files`` limits the check, e.g. to MODEL_FILES before evaluating or exporting (a damaged
+        event log does not stop those).
+        """
+        reasons = []
+        cfg = _json_file(self.path / "config.json")
+        if "config.json" in files and (cfg is _DAMAGED or not isinstance(cfg, dict)):
+            reasons.append("config.json is truncated or not valid JSON")
+        if "events.jsonl" in files:
+            reasons += self._read_events()[1][:3]
+        for name in ("result.json", "split.json"):
+            if name in files and (self.path / name).exists() and _json_file(self.path / name) is _DAMAGED:
+                reasons.append(f"{name} is truncated or not valid JSON")
+        weights = self.path / BEST_FILE
+        if BEST_FILE in files and weights.exists():
+            try:
+                read_card(weights)
+            except DamagedFile as e:
+                reasons.append(str(e))
+            except (ValueError, OSError) as e:
+                reasons.append(f"{BEST_FILE} cannot be read ({e})")
+        return "; ".join(reasons) or None
+
+    def require_intact(self, files: tuple[str, ...] = MODEL_FILES, action: str = "used") -> "Run":
+        """This run, or ValueError naming the damage when one of ``files`` is damaged."""
+        problem = self.problem(files)
+        if problem:
+            raise ValueError(f"run {self.id} is damaged ({problem}) and cannot be {action}; "
+                             f"delete it on the Runs page or restore the file")
+        return self
+
+    def resumable(self) -> bool:
+        """True when training can continue: an intact last.pt, the run did not finish, and no process holds it."""
+        if not self.last_ckpt.exists() or self.status() == "finished":
+            return False
+        return locks.holder(self.path) is None and _loads(self.last_ckpt)
 
     def summary(self) -> dict:
-        """One row for run listings."""
+        """One row for run listings (``problem`` says why a run is damaged, None when healthy)."""
         ev = self.events()
         epochs = [e for e in ev if e.get("type") == "epoch"]
-        best = max((e.get("val_acc", 0.0) for e in epochs), default=None)
-        try:
-            cfg = json.loads((self.path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            cfg = {}
-        t0 = ev[0]["time"] if ev else None
-        t1 = ev[-1]["time"] if ev else None
-        return {"id": self.id, "status": self.status(), "backbone": cfg.get("backbone"),
+        best = max((e["val_acc"] for e in epochs if isinstance(e.get("val_acc"), (int, float))), default=None)
+        cfg = _json_file(self.path / "config.json")
+        cfg = cfg if isinstance(cfg, dict) else {}
+        times = [e["time"] for e in ev if isinstance(e.get("time"), (int, float))]
+        t0, t1 = (times[0], times[-1]) if times else (None, None)
+        return {"id": self.id, "status": self.status(ev), "backbone": cfg.get("backbone"),
                 "trainable": cfg.get("trainable"), "epochs_done": len(epochs), "best_val_acc": best,
-                "duration_s": (t1 - t0) if t0 else None, "started": t0, "name": cfg.get("name", "")}
+                "duration_s": (t1 - t0) if t0 else None, "started": t0, "name": cfg.get("name", ""),
+                "problem": self.problem()}
 
 
-def create(config, split_dict: dict | None = None) -> Run:
-    """Make a new run directory holding the config."""
+_DAMAGED = object()  # what _json_file returns for a file that exists but is not JSON
+
+
+def _json_file(path: Path):
+    """The parsed JSON of a file, None when it does not exist, _DAMAGED when it cannot be parsed."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _DAMAGED
+
+
+def _drop_torn_tail(f) -> None:
+    """Cut a line a crash left unterminated, so the next event starts on a line of its own."""
+    end = f.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    f.seek(end - 1)
+    if f.read(1) == b"\n":
+        return
+    start = max(0, end - (1 << 20))
+    f.seek(start)
+    tail = f.read()
+    cut = tail.rfind(b"\n")
+    if cut < 0 and start > 0:
+        f.write(b"\n")  # a torn line over 1 MiB: end it rather than read further back
+        return
+    f.truncate(start + cut + 1)
+    f.seek(0, os.SEEK_END)
+
+
+_loads_cache: dict[tuple, bool] = {}
+
+
+def _loads(path: Path) -> bool:
+    """Whether a checkpoint loads with torch.load(weights_only=True); remembered per (path, size, mtime)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _loads_cache:
+        import torch  # only resumability checks need it
+
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+            _loads_cache[key] = True
+        except Exception:  # truncated zip, refused pickle, unreadable file: not a usable checkpoint
+            _loads_cache[key] = False
+    return _loads_cache[key]
+
+
+def create(config, split_dict: dict | None = None, owner: str | None = None) -> Run:
+    """Make a new run directory holding the config (and the owner record when sign-in is on)."""
     run = Run(root() / new_id())
     run.path.mkdir(parents=True)
+    owners.record(run.path, owner)  # before config.json: listings never see the run without its owner
     atomic_write_text(run.path / "config.json", config.to_json())
     if split_dict is not None:
         atomic_write_text(run.path / "split.json", json.dumps(split_dict))
@@ -171,8 +314,15 @@ def open_run(run_id_or_path: str | Path) -> Run:
 
 
 def list_runs() -> list[Run]:
-    """All runs, newest first."""
-    return [Run(p) for p in sorted(root().iterdir(), reverse=True) if (p / "config.json").exists()]
+    """All runs, newest first (damaged ones included: ask each its problem())."""
+    found = []
+    for p in sorted(root().iterdir(), reverse=True):
+        try:
+            if p.is_dir() and (p / "config.json").is_file():
+                found.append(Run(p))
+        except OSError:
+            continue  # unreadable entry: not a run this process can show
+    return found
 
 
 def delete(run_id: str, active_ids: set[str] = frozenset()) -> None:
@@ -182,4 +332,7 @@ def delete(run_id: str, active_ids: set[str] = frozenset()) -> None:
     path = (root() / run_id).resolve()
     if path.parent != root().resolve() or not (path / "config.json").exists():
         raise ValueError(f"{run_id!r} is not a run of this workspace; nothing was deleted")
+    held = locks.holder(path)  # a trainer in any process, not only this app's jobs
+    if held is not None:
+        raise ValueError(f"run {run_id} is still training ({locks.describe(held)}); stop it first, then delete it")
     shutil.rmtree(path)

@@ -192,6 +192,9 @@ class SimCLR(Technique):
         return nt_xent(z1, z2, self.temperature), {"pair_acc": _pair_accuracy(z1.detach(), z2.detach()),
                                                     "batches": 1.0}
 
+    def step_metrics(self, nums: dict) -> dict:
+        return self.train_metrics(nums)
+
     def train_metrics(self, sums: dict) -> dict:
         return {"pair_acc": sums.get("pair_acc", 0.0) / max(sums.get("batches", 0.0), 1.0)}
 

@@ -491,7 +491,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             done_here = step - start_epoch * steps_per_epoch
             eta = (time.time() - t_loop) / max(done_here, 1) * (total_steps - step)
             emit("step", epoch=epoch + 1, step=step, total_steps=total_steps, loss=loss_value,
-                 lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=eta)
+                 lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=eta, **technique.step_metrics(nums))
 
         (model.head if features else model).eval()
         keys = sorted(sums)

@@ -69,6 +69,10 @@ class Technique:
         """(mean loss over the batch, numbers summed over the epoch for ``train_metrics``)."""
         raise NotImplementedError
 
+    def step_metrics(self, nums: dict[str, float]) -> dict:
+        """Numbers of one training step worth charting live (besides the loss); none by default."""
+        return {}
+
     def train_metrics(self, sums: dict[str, float]) -> dict:
         """Epoch training metrics from the summed batch numbers (besides train_loss, which the loop keeps)."""
         return {}

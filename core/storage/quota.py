@@ -1,0 +1,106 @@
+"""Disk quota per owner: datasets, kept uploads and runs count; a clear message when it is full.
+
+The limit is ``TRANSFER_STUDIO_QUOTA_MB`` megabytes per owner (default 20480, i.e. 20 GiB; ``0`` turns
+the quota off). Usage is measured on disk when something is about to be added, so it is right after
+any deletion. What counts for an owner is what ``core.storage.owners.visible`` shows them: the
+folders recorded with their key (single-user mode, owner None: everything without a record, and
+loose files). Shared caches are not counted here; core.storage.cache caps them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.storage import owners, workspace
+
+QUOTA_ENV = "TRANSFER_STUDIO_QUOTA_MB"
+DEFAULT_QUOTA_MB = 20 * 1024
+AREAS = ("datasets", "uploads", "runs")
+
+
+class QuotaExceeded(ValueError):
+    """Adding this would take an owner past the quota; the message says used, limit and what to delete."""
+
+
+def limit_bytes() -> int | None:
+    """The quota per owner in bytes, or None when it is turned off (TRANSFER_STUDIO_QUOTA_MB=0)."""
+    raw = os.environ.get(QUOTA_ENV, "").strip()
+    try:
+        mb = float(raw.replace("_", "")) if raw else DEFAULT_QUOTA_MB
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        raise ValueError(f"{QUOTA_ENV} must be a number of megabytes (0 turns the quota off), got {raw!r}")
+    return None if mb == 0 else int(mb * 1024**2)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (or of the file itself); links are not followed."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+    except OSError:
+        return 0
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                else:
+                    total += e.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue  # removed while we looked
+    return total
+
+
+def _mine(path: Path, owner: str | None) -> bool:
+    # The same rule as listings (core.storage.owners.visible): what an owner sees is what they pay for.
+    return owners.visible(path, owner) if path.is_dir() else owner is None
+
+
+def usage(owner: str | None = None) -> dict[str, int]:
+    """Bytes per area (datasets, uploads, runs) held by ``owner`` (everything when owner is None)."""
+    out = {}
+    for area in AREAS:
+        folder = workspace.sub(area)
+        try:
+            entries = [folder / name for name in os.listdir(folder)]
+        except OSError:
+            entries = []
+        out[area] = sum(tree_bytes(p) for p in entries if _mine(p, owner))
+    return out
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024**2:,.1f} MB" if n < 1024**3 else f"{n / 1024**3:,.2f} GB"
+
+
+def room(owner: str | None = None) -> int | None:
+    """Bytes ``owner`` may still add, or None without a quota."""
+    limit = limit_bytes()
+    return None if limit is None else max(0, limit - sum(usage(owner).values()))
+
+
+def check(owner: str | None = None, incoming: int = 0, what: str = "this upload") -> None:
+    """QuotaExceeded when ``incoming`` more bytes would take ``owner`` past the quota."""
+    limit = limit_bytes()
+    if limit is None:
+        return
+    used = usage(owner)
+    if sum(used.values()) + incoming > limit:
+        raise QuotaExceeded(message(owner, used, limit, incoming, what))
+
+
+def message(owner: str | None, used: dict[str, int], limit: int, incoming: int, what: str) -> str:
+    """What the owner uses, the limit, what the addition needs, and what to delete."""
+    who = "you use" if owner is not None else "the workspace uses"
+    parts = ", ".join(f"{area} {_mb(n)}" for area, n in used.items())
+    need = f"{what} needs {_mb(incoming)} more" if incoming else f"{what} does not fit"
+    return (f"disk quota reached: {who} {_mb(sum(used.values()))} of {_mb(limit)} ({parts}); {need} — delete "
+            f"datasets (Data page) or runs (Runs page) you no longer need, or ask the operator to raise {QUOTA_ENV}")
