@@ -159,3 +159,37 @@ def test_two_processes_learn_what_one_learns_head_only_on_digits(tmp_path):
              for r in (one, two)]
     assert steps[0] == steps[1]  # the same number of optimizer steps, each on the same global batch size
     assert abs(one["val_accuracy"] - two["val_accuracy"]) <= 0.02, (one["val_accuracy"], two["val_accuracy"])
+
+
+def test_every_event_a_run_logs_has_a_listed_kind_and_unknown_kinds_are_refused(digits_dir, tiny_config):
+    from core.train import events
+
+    run = runs.Run(Path(techniques.fit(tiny_config(digits_dir, epochs=2, trainable="last-1", unfreeze_after=1,
+                                                   early_stopping_patience=5))["run_dir"]))
+    kinds = [e["type"] for e in run.events()]
+    assert set(kinds) <= set(events.KINDS) and {"start", "step", "unfreeze", "epoch", "end"} <= set(kinds)
+    with pytest.raises(ValueError, match="unknown event kind 'epoch_end'"):
+        events.event("epoch_end", 0.0)
+
+
+def test_a_second_trainer_on_a_run_is_refused_naming_the_process_that_holds_it(digits_dir, tiny_config):
+    from core.storage import locks
+
+    run = runs.create(tiny_config(digits_dir, epochs=300))  # head-only on cached features: many quick epochs
+    _train(run, kill_after_epoch=1)  # a first trainer is killed after one epoch; a resumed one then holds the run
+    proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--resume", str(run.path)], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while locks.holder(run.path) is None:
+            assert proc.poll() is None and time.time() < deadline, "the training process did not take the lock"
+            time.sleep(0.05)
+        with pytest.raises(locks.RunBusy, match=f"process {proc.pid} on host"):
+            techniques.fit(run.config(), run=run, resume=True)
+        second = subprocess.run([sys.executable, "-m", "core", "train", "--resume", str(run.path)], cwd=REPO,
+                                env=_env(), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and f"is being trained by process {proc.pid}" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert locks.holder(run.path) is None  # the kernel let go of a killed trainer's lock

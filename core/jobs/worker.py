@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.models import backbones
 from core.storage import runs
-from core.train import ddp
+from core.train import ddp, events
 from core.train.control import DistControl
 from core.train.ddp import Distributed, Single
 from core.train.loop import per_rank_batch
@@ -64,14 +64,15 @@ def train(config=None, on_event=None, run_dir: str | Path | None = None, resume:
             notes = []
             if getattr(config, "sync_bn", False) and not ctx.sync_bn:
                 notes.append("sync_bn needs CUDA (NCCL); on CPU each rank keeps its own BatchNorm statistics")
-            ev = {"type": "distributed", "time": time.time(), "world_size": ctx.world, "backend": ctx.backend,
-                  "device": str(ctx.device), "sync_bn": ctx.sync_bn, "per_process_batch_size": per_rank_batch(config.batch_size, ctx.world),
-                  "effective_batch_size": per_rank_batch(config.batch_size, ctx.world) * ctx.world}
+            per_rank = per_rank_batch(config.batch_size, ctx.world)
+            ev = events.event("distributed", time.time(), world_size=ctx.world, backend=ctx.backend,
+                              device=str(ctx.device), sync_bn=ctx.sync_bn, per_process_batch_size=per_rank,
+                              effective_batch_size=per_rank * ctx.world)
             run.append(ev)
             if on_event:
                 on_event(ev)
             for note in notes:
-                w = {"type": "warning", "time": time.time(), "message": note}
+                w = events.event("warning", time.time(), message=note)
                 run.append(w)
                 if on_event:
                     on_event(w)

@@ -24,6 +24,7 @@ from core.results import loading
 from core.models import freezing
 from core.storage import locks, runs
 from core.config import RunConfig
+from core.train import events
 from core.train.control import Control, Stopped, TrainingDiverged
 from core.train.technique import Technique
 
@@ -202,8 +203,8 @@ def logged_run(run: runs.Run, on_event: OnEvent | None, work: Callable, stopped:
     t_start = time.time()
     sink = None  # TensorBoard / MLflow, when the run's config turns them on
 
-    def emit(kind: str, **fields) -> None:
-        ev = {"type": kind, "time": time.time(), **fields}
+    def emit(kind: events.EventKind, **fields) -> None:
+        ev = events.event(kind, time.time(), **fields)
         if kind == "end" and sink:
             sink.close(ev)  # first, so a tracking warning still comes before the end line
         run.append(ev)
