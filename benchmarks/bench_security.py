@@ -87,10 +87,13 @@ def _folder_files(total_mib: int = 64):
 
 # --- child side --------------------------------------------------------------------------------------
 
+BEFORE = "e74b0f16d9dca3406b25bf1592f3e61fc1bde455"  # the last commit before the input-safety work
+
+
 def _load_head(module: str, path: str, tmp: Path):
-    """The last commit's version of a core module, imported under another name (None without git)."""
+    """The code before the input-safety work (commit BEFORE), imported under another name (None without git)."""
     try:
-        src = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        src = subprocess.run(["git", "show", f"{BEFORE}:{path}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     import importlib.util
@@ -107,7 +110,7 @@ def _load_head(module: str, path: str, tmp: Path):
 def child(case: str, variant: str, work: Path) -> dict:
     sys.path.insert(0, str(REPO))
     os.environ["TRANSFER_STUDIO_HOME"] = str(work / "home")
-    from core.data import edits, ingest
+    from core.data import edits, ingest, layouts
 
     out: dict = {"case": case, "variant": variant}
     if case == "png16":
@@ -115,7 +118,7 @@ def child(case: str, variant: str, work: Path) -> dict:
             head = _load_head("imageio_head", "core/data/imageio.py", work)
             if head is None:
                 return {**out, "skipped": "git not available"}
-            ingest.open_image = head.open_image  # the scan's decoder, as it was
+            layouts.open_image = head.open_image  # the scan's decoder, as it was
         out["baseline_mib"] = _rss_mib()
         t0 = time.perf_counter()
         with open(work / "png16.zip", "rb") as f:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import zip_folder
 from core.data import datasets
-from core.data import ingest
+from core.data import ingest, layouts
 from core.data.preprocess import Preprocessing
 from core.data.imageio import open_image
 
@@ -87,7 +87,7 @@ def test_resolve_names_the_accepted_sources_when_the_path_is_missing(tmp_path):
 
 def test_load_index_scans_a_folder_once_until_its_files_change(tmp_path, shapes_dir, monkeypatch):
     root = copy_classes(shapes_dir, tmp_path / "ds", per_class=4)
-    calls = counting(monkeypatch, ingest, "open_image")
+    calls = counting(monkeypatch, layouts, "open_image")
     first = datasets.load_index(root)
     assert calls["open_image"] == 12 and len(first.items) == 12
     second = datasets.load_index(root)
@@ -116,7 +116,7 @@ def test_load_index_of_a_zip_reuses_the_cache_and_reports_only_the_users_files(t
     with __import__("zipfile").ZipFile(z, "a") as zf:
         zf.writestr("__MACOSX/circle/._circle_0000.png", b"meta")
         zf.writestr("notes.txt", b"hello")
-    calls = counting(monkeypatch, ingest, "open_image")
+    calls = counting(monkeypatch, layouts, "open_image")
     first = datasets.load_index(z)
     n = calls["open_image"]
     assert n == 30 and len(first.items) == 30

@@ -117,7 +117,7 @@ def test_subprocess_job_feeds_snapshot_and_stop_ends_every_process(digits_dir, t
 
     job.pause()
     assert job.status() == "paused"
-    job.resume_()
+    job.resume()
     assert job.status() == "running"
 
     job.stop()

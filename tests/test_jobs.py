@@ -79,7 +79,7 @@ def test_pause_resume_and_stop_reach_the_child_process(digits_dir, tiny_config):
     held = len(job.snapshot()["events"])
     time.sleep(2.0)
     assert len(job.snapshot()["events"]) == held and job.alive
-    job.resume_()
+    job.resume()
     while len(job.snapshot()["events"]) == held:
         assert time.time() < deadline, "the job did not continue after resume"
         time.sleep(0.1)

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-from core.data import ingest, labels
+from core.data import ingest, labels, layouts
 from core.storage import owners, quota, workspace
 from core.data.imageio import is_image_name
 
@@ -255,13 +255,13 @@ def delete_dataset(name: str) -> None:
 
 def _base(ds: Path) -> Path:
     # Same rule the scanner uses to skip a single wrapper folder, so both agree on where classes live.
-    return ingest._descend(ds)
+    return layouts._descend(ds)
 
 
 def class_parents(ds_name: str) -> list[Path]:
     """Folders that hold class folders: the dataset itself, or its train/ and val/ folders."""
     base = _base(dataset_dir(ds_name))
-    layout, groups = ingest._merge_groups(base)
+    layout, groups = layouts._merge_groups(base)
     if layout == "csv":
         raise ValueError("this dataset is labelled by a CSV file; edit the CSV to change classes "
                          "(class folder operations work on folder-per-class datasets)")

@@ -35,7 +35,7 @@ class Job:
     config: RunConfig
     run: runs.Run
     owner: str | None = None
-    resume: bool = False
+    from_checkpoint: bool = False  # continue the run from its last.pt (a resumed run)
     control: Control = field(default_factory=Control)
     events: list = field(default_factory=list)
     state: str = "queued"        # queued | running | paused | finished | stopped | failed
@@ -53,7 +53,7 @@ class Job:
     def _work(self) -> None:
         self.state = "running"
         try:
-            self.result = techniques.fit(self.config, self._on_event, self.control, self.run, resume=self.resume)
+            self.result = techniques.fit(self.config, self._on_event, self.control, self.run, resume=self.from_checkpoint)
             self.state = self.result.get("status", "finished")
         except Exception as e:  # shown in the UI with its traceback
             self.error = f"{type(e).__name__}: {e}"
@@ -75,7 +75,7 @@ class Job:
     def pause(self) -> None:
         self.control.pause()
 
-    def resume_(self) -> None:
+    def resume(self) -> None:
         self.control.resume()
 
     def stop(self) -> None:
@@ -116,7 +116,7 @@ class JobManager:
         techniques.check(config)  # fields, backbone and technique: refused before a run folder or a process exists
         run = run or runs.create(config, owner=owner)
         if self.mode == "thread":
-            return self.enqueue(Job(run.id, config, run, owner=owner, resume=resume))
+            return self.enqueue(Job(run.id, config, run, owner=owner, from_checkpoint=resume))
         from core.jobs.supervisor import SubprocessJob
 
         return self.enqueue(SubprocessJob(config, run, nproc=None, owner=owner, resume=resume))

@@ -122,7 +122,7 @@ class SubprocessJob:
     def __init__(self, config, run: runs.Run, nproc: int | None, owner: str | None = None, resume: bool = False,
                  grace_s: float = 30.0):
         self.id, self.config, self.run, self.nproc = run.id, config, run, nproc
-        self.owner, self.resume, self.grace_s = owner, resume, grace_s
+        self.owner, self.from_checkpoint, self.grace_s = owner, resume, grace_s
         self.events: list[dict] = []
         self.state = "queued"
         self.error: str | None = None
@@ -162,7 +162,7 @@ class SubprocessJob:
     def pause(self) -> None:
         runs.atomic_write_text(self.run.path / PAUSE_FILE, "")
 
-    def resume_(self) -> None:
+    def resume(self) -> None:
         (self.run.path / PAUSE_FILE).unlink(missing_ok=True)
 
     def stop(self) -> None:
@@ -246,9 +246,9 @@ class SubprocessJob:
             if self._stop_at is not None:
                 self.state = "stopped"
                 return
-            if self.resume and self.run.events_file.exists():  # like a thread Job: only this session's events
+            if self.from_checkpoint and self.run.events_file.exists():  # like a thread Job: only this session's events
                 self._offset = self.run.events_file.stat().st_size
-            self.proc = launch(self.config, self.nproc, self.run, self.resume)
+            self.proc = launch(self.config, self.nproc, self.run, self.from_checkpoint)
             _register(self)
             if self._stop_at is not None:  # stop() raced with the launch, which clears stale request files
                 runs.atomic_write_text(self.run.path / STOP_FILE, "")

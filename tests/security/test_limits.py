@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import edits, imageio, ingest
+from core.data import edits, imageio, ingest, records
 from core.data.imageio import ImageError, open_image
 from core.storage import cache, owners, quota
 
@@ -127,12 +127,12 @@ def test_decodes_wait_for_the_byte_budget_and_one_too_big_for_it_is_refused(monk
 
 def test_ingestion_decodes_with_two_workers_unless_told_otherwise(monkeypatch):
     monkeypatch.delenv("TRANSFER_STUDIO_DECODE_WORKERS", raising=False)
-    assert ingest._workers() == min(2, os.cpu_count() or 1)
+    assert records._workers() == min(2, os.cpu_count() or 1)
     monkeypatch.setenv("TRANSFER_STUDIO_DECODE_WORKERS", "1")
-    assert ingest._workers() == 1
+    assert records._workers() == 1
     monkeypatch.setenv("TRANSFER_STUDIO_DECODE_WORKERS", "many")
     with pytest.raises(ValueError, match="TRANSFER_STUDIO_DECODE_WORKERS must be a whole number"):
-        ingest._workers()
+        records._workers()
 
 
 # --- zip bombs -------------------------------------------------------------------------------------
