@@ -137,8 +137,8 @@ def test_killed_cli_run_shows_interrupted_and_resumes_from_the_cli(digits_dir, t
 _HOLD_BEST = textwrap.dedent("""
     import sys
     from core import cli
-    from core.train import loop
-    loop._BestWriter.spacing = float("inf")
+    from core.train import checkpoints
+    checkpoints.BestWriter.spacing = float("inf")
     sys.exit(cli.main(sys.argv[1:]))
 """)
 

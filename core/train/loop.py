@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 import traceback
 from typing import Callable
@@ -24,7 +23,7 @@ from core.results import loading
 from core.models import freezing
 from core.storage import locks, runs
 from core.config import RunConfig
-from core.train import events
+from core.train import checkpoints, events
 from core.train.control import Control, Stopped, TrainingDiverged
 from core.train.technique import Technique
 
@@ -59,21 +58,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": repr(random.getstate()),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
-
-
-def _set_rng_state(s: dict) -> None:
-    import ast
-
-    torch.set_rng_state(s["torch"])
-    random.setstate(ast.literal_eval(s["python"]))
-    kind, keys, pos, has_gauss, cached = s["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
 
 
 def _amp_dtype(device: torch.device, enabled: bool):
@@ -385,9 +369,9 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
     best_score, best_epoch, stale, step, best_metrics = float("-inf"), -1, 0, 0, {}
     # Groups outside the plan never change (no gradient, BatchNorm in eval), so checkpoints leave them out:
     # a resumed run rebuilds them bit-identically from the same weights and seed.
-    fixed = _group_keys(model, config.backbone, [g for g in backbones.group_names(config.backbone) if g not in target])
-    learned = _LearnedState(model, config.backbone, target, fixed)
-    best = _BestWriter(run, learned, technique, lambda metrics: technique.card(config, pre, metrics))
+    fixed = checkpoints.group_keys(model, config.backbone, [g for g in backbones.group_names(config.backbone) if g not in target])
+    learned = checkpoints.LearnedState(model, config.backbone, target, fixed)
+    best = checkpoints.BestWriter(run, learned, technique, lambda metrics: technique.card(config, pre, metrics))
     cleanup.append(best.flush)
     if ck:
         missing, unexpected = model.load_state_dict(ck["model"], strict=False)
@@ -402,7 +386,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         sched.load_state_dict(ck["scheduler"])
         best_score, best_epoch, stale, step = ck["best_score"], ck["best_epoch"], ck["stale"], ck["step"]
         best_metrics = json.loads(ck["best_metrics"])
-        _set_rng_state(ck["rng"])
+        checkpoints.set_rng_state(ck["rng"])
         gen.set_state(ck["loader_rng"])
         emit("resumed", epoch=start_epoch, step=step)
 
@@ -515,7 +499,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             stale += 1
         last_epoch = epoch + 1
         if ddp.main:
-            _save_last(run, learned, opt, sched, gen, epoch=epoch + 1, best_score=best_score,
+            checkpoints.save_last(run, learned, opt, sched, gen, epoch=epoch + 1, best_score=best_score,
                        best_epoch=best_epoch, stale=stale, step=step, best_metrics=json.dumps(best_metrics),
                        best_pending=best.unwritten())
         emit("epoch", epoch=epoch + 1, epochs=config.epochs, **metrics,
@@ -560,137 +544,3 @@ def _embed_rows(model, loader, pre, device, on_progress, channels_last: bool) ->
         done += len(x)
         on_progress(done)
     return {k: torch.cat(v) for k, v in rows.items()}
-
-
-def _group_keys(model: nn.Module, backbone: str, groups: list[str]) -> set[str]:
-    """State-dict keys (parameters and buffers) inside the given layer groups."""
-    paths = [p for g, ps in backbones.group_modules(backbone).items() if g in groups for p in ps]
-    return {k for k in model.state_dict() if any(k == p or k.startswith(p + ".") for p in paths)}
-
-
-class _LearnedState:
-    """The state-dict entries training can change (all but the fixed groups), read without a walk over
-    the whole model: in a head-only run on cached features one epoch costs less than ``state_dict()``."""
-
-    def __init__(self, model: nn.Module, backbone: str, target: list[str], fixed: set[str]):
-        self.model = model
-        full = model.state_dict()
-        self.fixed = {k: v for k, v in full.items() if k in fixed}  # never change during the run
-        paths = [p for g, ps in backbones.group_modules(backbone).items() if g in target for p in ps]
-        found = {k for p in paths for k in model.get_submodule(p).state_dict(prefix=p + ".")}
-        # the per-group reading is used only when it finds exactly the learnable entries
-        self.paths = paths if found == set(full) - fixed else None
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """Learnable entries (detached, live tensors)."""
-        if self.paths is None:
-            return {k: v for k, v in self.model.state_dict().items() if k not in self.fixed}
-        out: dict[str, torch.Tensor] = {}
-        for p in self.paths:
-            out.update(self.model.get_submodule(p).state_dict(prefix=p + "."))
-        return out
-
-    def full(self, learned: dict) -> dict[str, torch.Tensor]:
-        """A whole state dict: the fixed entries plus ``learned``."""
-        return {**self.fixed, **learned}
-
-    def load(self, learned: dict) -> None:
-        """Put saved learnable entries back into the model."""
-        missing, unexpected = self.model.load_state_dict(learned, strict=False)
-        if unexpected or set(missing) - set(self.fixed):
-            raise RuntimeError(f"saved weights do not match the model (missing {sorted(missing)[:3]}, "
-                               f"unexpected {sorted(unexpected)[:3]})")
-
-
-class _BestWriter:
-    """Writes best.safetensors on a background thread: at once the first time, then whenever ``spacing``
-    times the last write's duration has passed since it, so writing costs at most ~1/``spacing`` of the
-    training time and training does not wait for the disk.
-
-    Epochs of a few seconds or more get every improvement written at once. Head-only epochs on cached
-    features take milliseconds and improve nearly every time: writing the whole model after each would
-    cost more than the training, so the newest best waits (under a second) as "pending". Until its write
-    has finished, a best travels inside last.pt as well (only the learnable tensors), so a hard kill loses
-    nothing: resuming writes it first thing, and a finishing, stopped or failing run writes it before its
-    end event (``flush``).
-    """
-
-    spacing = 10.0
-
-    def __init__(self, run: runs.Run, learned: _LearnedState, technique: Technique, card):
-        self.run, self.learned, self.technique, self.card = run, learned, technique, card
-        self.pending: tuple[dict, dict] | None = None  # the newest best, until it is in best.safetensors
-        self.kept: dict | None = None  # the best learnable tensors, to restore them without reading the file
-        self.written_at: float | None = None
-        self.write_s = 0.0
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def update(self, metrics: dict) -> None:
-        """A new best after an epoch: keep a copy, write it now or later."""
-        self._raise()
-        self.kept = {k: v.to("cpu", copy=True) for k, v in self.learned.state().items()}
-        item = (self.kept, dict(metrics))
-        with self._lock:
-            self.pending = item
-        busy = self._thread is not None and self._thread.is_alive()
-        if not busy and (self.written_at is None or time.time() - self.written_at >= self.spacing * self.write_s):
-            self._thread = threading.Thread(target=self._write_in_background, args=(item,), daemon=True,
-                                            name=f"best-writer-{self.run.id}")
-            self._thread.start()
-
-    def unwritten(self) -> dict:
-        """Learnable tensors of a best that is not yet safely in best.safetensors ({} when none is)."""
-        with self._lock:
-            return self.pending[0] if self.pending else {}
-
-    def flush(self) -> None:
-        """Return once the newest best is in best.safetensors."""
-        if self._thread is not None:
-            self._thread.join()
-        self._raise()
-        if self.pending is not None:
-            if self.kept is None:
-                self.kept = self.pending[0]
-            self._write(self.pending)
-
-    def _write(self, item: tuple[dict, dict]) -> None:
-        learned, metrics = item
-        t0 = time.time()
-        state = self.technique.export_state(self.learned.full(learned))
-        loading.save_safetensors(_StateOnly(state), self.card(metrics), self.run.path / self.technique.best_file)
-        with self._lock:
-            if self.pending is item:  # a newer best may have arrived meanwhile; it stays pending
-                self.pending = None
-            self.written_at = time.time()
-            self.write_s = self.written_at - t0
-
-    def _write_in_background(self, item: tuple[dict, dict]) -> None:
-        try:
-            self._write(item)
-        except BaseException as e:  # reported on the training thread at the next update or flush
-            self._error = e
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-
-
-class _StateOnly:
-    """Stands in for a module where only ``state_dict()`` is needed (export of a saved state)."""
-
-    def __init__(self, state: dict):
-        self._state = state
-
-    def state_dict(self) -> dict:
-        return self._state
-
-
-def _save_last(run: runs.Run, learned: "_LearnedState", opt, sched, gen: torch.Generator, **counters) -> None:
-    """The resume state after a completed epoch, written atomically (torch.load(weights_only=True) reads it)."""
-    state = {"model": {k: v.cpu() for k, v in learned.state().items()},
-             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
-             "loader_rng": gen.get_state(), **counters}
-    runs.atomic_save(run.last_ckpt, lambda tmp: torch.save(state, tmp))
