@@ -104,11 +104,10 @@ def inference_pass(config) -> int:
 def plain_loop(config, epochs: int):
     """The classic PyTorch recipe on the same files: ImageFolder + DataLoader + train/validate loop."""
     import torch
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets as tv_datasets, transforms as T
 
-    from core.models import backbones
     from core.data import datasets
-    from core.train import loop
+    from core.models import backbones
 
     pre = backbones.preprocessing_for(config)
     split = datasets.split(datasets.load_index(config.data), config.val_fraction, config.seed)
@@ -118,8 +117,8 @@ def plain_loop(config, epochs: int):
                           T.RandomResizedCrop(pre.crop_size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(),
                           T.ToTensor(), norm])
     val_tf = T.Compose([T.Resize(pre.resize_size), T.CenterCrop(pre.crop_size), T.ToTensor(), norm])
-    full_train = datasets.ImageFolder(str(root), transform=train_tf)
-    full_val = datasets.ImageFolder(str(root), transform=val_tf)
+    full_train = tv_datasets.ImageFolder(str(root), transform=train_tf)
+    full_val = tv_datasets.ImageFolder(str(root), transform=val_tf)
     where = {str(Path(p).resolve()): i for i, (p, _) in enumerate(full_train.samples)}
     train = torch.utils.data.Subset(full_train, [where[str(Path(p).resolve())] for p, _ in split.train])
     val = torch.utils.data.Subset(full_val, [where[str(Path(p).resolve())] for p, _ in split.val])

@@ -521,7 +521,9 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             learned.load(best.kept)
             emit("restored_best", epoch=best_epoch, message=f"restored the weights of epoch {best_epoch}, the best "
                                                             f"by {config.early_stopping_metric}")
-    result = {"status": "finished", "technique": technique.name, "val_accuracy": best_metrics.get("val_accuracy"),
+    no_val = 0.0 if technique.validates else None  # a run stopped before its first epoch has no accuracy yet
+    result = {"status": "finished", "technique": technique.name,
+              "val_accuracy": best_metrics.get("val_accuracy", no_val),
               "val_loss": best_metrics.get("val_loss"), "best_epoch": best_epoch, "epochs_run": last_epoch,
               "run_dir": str(run.path), "elapsed_s": time.time() - t_loop, **technique.result(best_metrics)}
     runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
