@@ -1,17 +1,23 @@
 """Predict with a Transfer Studio model bundle, without Transfer Studio.
 
-Usage:  python predict.py IMAGE_OR_FOLDER [...] [--top-k 3]
-Prints one JSON line per image: {"path", "label", "confidence", "top_k": [[label, p], ...]}.
+Usage:  python predict.py IMAGE_OR_FOLDER [...] [--top-k 3] [--max-pixels N]
+Prints one JSON line per image: {"path", "label", "confidence", "top_k": [[label, p], ...]}; an image
+that cannot be read (damaged, not an image, larger than --max-pixels) gets {"path", "error"} instead,
+and the others are still predicted (the exit status is then 1).
 
-Needs only torch, torchvision, pillow and safetensors (plus efficientnet-lite-pytorch for the
-efficientnet_lite0 backbone); see requirements.txt. The preprocessing below reproduces the app's:
+Needs only torch, torchvision, pillow and safetensors, plus the packages the backbone itself needs;
+see requirements.txt. The network is rebuilt from model_card.json ("architecture": the module, the
+callable and its arguments that build the bare network; "head_module": the layer the classifier
+replaced), so this script knows no backbone by name. The preprocessing below reproduces the app's:
 resize the shorter side, centre-crop a square, centre-crop the input size, normalise.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +27,11 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold, also the app's default ceiling
+
+
+class TooLarge(ValueError):
+    """An image whose header announces more pixels than we agree to decode."""
 
 
 class TransferNet(nn.Module):
@@ -41,24 +52,46 @@ def _set_sub(model: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def build(card: dict) -> TransferNet:
-    """The untrained architecture named in the card, with a head of the card's width."""
-    name = card["backbone"]
-    if name == "efficientnet_lite0":
-        from efficientnet_lite_pytorch import EfficientNet
-
-        net = EfficientNet.from_name("efficientnet-lite0")
-    else:
-        from torchvision.models import get_model
-
-        net = get_model(name, weights=None)
+    """The untrained architecture the card describes, with a head of the card's width."""
+    # e.g. ["torchvision.models", "get_model", "resnet18"]: an adapted backbone is its base network here
+    module, call, *args = card["architecture"]
+    fn = importlib.import_module(module)
+    for attr in call.split("."):
+        fn = getattr(fn, attr)
+    net = fn(*args)
     old = net.get_submodule(card["head_module"])
     _set_sub(net, card["head_module"], nn.Identity())
     return TransferNet(net, nn.Linear(old.in_features, card["num_classes"]))
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """The image as the person saw it: EXIF orientation applied, transparency on white."""
-    with Image.open(path) as im:
+def load(card: dict, weights: Path) -> TransferNet:
+    """The trained model: built on the meta device (no time spent on random weights the file replaces at once),
+    then given the file's tensors."""
+    state = load_file(str(weights))
+    with torch.device("meta"):
+        model = build(card)
+    model.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # a buffer the file does not hold
+        model = build(card)
+        model.load_state_dict(state)
+    return model.float().eval()
+
+
+def open_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image as the person saw it: EXIF orientation applied, transparency on white. TooLarge for an
+    image above ``max_pixels``, decided from its header before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise TooLarge(f"too large to decode safely ({e}); downscale it, or pass --max-pixels "
+                       f"if you trust the file") from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise TooLarge(f"{w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,}; downscale it, "
+                           f"or pass --max-pixels if you trust the file")
         im.load()
         im = ImageOps.exif_transpose(im) or im
         if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
@@ -99,38 +132,48 @@ def images_in(args: list[str]) -> list[Path]:
     return out
 
 
+def read_one(path: Path, pre: dict, max_pixels: int) -> tuple[torch.Tensor | None, str | None]:
+    """(input tensor, None) for a readable image, (None, what went wrong) for any other file."""
+    try:
+        return preprocess(open_rgb(path, max_pixels), pre), None
+    except TooLarge as e:
+        return None, f"image refused: {e}"
+    except Exception as e:  # decoders raise OSError, SyntaxError, struct.error, zlib.error...: one bad file
+        # must not cost the user the predictions for all the others
+        return None, (f"cannot read this image ({type(e).__name__}: {e}); expected a JPEG, PNG, WebP, BMP, "
+                      f"GIF or TIFF file")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Predict images with this model bundle.")
     ap.add_argument("images", nargs="+", help="image files or folders")
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                    help=f"largest image (width x height) to decode; default {MAX_PIXELS:,}")
     a = ap.parse_args(argv)
+    # Pillow refuses twice its own limit outright: keep it in step with ours when a user raises ours.
+    Image.MAX_IMAGE_PIXELS = max(a.max_pixels, MAX_PIXELS)
     card = json.loads((HERE / "model_card.json").read_text(encoding="utf-8"))
-    model = build(card)
-    model.load_state_dict(load_file(str(HERE / "model.safetensors")))
-    model.eval()
+    model = load(card, HERE / "model.safetensors")
     classes, pre = card["classes"], card["preprocessing"]
     k = max(1, min(a.top_k, len(classes)))
     paths = images_in(a.images)
     status = 0
     for i in range(0, len(paths), a.batch_size):
-        batch, ok = [], []
-        for p in paths[i:i + a.batch_size]:
-            try:
-                batch.append(preprocess(open_rgb(p), pre))
-                ok.append(p)
-            except (OSError, ValueError) as e:
-                print(json.dumps({"path": str(p), "error": f"cannot read this image ({e}); "
-                                  f"expected a JPEG, PNG, WebP, BMP, GIF or TIFF file"}))
-                status = 1
-        if not batch:
-            continue
+        chunk = paths[i:i + a.batch_size]
+        read = [read_one(p, pre, a.max_pixels) for p in chunk]
+        good = [x for x, err in read if err is None]
         with torch.no_grad():
-            probs = torch.softmax(model(torch.stack(batch)).float(), dim=1)
-        for p, row in zip(ok, probs):
-            conf, idx = row.topk(k)
+            probs = iter(torch.softmax(model(torch.stack(good)).float(), dim=1) if good else [])
+        for p, (_, err) in zip(chunk, read):  # one line per image, in the order given
+            if err is not None:
+                print(json.dumps({"path": str(p), "error": err}), flush=True)
+                status = 1
+                continue
+            conf, idx = next(probs).topk(k)
             top = [[classes[j], round(float(c), 6)] for c, j in zip(conf.tolist(), idx.tolist())]
-            print(json.dumps({"path": str(p), "label": top[0][0], "confidence": top[0][1], "top_k": top}))
+            print(json.dumps({"path": str(p), "label": top[0][0], "confidence": top[0][1], "top_k": top}), flush=True)
     return status
 
 

@@ -72,3 +72,40 @@ def wait_for_run(run_id: str, timeout: float = 120) -> str:
             return status
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} did not end within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def adapted_backbone() -> str:
+    """An adapted backbone as SimCLR pretraining leaves it (a resnet18 body with its card, in a run of the
+    session's workspace), made in a second without training: its name, ``adapted:resnet18:<run id>``."""
+    import torch
+
+    from core.config import RunConfig
+    from core.models import backbones
+    from core.results import loading
+    from core.storage import runs
+
+    config = RunConfig(data="sample:shapes", backbone="resnet18")
+    run = runs.create(config)
+    torch.manual_seed(1)
+    body = backbones.build_model("resnet18", None, pretrained=False).body
+    name = backbones.adapted_name("resnet18", run.id)
+    card = {"format": loading.FORMAT, "kind": "adapted", "backbone": "resnet18", "name": name, "dataset": "shapes",
+            "sources": [config.data], "preprocessing": backbones.preprocessing_for(config).to_dict(),
+            "config": config.to_dict(), "versions": loading.versions(), "metrics": {"loss": 1.0, "epochs": 1}}
+    loading.save_safetensors(body, card, run.path / backbones.ADAPTED_FILE)
+    return name
+
+
+def registry_entries() -> list[str]:
+    """What registry-wide tests run over: every registry name, and "adapted" (an adapted backbone, resolved by
+    the ``entry`` fixture: use ``@pytest.mark.parametrize("entry", registry_entries(), indirect=True)``)."""
+    from core.models import backbones
+
+    return backbones.names() + ["adapted"]
+
+
+@pytest.fixture
+def entry(request) -> str:
+    """The backbone name behind a registry_entries() parameter."""
+    return request.getfixturevalue("adapted_backbone") if request.param == "adapted" else request.param

@@ -1,11 +1,13 @@
 """The registry: every entry builds, its layer groups cover every parameter once, weights are honest."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 import torch
 
+from conftest import registry_entries
 from core.models import backbones
 from core.models import freezing
 
@@ -107,3 +109,58 @@ def test_bundled_weights_are_imagenet_weights():
         top1 = model(x).argmax(1).tolist()
     got = {n: categories[i] for n, i in zip(names, top1)}
     assert got == {"china.jpg": "palace", "flower.jpg": "daisy"}
+
+
+# --- the spec is the single source of per-backbone facts ------------------------------------------
+
+@pytest.mark.parametrize("entry", registry_entries(), indirect=True)
+def test_every_entry_declares_the_facts_gradcam_and_the_bundle_read(entry):
+    import importlib.metadata
+
+    spec = backbones.get(entry)
+    with torch.device("meta"):  # shapes and names only: no memory, no random initialisation
+        model = backbones.build_model(entry, 3, pretrained=False)
+        # the architecture fact alone (what a bundle's predict.py runs) rebuilds the same network, head included
+        bare = backbones.build_architecture(spec.architecture)
+    model.body.get_submodule(spec.gradcam_layer)  # raises when the declared layer is not in the network
+    assert isinstance(bare.get_submodule(spec.head), torch.nn.Linear)
+    rebuilt = {k for k in bare.state_dict() if not (k == spec.head or k.startswith(spec.head + "."))}
+    assert rebuilt == {k.removeprefix("body.") for k in model.state_dict() if k.startswith("body.")}
+    for requirement in spec.packages:  # pinned as installed here, so a bundle's requirements.txt resolves
+        dist, _, version = requirement.partition("==")
+        assert importlib.metadata.version(dist) == version
+
+
+def test_an_adapted_backbone_inherits_its_base_facts_and_keeps_its_own_weights(adapted_backbone):
+    spec, base = backbones.get(adapted_backbone), backbones.get("resnet18")
+    assert spec.source == "adapted" and spec.weights_file.endswith(backbones.ADAPTED_FILE)
+    for fact in ("head", "groups", "gradcam_layer", "architecture", "packages", "fixed_size", "preprocessing"):
+        assert getattr(spec, fact) == getattr(base, fact), fact
+    assert backbones.base_of(adapted_backbone) == "resnet18"
+    adapted = backbones.build_model(adapted_backbone, 2, pretrained=True)
+    fresh = backbones.build_model(adapted_backbone, 2, pretrained=False)
+    assert not torch.equal(adapted.body.conv1.weight, fresh.body.conv1.weight)  # the run's body was loaded
+
+
+def test_a_spec_missing_a_fact_is_refused_when_registered():
+    spec = dataclasses.replace(backbones.get("resnet18"), name="resnet18_bare", gradcam_layer="")
+    with pytest.raises(ValueError, match="'resnet18_bare' must declare gradcam_layer"):
+        backbones._register(spec)
+    assert "resnet18_bare" not in backbones.names()
+
+
+def test_no_backbone_is_named_where_the_facts_are_read():
+    """Adding a backbone stays one entry: loading, Grad-CAM, exports and predict.py know none by name (a module
+    that merely picks a default backbone, like core.config, may name it)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    names = set(backbones.names())
+    found = []
+    readers = [root / "core" / "results" / f"{m}.py" for m in ("loading", "interpret", "formats", "metrics")]
+    for f in [*readers, root / "assets" / "predict_template.py"]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{f.name}:{node.lineno} {node.value!r}")
+    assert not found, found

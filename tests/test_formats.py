@@ -4,15 +4,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from conftest import registry_entries
 from core.results import formats
 from core.storage import workspace
 from core.results.loading import load_model
@@ -134,14 +139,32 @@ def test_bundle_predict_py_runs_standalone_and_agrees(run_dir, val_paths, tmp_pa
     assert "efficientnet-lite-pytorch" in (dest / "requirements.txt").read_text()
     md = (dest / "MODEL_CARD.md").read_text()
     assert "Confusion matrix" in md and "circle" in md
+    bomb, broken = tmp_path / "bomb.png", tmp_path / "broken.jpg"
+    bomb.write_bytes(_png_claiming(20_000, 20_000))  # 400 megapixels announced by a 70-byte file
+    broken.write_bytes(b"not a jpeg at all")
+    given = [val_paths[0], str(bomb), str(broken), *val_paths[1:]]
     # a clean interpreter in the extracted folder: nothing from this repo on the path
-    proc = subprocess.run([sys.executable, "-I", str(dest / "predict.py"), *val_paths, "--top-k", "2"],
+    proc = subprocess.run([sys.executable, "-I", str(dest / "predict.py"), *given, "--top-k", "2"],
                           cwd=dest, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # some images failed, and the others were still predicted
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["path"] for r in rows] == given  # one line per image, in the order given
+    assert "too large" in rows[1]["error"] and "--max-pixels" in rows[1]["error"]
+    assert "cannot read this image" in rows[2]["error"]
+    rows = rows[:1] + rows[3:]
     ref = load_model(run_dir).predict(val_paths, top_k=2)
     assert [r["label"] for r in rows] == [r["label"] for r in ref]
     assert np.allclose([r["confidence"] for r in rows], [r["confidence"] for r in ref], atol=1e-4)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header announces width x height pixels, as a decompression bomb's does."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR: signature (8), length (4), type (4), then w, h
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # the chunk's CRC covers type and data
+    return bytes(data)
 
 
 def test_cli_export_writes_the_file(run_dir, tmp_path, capsys):
@@ -221,3 +244,148 @@ def test_evaluate_on_a_later_test_set_matches_classes_by_name(run_dir, shapes_di
         shutil.copytree(shapes_dir / "circle", only_unknown / cls)
     with pytest.raises(ValueError, match="none of the test set's classes"):
         metrics.evaluate_on(run_dir, only_unknown)
+
+
+# --- every registry entry (and an adapted backbone) exports and rebuilds elsewhere ------------------
+
+CLASSES = ["ant", "bee", "cat"]
+# Each bundle's predict.py runs in one clean interpreter (-I, nothing of this repo on the path), one after the
+# other: a fresh interpreter per bundle would pay torch's import (about 8 s here) ten times over.
+DRIVER = """
+import contextlib, io, json, runpy, sys, traceback
+image, out = sys.argv[1], {}
+for folder in sys.argv[2:]:
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            main = runpy.run_path(folder + "/predict.py", run_name="bundle")["main"]  # HERE is that folder
+            status = main([image, "--top-k", "3"])
+        out[folder] = {"status": status, "lines": buf.getvalue().splitlines()}
+    except BaseException:
+        out[folder] = {"status": None, "error": traceback.format_exc()}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[str]:
+    """Two noise images of different shapes (the crop and resize both matter)."""
+    folder = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    out = []
+    for i, (h, w) in enumerate([(48, 40), (40, 56)]):
+        out.append(str(folder / f"noise{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(out[-1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """name -> a .safetensors model (3 classes, 32 px; ViT at its fixed 224) with its card, written once."""
+    from core.config import RunConfig
+    from core.models import backbones
+    from core.results import loading
+
+    folder, made = tmp_path_factory.mktemp("registry-models"), {}
+
+    def make(name: str) -> Path:
+        if name not in made:
+            spec = backbones.get(name)
+            config = RunConfig(data="sample:shapes", backbone=name, image_size=0 if spec.fixed_size else 32)
+            torch.manual_seed(0)
+            model = backbones.build_model(name, len(CLASSES), pretrained=spec.source == "adapted").eval()
+            made[name] = folder / f"{formats._stem(name)}.safetensors"
+            loading.save_safetensors(model, loading.make_card(config, CLASSES, backbones.preprocessing_for(config)),
+                                     made[name])
+        return made[name]
+    return make
+
+
+@pytest.mark.parametrize("entry", registry_entries(), indirect=True)
+def test_onnx_matches_pytorch_in_onnxruntime_for_every_entry(entry, model_file, images, tmp_path):
+    out = formats.export(model_file(entry), "onnx", tmp_path / "m.onnx")
+    cmp = formats.compare_outputs(model_file(entry), out, images)  # both images in one batch
+    assert cmp["max_abs_diff"] <= 1e-4 * max(1.0, cmp["max_abs_logit"]), cmp
+    assert cmp["agreement"] == 1.0
+    card = formats.ExportedModel(out).card
+    assert card["backbone"] == entry and card["classes"] == CLASSES
+
+
+@pytest.fixture(scope="module")
+def bundle_runs(model_file, images, adapted_backbone, tmp_path_factory) -> dict:
+    """name -> what each entry's bundle printed for the first image, all bundles run by one DRIVER process."""
+    root = tmp_path_factory.mktemp("bundles")
+    names = [n for n in registry_entries() if n != "adapted"] + [adapted_backbone]
+    folders = {}
+    for name in names:
+        folders[name] = root / formats._stem(name)
+        with zipfile.ZipFile(formats.export(model_file(name), "bundle", root / f"{formats._stem(name)}.zip")) as z:
+            z.extractall(folders[name])
+    proc = subprocess.run([sys.executable, "-I", "-c", DRIVER, images[0], *map(str, folders.values())],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads(proc.stdout.splitlines()[-1])
+    return {name: done[str(folder)] for name, folder in folders.items()}
+
+
+@pytest.mark.parametrize("entry", registry_entries(), indirect=True)
+def test_the_bundle_predict_py_rebuilds_every_entry_and_agrees(entry, bundle_runs, model_file, images):
+    from core.models import backbones
+
+    got = bundle_runs[entry]
+    assert got["status"] == 0, got.get("error") or got["lines"]
+    row = json.loads(got["lines"][0])
+    ref = load_model(model_file(entry)).predict(images[:1], top_k=3)[0]
+    assert row["label"] == ref["label"]
+    assert np.allclose([p for _, p in row["top_k"]], [p for _, p in ref["top_k"]], atol=1e-4)
+    spec = backbones.get(entry)
+    assert formats.requirements(entry).splitlines()[4:] == list(spec.packages)  # after torch, torchvision, ...
+
+
+def test_a_card_is_read_from_the_header_once_per_file_version(model_file, tmp_path, monkeypatch):
+    from core.storage import cards
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(model_file("resnet18").read_bytes())
+    first = cards.read_card(path)
+    first["classes"].append("dog")  # a caller's change stays its own
+    reads = []
+    monkeypatch.setattr(cards, "_read_card_file", lambda p: reads.append(p) or {"classes": ["new"]})
+    assert cards.read_card(path)["classes"] == CLASSES and reads == []  # same file version: no read at all
+    path.write_bytes(path.read_bytes())  # rewritten: a new mtime, so the card is read again
+    os.utime(path, ns=(1, 1))
+    assert cards.read_card(path)["classes"] == ["new"] and len(reads) == 1
+
+
+def test_the_export_step_reads_cards_without_loading_a_tensor(run_dir, tmp_path, monkeypatch):
+    from core.app import services
+    from core.results import loading, metrics
+
+    metrics.evaluate_run(run_dir)  # what the Evaluate step leaves behind (evaluation.json)
+    services.export_files(run_dir)  # builds the .pt bundle once
+
+    def no_tensors(path):
+        raise AssertionError(f"tensors of {path} were loaded")
+    monkeypatch.setattr(loading, "_read", no_tensors)
+    # what the Export page calls on every rerun, and the zip bundle (its weights file is copied as it is)
+    assert services.export_files(run_dir)["safetensors"] == run_dir / "best.safetensors"
+    for fmt in ("torchscript", "onnx", "int8", "bundle"):
+        services.export_ready(run_dir, fmt)  # a built export, or None: either way from the header alone
+    assert "Confusion matrix" in services.card_markdown(run_dir)
+    with zipfile.ZipFile(formats.export(run_dir, "bundle", tmp_path / "b.zip")) as z:
+        assert json.loads(z.read("model_card.json"))["architecture"][0] == "efficientnet_lite_pytorch"
+
+
+def test_graph_exports_of_a_multitask_model_are_refused_before_any_work(tmp_path):
+    from safetensors.torch import save
+
+    from core.storage import cards
+
+    path = tmp_path / "multi.safetensors"
+    card = {"format": cards.FORMAT, "kind": "multitask", "backbone": "resnet18", "tasks": {"a": ["x", "y"]}}
+    path.write_bytes(save({"unused": torch.zeros(1)}, metadata={cards.CARD_KEY: json.dumps(card)}))
+    for fmt in ("onnx", "torchscript", "int8", "bundle"):
+        with pytest.raises(ValueError, match=f"{fmt} exports describe one classifier, and this is a multitask model"):
+            formats.export(path, fmt, tmp_path / f"out.{fmt}")
+    with pytest.raises(ValueError, match="multi-task model ships as its .safetensors or .pt file"):
+        formats.full_card(path)

@@ -1,12 +1,15 @@
 """Evaluate and Export score one classifier; multi-task and self-supervised runs are sent to their own pages."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
-from core.storage import runs
+from core.storage import cards, runs
 from core.config import RunConfig
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
@@ -16,7 +19,10 @@ def _run_with_checkpoint(extra: dict) -> runs.Run:
     run = runs.create(RunConfig.from_dict({"data": "sample:shapes", "extra": extra}))  # a config saved before typed fields
     run.append({"type": "start", "time": 0.0})
     run.append({"type": "end", "time": 1.0, "status": "finished"})
-    run.best_weights.write_bytes(b"not read by these pages")  # only its presence lists the run
+    # a valid file whose card these pages read from its header; its one tensor is never loaded
+    card = {"format": cards.FORMAT, "kind": "multitask" if extra["technique"] == "multitask" else "adapted",
+            "backbone": "resnet18"}
+    run.best_weights.write_bytes(save({"unused": torch.zeros(1)}, metadata={cards.CARD_KEY: json.dumps(card)}))
     return run
 
 

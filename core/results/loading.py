@@ -23,6 +23,7 @@ from core.data.datasets import preprocess_images
 from core.data.imageio import open_image
 
 from core.storage.cards import CARD_KEY, FORMAT, card_kind, read_card  # noqa: F401 (re-exported for load_model users)
+from core.storage.cards import weights_file
 
 
 def versions() -> dict:
@@ -67,8 +68,7 @@ def bundle_bytes(model: torch.nn.Module, card: dict) -> bytes:
 
 
 def _read(path: Path) -> tuple[dict, dict]:
-    if path.is_dir():
-        path = path / "best.safetensors"
+    path = weights_file(path)
     if not path.exists():
         raise ValueError(f"{path} does not exist; pass a run directory or a .safetensors / .pt export")
     if path.suffix == ".safetensors":
@@ -87,6 +87,18 @@ def _read(path: Path) -> tuple[dict, dict]:
 def build_from_card(card: dict) -> TransferNet:
     """An untrained network with the card's architecture and number of classes."""
     return backbones.build_model(card["backbone"], card["num_classes"], pretrained=False)
+
+
+def _with_weights(build, state: dict) -> torch.nn.Module:
+    """``build()`` holding ``state``. Built on the meta device, so no time goes into random initial weights that
+    the state replaces at once (seconds for VGG-16 or ViT-B/16)."""
+    with torch.device("meta"):
+        model = build()
+    model.load_state_dict(state, assign=True)  # strict: a missing or unexpected key still raises
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # a non-persistent buffer: not in state
+        model = build()
+        model.load_state_dict(state)
+    return model.float()  # as loading into a freshly built model did: float32 whatever the file stores
 
 
 @dataclass
@@ -128,9 +140,7 @@ def load_model(path: str | Path) -> "LoadedModel | LoadedMultiTask":
                          f"fine-tune it first: pick it on the Backbone step or pass --backbone "
                          f"adapted:<backbone>:<run id>")
     state, card = _read(Path(path))
-    model = build_from_card(card)
-    model.load_state_dict(state)
-    model.eval()
+    model = _with_weights(lambda: build_from_card(card), state).eval()
     return LoadedModel(model, list(card["classes"]), Preprocessing.from_dict(card["preprocessing"]), card)
 
 
@@ -172,8 +182,7 @@ def load_multitask(path: str | Path) -> LoadedMultiTask:
     if card_kind(card) != "multitask":
         raise ValueError(f"{path.name} holds a {card_kind(card)} model, not a multi-task one; load it with "
                          f"core.results.loading.load_model")
-    model, _ = build_multitask(card["backbone"], card["tasks"], pretrained=False)
-    model.load_state_dict(state)
+    model = _with_weights(lambda: build_multitask(card["backbone"], card["tasks"], pretrained=False)[0], state)
     model.eval()
     return LoadedMultiTask(model, {t: list(c) for t, c in card["tasks"].items()},
                            Preprocessing.from_dict(card["preprocessing"]), card)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from pathlib import Path
 
 CARD_KEY = "transfer_studio_card"
@@ -51,11 +52,34 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
     return meta if isinstance(meta, dict) else {}
 
 
+_cards: dict[tuple, str] = {}  # (path, inode, mtime_ns, size) -> the card as JSON text
+_cards_lock = threading.Lock()
+_CACHED_CARDS = 256
+
+
 def read_card(path: str | Path) -> dict:
-    """The model card of a run directory, a .safetensors export or a .pt bundle (ValueError saying why not)."""
+    """The model card of a run directory, a .safetensors export or a .pt bundle (ValueError saying why not).
+
+    Remembered per file version (inode, mtime, size; weights are replaced atomically, never edited in place):
+    a page asks for the same card several times per rerun, and a .pt bundle is otherwise read whole each time.
+    Every call returns a fresh dict, so a caller may change it freely."""
     path = weights_file(path)
-    if not path.exists():
-        raise ValueError(f"{path} does not exist; pass a run directory or a .safetensors / .pt export")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist; pass a run directory or a .safetensors / .pt export") from None
+    key = (str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+    text = _cards.get(key)
+    if text is None:
+        text = json.dumps(_read_card_file(path))
+        with _cards_lock:
+            if len(_cards) >= _CACHED_CARDS:
+                _cards.pop(next(iter(_cards)))  # the oldest entry
+            _cards[key] = text
+    return json.loads(text)
+
+
+def _read_card_file(path: Path) -> dict:
     if path.suffix == ".safetensors":
         meta = safetensors_metadata(path)
         if CARD_KEY not in meta:

@@ -27,7 +27,7 @@ from torch import nn
 
 from core.data import datasets
 from core.results import loading
-from core.storage import runs
+from core.storage import cards, runs
 from core.storage import workspace
 from core.config import RunConfig
 from core.techniques.classifier import Classifier
@@ -54,7 +54,7 @@ def _weights_file(source) -> Path:
     p = Path(str(source))
     if not p.exists():
         p = runs.open_run(source).path  # a bare run id
-    return p / "best.safetensors" if p.is_dir() else p
+    return cards.weights_file(p)
 
 
 def load_teacher(source) -> tuple[loading.LoadedModel, Path]:

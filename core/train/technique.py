@@ -20,6 +20,7 @@ from torch import nn
 
 from core.config import RunConfig
 from core.data.preprocess import Preprocessing
+from core.storage import cards
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Technique:
 
     name = "classifier"
     kind = "classifier"                 # the model card's kind (core.storage.cards.card_kind)
-    best_file = "best.safetensors"      # where the best weights go inside the run folder
+    best_file = cards.BEST_FILE         # where the best weights go inside the run folder
     validates = True                    # False: no validation split; epochs are judged on training metrics
     drop_last = False                   # drop a short last batch (contrastive losses need negatives)
     stopped_message = "stopped by the user; the best checkpoint so far is kept"

@@ -24,6 +24,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
 
+from core.storage import cards
+
 TB_DIR = "tensorboard"                       # <run_dir>/tensorboard/: point `tensorboard --logdir` at the runs folder
 STATE_FILE = "tracking.json"                 # the MLflow run id, so a resumed run continues the same MLflow run
 TRACKING_TIMEOUT_ENV = "TRANSFER_STUDIO_TRACKING_TIMEOUT"  # seconds the end of a run waits for MLflow (default 60)
@@ -256,7 +258,9 @@ class _MLflow:
         for f in ("config.json", "result.json", "split.json"):
             if (path / f).exists():
                 self.client.log_artifact(self.run_id, str(path / f))
-        weights = getattr(self.run, "best_weights", path / "best.safetensors")
+        # a classifier's or multi-task model's best weights, or a SimCLR run's adapted body
+        weights = next((path / f for f in (cards.BEST_FILE, "adapted.safetensors") if (path / f).exists()),
+                       path / cards.BEST_FILE)
         if Path(weights).exists():
             card = _card(Path(weights))
             if card is not None:  # the card on its own, readable in the MLflow UI without opening the weights
@@ -285,13 +289,10 @@ def _params(config) -> dict[str, str]:
 
 def _card(weights: Path) -> dict | None:
     """The model card in a safetensors file's metadata, read from the header alone (no tensors loaded)."""
-    from core.results.loading import CARD_KEY
-
-    with open(weights, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    text = (header.get("__metadata__") or {}).get(CARD_KEY)
-    return json.loads(text) if text else None
+    try:
+        return cards.read_card(weights)
+    except ValueError:  # no card, or a damaged file: the weights are still logged
+        return None
 
 
 def _read_state(run) -> dict:
