@@ -7,6 +7,9 @@ serves it (Streamlit's ASGI mode, the same Starlette server as always plus our r
 file as the module ``streamlit_app``, so only the ``app`` branch runs then. Each browser session then
 runs this same file as the app script, where Streamlit names the module ``__main__``: the UI branch.
 The extra route is ``GET /download/<token>``, which streams large model files from disk (core.storage.downloads).
+
+With ``[auth]`` in ``.streamlit/secrets.toml`` a visitor who has not signed in gets the sign-in screen
+and nothing else, whatever page or deep link they asked for (README: "Deploying for several people").
 """
 from __future__ import annotations
 
@@ -14,10 +17,16 @@ import streamlit as st
 
 
 def main() -> None:
-    """The app: page setup, navigation over the steps, the shared sidebar."""
-    from pages import common
+    """The app: page setup, the sign-in gate, navigation over the steps, the shared sidebar."""
+    from pages import common, signin
 
     st.set_page_config(page_title="Transfer Studio", page_icon=":material/neurology:", layout="wide")
+    if signin.auth_configured() and not signin.signed_in():
+        # One page only, so every URL (/train?job=...) lands on the sign-in screen.
+        st.navigation([st.Page(signin.gate, title="Sign in", url_path="sign-in", default=True)],
+                      position="hidden").run()
+        return
+    signin.gate()  # signed in: stops only when the provider sent no subject to tell users apart
     common.init()
 
     pages = [st.Page(path, title=f"{i} · {title}", icon=icon, default=(i == 1))
@@ -26,7 +35,7 @@ def main() -> None:
 
     with st.sidebar:
         st.caption("Transfer Studio")
-        st.markdown(f"**Dataset:** {common.dataset() or '—'}")
+        st.markdown(f"**Dataset:** {common.md(common.dataset() or '—')}")
         job, run = common.current_job(), common.current_run()
         if job is not None:
             st.markdown(f"**Job:** `{job.id[:15]}` · {job.status()}")
@@ -35,6 +44,9 @@ def main() -> None:
         else:
             st.markdown("**Job:** none yet")
         st.markdown(f"**Device:** {common.device()}")
+    not_found = st.session_state.pop("_not_found", None)
+    if not_found:
+        st.warning(common.md(not_found))
 
     nav.run()
 
@@ -44,7 +56,10 @@ if __name__ == "__main__":  # a session's script run (Streamlit executes this fi
 else:  # imported by `streamlit run` / uvicorn as the ASGI application
     from streamlit import config as _config
 
-    from core.storage import downloads as _downloads
+    from core.app.engine import downloads as _downloads
+    from pages.signin import request_owner as _request_owner
 
     _base = _config.get_option("server.baseUrlPath") or ""
-    app = st.App(__file__, routes=_downloads.routes(_base), middleware=_downloads.middleware(_base))
+    # a link issued to a signed-in user is served only to a request carrying that user's auth cookie
+    app = st.App(__file__, routes=_downloads.routes(_base, identify=lambda request: _request_owner(request.cookies)),
+                 middleware=_downloads.middleware(_base))

@@ -222,6 +222,37 @@ def cmd_export(a) -> None:
     print(json.dumps({"path": str(path), "format": a.format, "size_bytes": path.stat().st_size}))
 
 
+def cmd_clean(a) -> None:
+    """Suspected label problems of a dataset as JSON lines, most suspicious first; or apply decisions."""
+    from core.data import datasets, edits, versions
+    from core.results import label_issues
+
+    if not Path(a.data).exists() and a.data in edits.list_datasets():
+        a.data = str(edits.dataset_dir(a.data))  # a workspace dataset named as the app lists it (cats@v2)
+    if a.folds < 2:
+        raise CliError(f"--folds must be 2 or more, got {a.folds}")
+    if a.image_size != 0 and not 32 <= a.image_size <= 1024:
+        raise CliError(f"--image-size must be 0 (the backbone's own) or 32..1024, got {a.image_size}")
+    if a.apply:
+        root = datasets.resolve(a.data).resolve()
+        if root.parent != edits.root().resolve():
+            raise CliError(f"--apply writes a new version next to the dataset, so DATA must be a dataset of the "
+                           f"workspace ({edits.root()}); got {a.data!r} — import it first, or pass its folder there")
+        try:
+            text = Path(a.apply).read_text(encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"cannot read decisions file {a.apply!r}: {e.strerror or e}") from None
+        name = versions.apply(root.name, versions.parse_decisions(text))
+        print(json.dumps({"version": name, "path": str(edits.dataset_dir(name))}))
+        return
+    report = label_issues.detect(a.data, backbone=a.backbone, image_size=a.image_size, folds=a.folds)
+    for s in report.suspects[: a.limit or None]:
+        print(json.dumps({"path": s.path, "label": s.label, "suggested": s.suggested, "score": round(s.score, 4),
+                          "reason": "; ".join(s.reasons), "action": s.action, "neighbours": s.neighbours},
+                         ensure_ascii=False))
+    print(json.dumps(report.summary(), ensure_ascii=False))
+
+
 def cmd_runs(a) -> None:
     from core.storage import runs
 
@@ -249,6 +280,23 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", required=True, help="safetensors | pt | torchscript | onnx | int8 | bundle")
     ex.add_argument("--out", default=None, help="output file (default: <run>/exports/<backbone>.<ext>)")
     sub.add_parser("runs", help="list runs in the workspace")
+    cl = sub.add_parser("clean", help="find suspected label issues, outliers, duplicates and unusable images; "
+                                      "prints one JSON line per suspect, most suspicious first, then a summary")
+    cl.add_argument("--data", required=True,
+                    help="a folder of class folders, a workspace dataset name (cats, cats@v2), a .zip or "
+                         "sample:digits|sample:shapes (required)")
+    cl.add_argument("--apply", metavar="DECISIONS_CSV", default=None,
+                    help="a CSV with the header path,action,label (action: keep | relabel | remove; label for "
+                         "relabel); writes a new version of the workspace dataset DATA and prints its name "
+                         "(default: none, only detect)")
+    cl.add_argument("--backbone", default="efficientnet_lite0",
+                    help="backbone whose frozen features are compared (default efficientnet_lite0; any name "
+                         "from `python -m core train -h`)")
+    cl.add_argument("--image-size", dest="image_size", type=int, default=0,
+                    help="input side in pixels for the features, 0 = the backbone's own or 32..1024 (default 0)")
+    cl.add_argument("--folds", type=int, default=5,
+                    help="folds of the out-of-sample logistic regression, >= 2 (default 5)")
+    cl.add_argument("--limit", type=int, default=0, help="print at most this many suspects, 0 = all (default 0)")
     lf = sub.add_parser("lr-find", help="sweep the learning rate; prints JSON with lrs, losses and a suggestion")
     lf.add_argument("--config", help="a run.json saved from the app; other flags override its fields")
     lf.add_argument("--out", help="workspace folder for datasets and cache (default ./workspace)")
@@ -314,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_export(a)
         elif a.cmd == "runs":
             cmd_runs(a)
+        elif a.cmd == "clean":
+            cmd_clean(a)
         return 0
     except (CliError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

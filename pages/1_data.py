@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.app import charts
-from core.data import edits as de
+from core.app.engine import edits as de
 from pages import common, data_tools
 
 common.entrypoint()
@@ -21,13 +21,14 @@ with tab_sample:
                                        "shapes": "shapes — circles, squares, triangles"}.get)
     if st.button("Use this sample", key="data_use_sample", type="primary"):
         with st.spinner("Writing the sample images…"):
-            common.set_dataset(de.import_sample(sample))
+            common.set_dataset(de.import_sample(sample, owner=common.owner()))
         common.flash(f"Using the {sample} sample.")
         st.rerun()
 
 with tab_zip:
     current = common.dataset()
-    append = st.checkbox(f"Append to the current dataset ({current})" if current else "Append to the current dataset",
+    append = st.checkbox(f"Append to the current dataset ({common.md(current)})" if current
+                         else "Append to the current dataset",
                          key="data_append", disabled=current is None)
     up = st.file_uploader("Dataset .zip", type=["zip"], key="data_zip",
                           help="Class folders at the root or under one top folder; train/ and val/ folders; "
@@ -36,31 +37,32 @@ with tab_zip:
         st.session_state["_data_zip_done"] = up.file_id  # one import per upload, not one per rerun
         target = current if append and current else de.unique_name(up.name)
         try:
-            de.add_upload(up, up.name)
-            up.seek(0)
-            name, skipped = de.import_zip(up, target, append=bool(append and current), progress=common.progress_bar())
+            # keeps a copy of the upload (deleted at once if it is rejected) and imports from that copy
+            name, skipped = de.import_upload(up, up.name, target, append=bool(append and current),
+                                             progress=common.progress_bar(), owner=common.owner())
             common.set_dataset(name)
             common.flash(f"Imported {up.name} into dataset '{name}'"
                          + (f"; {len(skipped)} file(s) left out (see the health report)." if skipped else "."))
             st.rerun()
         except ValueError as e:  # IngestError is a ValueError: the message says what to fix
-            st.error(str(e))
+            st.error(common.md(e))
 
 with tab_folder:
     files = st.file_uploader("Dataset folder", accept_multiple_files="directory", key="data_folder")
     if files and st.button("Import this folder", key="data_import_folder"):
         top = files[0].name.replace("\\", "/").split("/")[0]
         try:
-            name, _ = de.import_files([(f.name, f.getvalue()) for f in files], de.unique_name(top or "folder"),
-                                      progress=common.progress_bar())
+            # the file objects themselves: core spools them to disk one by one (no second copy in memory)
+            name, _ = de.import_files(((f.name, f) for f in files), de.unique_name(top or "folder"),
+                                      progress=common.progress_bar(), owner=common.owner())
             common.set_dataset(name)
             common.flash(f"Imported {len(files)} files into dataset '{name}'.")
             st.rerun()
         except ValueError as e:
-            st.error(str(e))
+            st.error(common.md(e))
 
 with tab_existing:
-    have = de.list_datasets()
+    have = common.datasets()
     if have:
         pick = st.selectbox("Datasets in the workspace", have, key="data_existing",
                             index=have.index(common.dataset()) if common.dataset() in have else 0)
@@ -76,11 +78,11 @@ if ds is None:
             "Every later step needs one.")
     st.stop()
 
-st.header(f"Dataset: {ds}")
+st.header(f"Dataset: {common.md(ds)}")
 try:
-    index, health = data_tools.scan_and_check(ds, de.signature(ds))
+    index, health = data_tools.scan_and_check(ds)
 except ValueError as e:
-    st.error(f"This dataset cannot be used as it is: {e}")
+    st.error(f"This dataset cannot be used as it is: {common.md(e)}")
     data_tools.class_editor(ds)
     st.stop()
 
@@ -97,12 +99,12 @@ st.subheader("A few images per class")
 cols = st.columns(3)
 for i, (cls, paths) in enumerate(de.gallery(index).items()):
     with cols[i % 3]:
-        st.markdown(f"**{cls}** · {counts[cls]} images")
+        st.markdown(f"**{common.md(cls)}** · {counts[cls]} images")
         st.image(paths, width=60)
 
 st.subheader("Health report")
 for w in health["warnings"]:
-    st.warning(w)
+    st.warning(common.md(w))  # warnings quote class names and file names from the upload
 if not health["warnings"]:
     st.success("No problems found: no duplicates, no skipped files, classes balanced.")
 with st.expander("Details: image sizes, duplicates, skipped files"):
@@ -137,4 +139,6 @@ if not split["own_val"]:
     st.write(f"Random stratified split: **{split['n_train']}** training and **{split['n_val']}** validation images.")
 
 data_tools.class_editor(ds)
+data_tools.delete_dataset(ds)
+common.link("review", "Find and fix bad labels: 11 · Review labels")
 common.link("backbone", "Next: 2 · Backbone")

@@ -16,11 +16,11 @@ st.write("The backbone is a network already trained on ImageNet (1.3 million pho
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def backbone_rows() -> list[dict]:
-    return services.backbone_table()
+def backbone_rows(owner: str | None) -> list[dict]:
+    return services.backbone_table(owner)  # the registry, then the backbones this user adapted
 
 
-rows = backbone_rows()
+rows = backbone_rows(common.owner())
 table = pd.DataFrame(rows).set_index("name")
 st.dataframe(table, key="bb_table", width="stretch")
 
@@ -34,17 +34,17 @@ random_init = st.checkbox("Random initialisation (baseline, no pretrained weight
 common.set_fields(backbone=name, pretrained=not random_init)
 
 row = table.loc[name]
-st.write(f"**{row['title']}**: {row['params (M)']} M parameters, {row['input']}-pixel input, "
+st.write(f"**{common.md(row['title'])}**: {row['params (M)']} M parameters, {row['input']}-pixel input, "
          f"{row['groups']} layer groups"
          + (f", ImageNet top-1 {row['ImageNet top-1 (%)']}%." if pd.notna(row["ImageNet top-1 (%)"]) else "."))
 if row["note"]:
-    st.caption(row["note"])
+    st.caption(common.md(row["note"]))  # an adapted backbone's note names its dataset
 if random_init:
     st.info("Random initialisation: every layer starts from scratch, so train all layers (Layers step) and "
             "expect lower accuracy on small datasets — that is the point of the baseline.")
 elif row["weights"] == "download":
     offline = [r["name"] for r in rows if r["weights"] != "download"]
-    st.warning(f"The ImageNet weights of {name} are not on this machine. Training downloads them once "
+    st.warning(f"The ImageNet weights of {common.md(name)} are not on this machine. Training downloads them once "
                f"(network needed); without a network, tick random initialisation or pick one available "
                f"offline: {', '.join(offline)}.")
 else:

@@ -5,7 +5,7 @@ import re
 
 import streamlit as st
 
-from core.data import edits as de
+from core.app.engine import edits as de
 from core.app import services
 from pages import common
 
@@ -18,7 +18,10 @@ st.write("A backbone is a stack of layer groups, from the stem (edges, colours) 
 draft = common.draft()
 backbone = draft["backbone"]
 ds = common.dataset()
-counts = de.class_counts(ds) if ds else {}
+try:
+    counts = de.class_counts(ds) if ds else {}
+except ValueError:  # a CSV-labelled dataset has no class folders to count
+    counts = {}
 num_classes = max(len(counts), 2)
 try:
     groups = services.backbone_groups(backbone)
@@ -35,7 +38,7 @@ def param_counts(name: str, n_classes: int) -> dict[str, int]:
 
 sizes = param_counts(backbone, num_classes)
 rec = services.recommend(counts)
-st.info(f"Suggestion for {ds or 'your data'}: **{rec['trainable']}** — {rec['reason']}.")
+st.info(f"Suggestion for {common.md(ds or 'your data')}: **{rec['trainable']}** — {rec['reason']}.")
 
 PRESETS = {"head": "head only (feature extractor)", "last": "last N groups", "all": "everything",
            "custom": "custom (choose groups)"}

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.data import edits as de
 from core.app import services
-from core.train import tracking
-from core.storage import workspace
-from core.config import AUGMENTS
+from core.app.engine import AUGMENTS, tracking, workspace
 from pages import common, train_live
 
 common.entrypoint()
@@ -84,20 +81,20 @@ with st.expander("Experiment tracking (optional)"):
                               key="train_mlflow_experiment", disabled=not use_mlflow)
     common.set_fields(tensorboard=use_tb, mlflow_uri=uri.strip() if use_mlflow else "", mlflow_experiment=experiment)
     for problem in tracking.missing(use_tb, draft["mlflow_uri"]):
-        st.warning(f"{problem}. Training still works without it.")
+        st.warning(f"{common.md(problem)}. Training still works without it.")
 
-config = services.to_config(draft, de.dataset_dir(ds), owner=common.owner())
 try:
+    config = services.to_config(draft, services.dataset_dir(ds, common.owner()), owner=common.owner())
     config.validate()
 except ValueError as e:
-    st.error(f"The settings cannot train yet: {e}")
+    st.error(f"The settings cannot train yet: {common.md(e)}")
     config = None
 if config is not None:
     with st.expander("Find a learning rate (a short sweep over the training images)"):
         train_live.lr_finder(config)
-st.caption(f"Dataset **{ds}** · backbone **{draft['backbone']}**"
-           f"{' (random init)' if not draft['pretrained'] else ''} · layers **"
-           f"{', '.join(draft['trainable_groups']) if draft['trainable_groups'] else draft['trainable']}**")
+layers = ', '.join(draft['trainable_groups']) if draft['trainable_groups'] else draft['trainable']
+st.caption(f"Dataset **{common.md(ds)}** · backbone **{common.md(draft['backbone'])}**"
+           f"{' (random init)' if not draft['pretrained'] else ''} · layers **{common.md(layers)}**")
 
 mgr = common.job_manager()
 job, run = common.current_job(), common.current_run()
@@ -111,21 +108,23 @@ if b1.button("Start training", key="train_start", type="primary", disabled=activ
     job = services.start_job(mgr, config, owner=common.owner(), nproc=nproc)
     common.set_job(job.id)
     st.rerun()
-if b2.button("Pause", key="train_pause", disabled=not (active and status != "paused")):
+if b2.button("Pause", key="train_pause", disabled=not (active and status != "paused" and job is not None)):
     job.pause()
     st.rerun()
-can_resume = status == "paused" or (status in ("interrupted", "created") and job is None)
+# Resume: a paused job of this server, or any run whose last.pt is intact and that no process holds (after a
+# SIGKILL, an OOM kill, a full disk or a restart) — the lock, not this server's memory, says who trains it.
+can_resume = (status == "paused" and job is not None) or (status not in common.ACTIVE and common.resumable(run, job))
 if b3.button("Resume", key="train_resume", disabled=not can_resume):
     if status == "paused":
-        job.resume_()
+        job.resume()
     else:
         try:
-            common.set_job(mgr.resume_run(run.id, owner=common.owner()).id)
+            common.set_job(services.resume_run(mgr, run.id, owner=common.owner()).id)
         except ValueError as e:
-            st.error(str(e))
+            st.error(common.md(e))
             st.stop()
     st.rerun()
-if b4.button("Stop", key="train_stop", disabled=not active):
+if b4.button("Stop", key="train_stop", disabled=not (active and job is not None)):
     job.stop()
     st.rerun()
 if config is not None:

@@ -19,14 +19,14 @@ run = common.require_run("eval")
 
 
 @st.cache_data(show_spinner="Evaluating the checkpoint on the validation images…", max_entries=8)
-def evaluation(run_dir: str, mtime: float) -> dict:
-    return services.evaluate_run(run_dir)
+def evaluation(run_dir: str, mtime: float, owner: str | None) -> dict:
+    return services.evaluate_run(run_dir, owner)  # the owner is part of the cache key: one user's result each
 
 
 try:
-    rep = evaluation(str(run.path), os.path.getmtime(run.best_weights))
-except ValueError as e:
-    st.error(str(e))
+    rep = evaluation(str(run.path), os.path.getmtime(run.best_weights), common.owner())
+except (ValueError, OSError) as e:  # OSError: a file of the run is missing (split.json, say)
+    st.error(common.md(e))
     st.stop()
 
 classes = rep["classes"]
@@ -80,4 +80,5 @@ with tab_try:
 
 with tab_test:
     eval_tools.test_set(run)
+common.link("review", "Mislabelled images? 11 · Review labels")
 common.link("export", "Next: 6 · Export")

@@ -5,7 +5,7 @@ import os
 
 import streamlit as st
 
-from core.storage import downloads
+from core.app.engine import downloads
 from core.app import services
 from pages import common
 
@@ -18,28 +18,29 @@ run = common.require_run("export")
 
 
 @st.cache_data(show_spinner="Packing the files…", max_entries=4)
-def payloads(run_dir: str, mtime: float) -> dict:
-    return services.export_files(run_dir)
+def payloads(run_dir: str, mtime: float, owner: str | None) -> dict:
+    return services.export_files(run_dir, owner)
 
 
 def disk_link(path, label: str, filename: str, key: str, col=st, **kw) -> None:
     """A link that streams a weight file from disk (GET /download/<token>, see core.storage.downloads).
 
     st.download_button would copy the whole file into Streamlit's in-memory media store while it is
-    served (530 MB for VGG-16); the link's token is 128 random bits, for this user, valid one hour.
+    served (530 MB for VGG-16); the link's token is 128 random bits, valid one hour, and with sign-in on
+    it is served only to this signed-in user.
     """
     try:
         token = downloads.issue(path, filename, common.owner())
     except ValueError as e:  # e.g. the file was deleted since the page listed it
-        col.error(f"{label}: {e}")
+        col.error(f"{label}: {common.md(e)}")
         return
     col.link_button(label, downloads.url(token, st.get_option("server.baseUrlPath") or ""), key=key, **kw)
 
 
 try:
-    files = payloads(str(run.path), os.path.getmtime(run.best_weights))
-except ValueError as e:
-    st.error(str(e))
+    files = payloads(str(run.path), os.path.getmtime(run.best_weights), common.owner())
+except (ValueError, OSError, RuntimeError, KeyError) as e:  # weights or a card that do not fit together
+    st.error(f"Run {run.id[:15]} cannot be exported: {common.md(e)}")
     st.stop()
 
 stem = f"{run.config().backbone}-{run.id[:15]}"
@@ -63,19 +64,20 @@ st.caption("For deployment without this code: TorchScript and ONNX take float RG
 OTHER = {"torchscript": "TorchScript (.pt)", "onnx": "ONNX (.onnx)", "int8": "int8 quantized TorchScript",
          "bundle": "Zip bundle with predict.py"}
 for col, (fmt, label) in zip(st.columns(len(OTHER)), OTHER.items()):
-    ready = services.export_ready(run.path, fmt)
+    ready = services.export_ready(run.path, fmt, common.owner())
     if ready is None and col.button(f"Build {label}", key=f"export_build_{fmt}"):
         try:
             with st.spinner(f"Building the {fmt} export…"):
-                ready = services.export_format(run.path, fmt)
+                ready = services.export_format(run.path, fmt, common.owner())
         except (ValueError, RuntimeError) as e:  # e.g. an operator the exporter cannot convert
-            col.error(f"{fmt}: {e}")
+            col.error(f"{fmt}: {common.md(e)}")
     if ready is not None:
         disk_link(ready, f"Download {label}", ready.name, f"export_fmt_{fmt}", col, icon=":material/download:")
         col.caption(f"{ready.stat().st_size / 1e6:.1f} MB")
 
 with st.expander("Model card (Markdown)"):
-    st.markdown(services.card_markdown(run.path))
+    # shown as source, not rendered: it quotes class names, which are user data (links, images, HTML)
+    st.code(services.card_markdown(run.path, common.owner()), language="markdown")
 
 st.subheader("Use it in Python")
 st.code(f'''from core.results.loading import load_model

@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from core.app import charts, services
-from core.storage import locks
+from core.app.engine import locks
 from pages import common
 
 common.entrypoint()

@@ -7,8 +7,7 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
-from core.storage import owners, runs
-from core.storage import workspace
+from core.app.engine import owners, runs, workspace
 from pages import common, technique_tools as tt
 
 common.entrypoint()

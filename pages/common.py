@@ -2,19 +2,21 @@
 
 Session state is the source of truth inside a tab; the dataset (``ds``), the current job / run
 (``job``) and the draft id (``sid``) are mirrored into the URL so a reload finds them again.
-Torch-free: only torch-free core modules are imported here.
+Sign-in and the owner of everything listed here: pages/signin.py (``owner()``, re-exported). User data
+(class labels, dataset and run names, messages that quote them) goes through ``md()`` (pages/markup.py)
+before it reaches anything that renders Markdown. Torch-free: only torch-free core modules are imported.
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 
 import streamlit as st
 
-from core.data import edits
 from core.app import services
-from core.storage import runs
+from core.app.engine import runs
+from pages.markup import md
+from pages.signin import gate, owner, user_box  # owner() is every page's common.owner()
 
 PAGES = {
     "data": ("pages/1_data.py", "Data", ":material/folder_open:"),
@@ -27,6 +29,7 @@ PAGES = {
     "distill": ("pages/8_distill.py", "Distill", ":material/compress:"),
     "multitask": ("pages/9_multitask.py", "Multi-task", ":material/call_split:"),
     "pretrain": ("pages/10_pretrain.py", "Pretrain", ":material/auto_awesome:"),
+    "review": ("pages/11_review.py", "Review labels", ":material/rule:"),
 }
 _URL_KEYS = ("ds", "job", "sid")
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{32}$")  # runs.new_id()
@@ -34,12 +37,20 @@ ACTIVE = ("queued", "running", "paused")
 
 
 def entrypoint() -> None:
-    """Make sure the app's st.navigation is in charge, even on a deep link to a fresh server.
+    """Sign-in first; then make sure the app's st.navigation is in charge, even on a deep link to a fresh server;
+    then the signed-in user's box in the sidebar.
 
     Streamlit runs a new server in its old "pages/ folder" mode until some session has executed
     st.navigation; a first request for /train would then run this page alone (no shared state, helper
     modules listed as pages). Switch the mode off and rerun through streamlit_app.py instead.
     """
+    gate()  # every page, whichever way it was reached
+    _one_navigation()
+    with st.sidebar:  # drawn by the page, not streamlit_app.py, so that it is there however the page was reached
+        user_box()
+
+
+def _one_navigation() -> None:
     try:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # a Streamlit without the old mode: nothing to correct
@@ -69,27 +80,27 @@ def gpus() -> int:
     return services.gpu_count()
 
 
-def owner() -> str | None:
-    """The signed-in user's e-mail (or name) when st.login is configured, else None (single user)."""
-    try:
-        if st.user.is_logged_in:
-            return st.user.get("email") or st.user.get("name")
-    except Exception:  # auth not configured: the single-user default
-        return None
-    return None
-
-
 def init() -> None:
     """Restore ds / job / sid from the URL after a reload, and keep the URL in step with the session."""
     ss, qp = st.session_state, st.query_params
     for key in _URL_KEYS:
         if key not in ss and qp.get(key):
             ss[key] = qp.get(key)
-    if not services.valid_sid(ss.get("sid")):
+    me = owner()
+    # a draft id from a link someone shared is theirs: this user starts a draft of their own
+    if not services.valid_sid(ss.get("sid")) or not services.owns_draft(ss["sid"], me):
         ss["sid"] = services.new_sid()
     if ss.get("draft_sid") != ss["sid"]:
-        ss["draft"] = services.load(ss["sid"])
+        ss["draft"] = services.load(ss["sid"], me)
         ss["draft_sid"] = ss["sid"]
+    if ss.get("job") and current_run() is None and current_job() is None:
+        # a deep link to a run that is gone, or is not this user's: the same answer for both
+        ss["_not_found"] = f"Run {str(ss['job'])[:64]} was not found in your workspace; pick one on the Runs page."
+        ss.pop("job", None)
+        qp.pop("job", None)
+    if ss.get("ds") and dataset() is None:
+        ss.pop("ds", None)
+        qp.pop("ds", None)
     for key in _URL_KEYS:
         # Page switches drop the query string; put our keys back so a reload still finds them.
         if ss.get(key) and qp.get(key) != ss[key]:
@@ -107,7 +118,7 @@ def set_fields(**values) -> None:
     changed = {k: v for k, v in values.items() if d.get(k) != v}
     if changed:
         d.update(changed)
-        services.save(st.session_state["sid"], d)
+        services.save(st.session_state["sid"], d, owner())
 
 
 def set_dataset(name: str | None) -> None:
@@ -118,7 +129,7 @@ def set_dataset(name: str | None) -> None:
         st.query_params["ds"] = name
         if changed:  # propose layer and augmentation defaults that suit this dataset's size
             try:
-                rec = services.recommend(edits.class_counts(name))
+                rec = services.recommend(services.dataset_action("class_counts", name, owner=owner()))
             except ValueError:
                 return
             set_fields(trainable=rec["trainable"], trainable_groups=None, augment=rec["augment"])
@@ -137,10 +148,15 @@ def set_job(job_id: str | None) -> None:
         st.query_params.pop("job", None)
 
 
+def datasets() -> list[str]:
+    """The datasets this user may see (all of them in single-user mode)."""
+    return services.my_datasets(owner())
+
+
 def dataset() -> str | None:
-    """The current dataset name, if it still exists."""
+    """The current dataset name, if it still exists and belongs to this user."""
     name = st.session_state.get("ds")
-    return name if name and name in edits.list_datasets() else None
+    return name if name and name in datasets() else None
 
 
 def link(step: str, label: str | None = None) -> None:
@@ -166,43 +182,62 @@ def current_job():
     return job_manager().get(job_id, owner()) if job_id else None
 
 
-def _run_owner(run: runs.Run) -> str | None:
-    try:
-        return json.loads((run.path / "config.json").read_text()).get("extra", {}).get("owner")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def visible(run: runs.Run) -> bool:
-    """Whether this user may see a run: everyone in single-user mode, only its owner once signed in."""
-    me = owner()
-    return me is None or _run_owner(run) == me
-
-
 def current_run() -> runs.Run | None:
     """The run directory of the current job, if it exists in the workspace and this user may see it."""
     job_id = st.session_state.get("job")
     # Only plain run ids from the URL: open_run would also accept a path to any folder on the machine.
     if not job_id or not _RUN_ID.match(str(job_id)):
         return None
-    run = runs.Run(runs.root() / job_id)
-    return run if (run.path / "config.json").exists() and visible(run) else None
+    try:
+        return services.open_run(job_id, owner())
+    except ValueError:
+        return None
 
 
 def user_runs() -> list[runs.Run]:
     """Runs this user may see, newest first."""
-    return [r for r in runs.list_runs() if visible(r)]
+    return services.my_runs(owner())
 
 
 def finished_runs() -> list[str]:
-    """Ids of runs that have a checkpoint to evaluate or export, newest first."""
-    return [r.id for r in user_runs() if r.best_weights.exists()]
+    """Ids of this user's intact runs that have a checkpoint to evaluate or export, newest first."""
+    return [r.id for r in user_runs() if r.best_weights.exists() and not r.problem()]
+
+
+def resumable(run: runs.Run | None, job=None) -> bool:
+    """Whether Resume can continue ``run``: no job of this server is alive on it, no process anywhere holds
+    its lock, and either its last.pt is intact or it died before writing one (it then starts over)."""
+    if run is None or (job is not None and job.alive):
+        return False
+    status = run.status()  # 'running' whenever a process holds the run's lock
+    if status in ACTIVE or status in ("finished", "running"):
+        return False
+    return run.resumable() or (not run.last_ckpt.exists() and status in ("interrupted", "created"))
+
+
+def damaged_runs() -> dict[str, str]:
+    """This user's damaged runs: id -> what is damaged (Run.problem)."""
+    return {r.id: problem for r in user_runs() if (problem := r.problem())}
+
+
+def show_damaged(current: str | None = None) -> None:
+    """Say which runs are damaged and why (they are left out of the choices); the others keep working."""
+    bad = damaged_runs()
+    if current in bad:
+        st.error(f"Run {current[:15]} is damaged and cannot be used: {md(bad[current])}. Delete it on the "
+                 f"Runs page, or restore its files.")
+    others = {k: v for k, v in bad.items() if k != current}
+    if others:
+        with st.expander(f"{len(others)} damaged run(s) left out"):
+            for rid, why in others.items():
+                st.caption(f"{rid[:15]}: {md(why)}")
 
 
 def technique_of(run: runs.Run) -> str | None:
-    """The technique a run used (config.extra['technique']), None for plain training."""
+    """The technique a run used (RunConfig.technique), None for plain classifier training."""
     try:
-        return run.config().extra.get("technique")
+        technique = run.config().technique
+        return None if technique == "classifier" else technique
     except (OSError, ValueError, TypeError):
         return None
 
@@ -213,13 +248,14 @@ OWN_PAGE = {"multitask": ("multitask", "Go to 9 · Multi-task"), "simclr": ("pre
 
 def require_run(step: str) -> runs.Run:
     """A classifier run with a checkpoint chosen on this page (default: the current one), or stop with a link."""
-    kinds = {i: technique_of(runs.open_run(i)) for i in finished_runs()}
+    kinds = {i: technique_of(services.open_run(i, owner())) for i in finished_runs()}
     ids = [i for i, kind in kinds.items() if kind not in OWN_PAGE]
     current = st.session_state.get("job")
+    show_damaged(current)
     if kinds.get(current) in OWN_PAGE:
         step_, label = OWN_PAGE[kinds[current]]
-        st.info(f"The current run ({kinds[current]}) is not one classifier: its results and downloads are on "
-                f"its own page. Below: the classifier runs.")
+        st.info(f"The current run ({md(kinds[current])}) is not one classifier: its results and downloads are "
+                f"on its own page. Below: the classifier runs.")
         link(step_, label)
     if not ids:
         st.info("This step needs a trained model, and no run has a checkpoint yet. Train one first.")
@@ -227,7 +263,7 @@ def require_run(step: str) -> runs.Run:
         st.stop()
     choice = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, key=f"{step}_run",
                           format_func=run_label)
-    return runs.open_run(choice)
+    return services.open_run(choice, owner())
 
 
 def run_label(run_id: str) -> str:
@@ -260,4 +296,4 @@ def show_flash() -> None:
     """Show and forget the message kept by flash()."""
     kind, message = st.session_state.pop("_flash", (None, None))
     if message:
-        getattr(st, kind)(message)
+        getattr(st, kind)(md(message))  # messages quote names people typed

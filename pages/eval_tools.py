@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from core.app import charts
-from core.data import edits as de
 from core.app import services
-from core.storage import runs
+from core.app.engine import runs
+from pages import common
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -21,12 +21,13 @@ def model(path: str, mtime: float):
 def gallery(items: list[dict], empty: str, columns: int = 6) -> None:
     """Thumbnails of evaluation items with true class, prediction and confidence."""
     if not items:
-        st.success(empty)
+        st.success(common.md(empty))  # the message names classes
         return
     cols = st.columns(columns)
     for i, it in enumerate(items):
         cols[i % columns].image(it["path"], width=110,
-                                caption=f"true {it['true_class']} → {it['pred_class']} ({it['confidence']:.0%})")
+                                caption=f"true {common.md(it['true_class'])} → {common.md(it['pred_class'])} "
+                                        f"({it['confidence']:.0%})")
 
 
 def try_it(run: runs.Run, classes: list[str]) -> None:
@@ -46,16 +47,16 @@ def try_it(run: runs.Run, classes: list[str]) -> None:
     try:
         preds = m.predict(images, top_k=top_k)
     except ValueError as e:  # an upload that is not a readable image
-        st.error(str(e))
+        st.error(common.md(e))
         return
     for img, p in zip(images, preds):
         left, mid, right = st.columns([1, 1, 2])
-        left.image(img.getvalue(), width=160, caption=img.name)
+        left.image(img.getvalue(), width=160, caption=common.md(img.name))
         if cam:
             img.seek(0)
             ex = services.explain(m, img, top_k=top_k)
-            mid.image(ex.overlay, width=160, caption=f"Grad-CAM for {ex.target}")
-        right.markdown(f"**{p['label']}** ({p['confidence']:.1%})")
+            mid.image(ex.overlay, width=160, caption=f"Grad-CAM for {common.md(ex.target)}")
+        right.markdown(f"**{common.md(p['label'])}** ({p['confidence']:.1%})")
         right.dataframe(pd.DataFrame(p["top_k"], columns=["class", "probability"]), hide_index=True,
                         key=f"eval_pred_{img.file_id}")
 
@@ -64,7 +65,7 @@ def test_set(run: runs.Run) -> None:
     """Score the model on a held-out dataset from the workspace (class folders named like the training classes)."""
     st.caption("A test set the model never saw, not even for choosing the best epoch, gives the honest final "
                "number. Its class folders must be named like the training classes; others are left out.")
-    have = de.list_datasets()
+    have = common.datasets()
     if not have:
         st.info("No dataset in the workspace; upload a test set on the Data step.")
         return
@@ -72,9 +73,10 @@ def test_set(run: runs.Run) -> None:
     if st.button("Evaluate on this dataset", key="eval_test_run"):
         try:
             with st.spinner("Predicting every image of the test set…"):
-                st.session_state["_eval_test"] = (run.id, name, services.evaluate_on(run.path, de.dataset_dir(name)))
+                st.session_state["_eval_test"] = (run.id, name, services.evaluate_on(
+                    run.path, services.dataset_dir(name, common.owner()), common.owner()))
         except ValueError as e:
-            st.error(str(e))
+            st.error(common.md(e))
             return
     found = st.session_state.get("_eval_test")
     if not found or found[:2] != (run.id, name):
@@ -86,9 +88,9 @@ def test_set(run: runs.Run) -> None:
     c.metric("Images left out (unknown class)", rep["n_ignored"])
     if rep["unknown_classes"]:
         st.warning("Classes the model does not know were left out: "
-                   + ", ".join(f"{k} ({v})" for k, v in rep["unknown_classes"].items()))
+                   + ", ".join(f"{common.md(k)} ({v})" for k, v in rep["unknown_classes"].items()))
     if rep["missing_classes"]:
-        st.info("No test images for: " + ", ".join(rep["missing_classes"]))
+        st.info("No test images for: " + ", ".join(common.md(c) for c in rep["missing_classes"]))
     fig = charts.confusion(rep["confusion"], rep["classes"])
     fig.update_xaxes(type="category").update_yaxes(type="category")
     st.plotly_chart(fig, key="eval_test_confusion", width="stretch")

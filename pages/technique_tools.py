@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.app import services
 from pages import common
 
 
@@ -15,12 +16,12 @@ def current(technique: str):
     return run, job, job is not None and job.status() in common.ACTIVE
 
 
-def start(config, key: str) -> None:
-    """Start ``config`` as a job of this user, make it the current run, and redraw the page."""
-    try:
-        job = common.job_manager().start(config, owner=common.owner())
+def start(make_config, key: str) -> None:
+    """Start ``make_config()`` as a job of this user, make it the current run, and redraw the page."""
+    try:  # building the config checks that its data and backbone are this user's
+        job = services.start_job(common.job_manager(), make_config(), owner=common.owner())
     except ValueError as e:
-        st.error(f"Could not start: {e}")
+        st.error(f"Could not start: {common.md(e)}")
         return
     common.set_job(job.id)
     st.session_state.pop(f"{key}_result", None)
@@ -51,7 +52,7 @@ def live(technique: str, key: str, draw) -> None:
                 job.stop()
         if status == "failed":
             end = next((e for e in reversed(events) if e.get("type") == "end"), {})
-            st.error(f"The run failed: {(job.error if job is not None else None) or end.get('message')}")
+            st.error(f"The run failed: {common.md((job.error if job is not None else None) or end.get('message'))}")
         draw(run, events, status)
 
     body()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.app import charts
-from core.data import edits as de
+from core.app.engine import edits as de
 from core.app import services
-from core.data.augment import POLICIES, PRESETS
+from core.app.engine import POLICIES, PRESETS
 from pages import common, data_tools
 
 
@@ -18,9 +18,9 @@ def _preview(path: str, backbone: str, size: int, augment: str, seed: int, aug: 
 def augment_grid(ds: str, draft: dict) -> None:
     """Eight augmented versions of one image of the dataset, as training will see them."""
     try:
-        index, _ = data_tools.scan_and_check(ds, de.signature(ds))
+        index, _ = data_tools.scan_and_check(ds)
     except ValueError as e:
-        st.info(f"No preview: {e}")
+        st.info(f"No preview: {common.md(e)}")
         return
     paths = [p for ps in de.gallery(index, 1).values() for p in ps]
     a, b = st.columns([3, 1])
@@ -66,7 +66,7 @@ def lr_finder(config) -> None:
             result = services.lr_find(config, on_progress=lambda d, t: bar.progress(min(d / max(t, 1), 1.0),
                                                                                    text=f"step {d} / {t}"))
         except ValueError as e:
-            st.error(str(e))
+            st.error(common.md(e))
             return
         st.session_state["_lr_find"] = (key, result)
     found = st.session_state.get("_lr_find")
@@ -104,14 +104,17 @@ def monitor(active: bool) -> None:
             st.rerun()  # the job just ended: redraw the buttons and stop polling
         events = run.events()  # the run's log on disk holds the full history, resumes included
         st.subheader(f"Run {run.id[:15]} — {status}")
+        problem = run.problem()
+        if problem:
+            st.error(f"Some of this run's files are damaged: {common.md(problem)}. What is intact is shown below.")
         if status == "running" and not any(e.get("type") == "start" for e in events):
             st.caption("Starting the training process: loading the engine and the data…")
         if status == "queued":
             pos = common.job_manager().queue_position(job.id)
             st.info(f"Waiting in the queue (position {pos}): other jobs are using the machine.")
-        if status in ("interrupted", "created") and job is None:
-            st.warning("This run stopped without finishing (the server restarted?). Press Resume to continue "
-                       "from the last completed epoch.")
+        if status in ("interrupted", "failed", "stopped") and not active and common.resumable(run, job):
+            st.warning("This run stopped without finishing (its process ended or was killed). Press Resume to "
+                       "continue from the last completed epoch (from the start when none completed).")
         last = events[-1] if events else {}
         steps = [e for e in events if e.get("type") == "step"]
         epochs = [e for e in events if e.get("type") == "epoch"]
@@ -132,10 +135,10 @@ def monitor(active: bool) -> None:
             c4.metric("Validation loss", f"{e['val_loss']:.3f}")
         for e in events:
             if e.get("type") == "early_stop":
-                st.info(e["message"])
+                st.info(common.md(e.get("message", "")))
         end = next((e for e in reversed(events) if e.get("type") == "end"), None)
         if status == "failed":
-            st.error(f"Training failed: {(job.error if job is not None else None) or (end or {}).get('message')}")
+            st.error(f"Training failed: {common.md((job.error if job is not None else None) or (end or {}).get('message'))}")
             tb = (job.traceback if job is not None else None) or (end or {}).get("traceback")
             if tb:
                 with st.expander("Traceback"):

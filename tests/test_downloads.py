@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from core.storage import downloads
+from core.storage import downloads, owners
 from core.storage import workspace
+
+ISSUER = "https://idp.example"
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-secret", "client_id": "c",
+        "client_secret": "s", "server_metadata_url": f"{ISSUER}/.well-known/openid-configuration"}
 
 
 @pytest.fixture()
@@ -89,20 +93,29 @@ def test_a_file_swapped_or_deleted_after_issuing_is_not_served(tmp_path, model_f
 
 def test_issuance_is_per_owner_and_reuses_a_fresh_token(model_file):
     t0 = 2_000_000.0
-    alice = downloads.issue(model_file, "m.safetensors", "alice@example.com", ttl=100, now=t0)
+    alice_key, bob_key = owners.key(ISSUER, "alice"), owners.key(ISSUER, "bob")
+    alice = downloads.issue(model_file, "m.safetensors", alice_key, ttl=100, now=t0)
     # the Export page reruns often: the same owner gets the same link while it has over half its life left
-    assert downloads.issue(model_file, "m.safetensors", "alice@example.com", ttl=100, now=t0 + 40) == alice
-    bob = downloads.issue(model_file, "m.safetensors", "bob@example.com", ttl=100, now=t0 + 40)
+    assert downloads.issue(model_file, "m.safetensors", alice_key, ttl=100, now=t0 + 40) == alice
+    bob = downloads.issue(model_file, "m.safetensors", bob_key, ttl=100, now=t0 + 40)
     assert bob != alice
-    assert downloads.grant(bob, now=t0 + 40).owner == "bob@example.com"
-    assert downloads.grant(alice, now=t0 + 40).owner == "alice@example.com"
-    assert downloads.issue(model_file, "m.safetensors", None, ttl=100, now=t0 + 40) not in (alice, bob)
+    assert downloads.grant(bob, now=t0 + 40, owner=bob_key).owner == bob_key
+    assert downloads.grant(alice, now=t0 + 40, owner=alice_key).owner == alice_key
+    # a signed-in owner's link is not a bearer token: nobody else, and nobody signed out, gets the file
+    assert downloads.grant(alice, now=t0 + 40, owner=bob_key) is None
+    assert downloads.resolve(alice, now=t0 + 40) is None
+    single = downloads.issue(model_file, "m.safetensors", None, ttl=100, now=t0 + 40)
+    assert single not in (alice, bob) and downloads.resolve(single, now=t0 + 40) == model_file.resolve()
     # with under half its life left, a fresh token is issued; the old one still works until it expires
-    later = downloads.issue(model_file, "m.safetensors", "alice@example.com", ttl=100, now=t0 + 60)
+    later = downloads.issue(model_file, "m.safetensors", alice_key, ttl=100, now=t0 + 60)
     assert later != alice
-    assert downloads.resolve(alice, now=t0 + 60) and downloads.resolve(later, now=t0 + 150)
+    assert downloads.resolve(alice, now=t0 + 60, owner=alice_key)
+    assert downloads.resolve(later, now=t0 + 150, owner=alice_key)
     downloads.revoke(later)
-    assert downloads.resolve(later, now=t0 + 61) is None
+    assert downloads.resolve(later, now=t0 + 61, owner=alice_key) is None
+
+
+# (The route's binding of a link to its signed-in owner: tests/security/test_ownership.py.)
 
 
 def test_urls_follow_the_base_path():
@@ -150,9 +163,7 @@ def run_with_big_export(shapes_dir, tiny_config):
     from core.results import formats
     from core.techniques import fit
 
-    config = tiny_config(shapes_dir, epochs=1)
-    config.extra = {"owner": "alice@example.com"}  # alice's run once st.login is on; everyone's without it
-    result = fit(config)
+    result = fit(tiny_config(shapes_dir, epochs=1))  # no owner: the single-user app's run
     assert result["status"] == "finished"
     run_dir = Path(result["run_dir"])
     big = formats.default_path(run_dir, "onnx")
@@ -167,12 +178,14 @@ def run_with_big_export(shapes_dir, tiny_config):
     big.unlink(missing_ok=True)
 
 
-def _export_page(run_id: str, email: str | None):
+def _export_page(run_id: str, subject: str | None):
+    """The Export page of ``run_id`` for a user signed in as ``subject`` (None: the single-user app)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "streamlit_app.py"), default_timeout=120)
-    if email:
-        at.user = {"is_logged_in": True, "email": email}
+    if subject:
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "iss": ISSUER, "sub": subject, "email": f"{subject}@example.com"}
     at.query_params["job"] = run_id
     at.run().switch_page("pages/6_export.py").run()
     assert not at.exception, at.exception
@@ -181,19 +194,28 @@ def _export_page(run_id: str, email: str | None):
 
 def test_the_export_page_issues_links_for_the_signed_in_owner_only(run_with_big_export):
     run_dir, big, _ = run_with_big_export
-    alice = _export_page(run_dir.name, "alice@example.com")
-    tokens = {}
-    for key, path in (("export_safetensors", run_dir / "best.safetensors"), ("export_fmt_onnx", big)):
-        url = alice.get_by_key(key).proto.url
-        assert url.startswith("/download/")
-        tokens[key] = url.rsplit("/", 1)[-1]
-        grant = downloads.grant(tokens[key])
-        assert grant.owner == "alice@example.com" and grant.path == path.resolve()
-    assert downloads.grant(tokens["export_safetensors"]).filename.endswith(".safetensors")
-    # bob, signed in, does not see alice's run, so his page issues no link to it
-    bob = _export_page(run_dir.name, "bob@example.com")
-    assert len(alice.link_button) >= 3 and not list(bob.link_button)
-    assert "needs a trained model" in " ".join(str(e.value) for e in bob.info)
+    alice_key = owners.key(ISSUER, "alice")
+    owners.record(run_dir, alice_key)  # alice's run, as if she had trained it with sign-in on
+    try:
+        alice = _export_page(run_dir.name, "alice")
+        tokens = {}
+        for key, path in (("export_safetensors", run_dir / "best.safetensors"), ("export_fmt_onnx", big)):
+            url = alice.get_by_key(key).proto.url
+            assert url.startswith("/download/")
+            tokens[key] = url.rsplit("/", 1)[-1]
+            grant = downloads.grant(tokens[key], owner=alice_key)
+            assert grant.owner == alice_key and grant.path == path.resolve()
+            assert downloads.grant(tokens[key]) is None  # not a bearer token once sign-in is on
+        assert downloads.grant(tokens["export_safetensors"], owner=alice_key).filename.endswith(".safetensors")
+        assert len(alice.link_button) >= 3
+        # bob, signed in, and the single-user app do not see alice's run: no link of theirs names her files
+        for subject, key in (("bob-downloads", owners.key(ISSUER, "bob-downloads")), (None, None)):
+            other = _export_page(run_dir.name, subject)
+            assert all(run_dir.name not in (s.options or []) for s in other.selectbox)
+            linked = [downloads.grant(b.proto.url.rsplit("/", 1)[-1], owner=key).path for b in other.link_button]
+            assert not any(run_dir.resolve() in path.parents for path in linked)
+    finally:
+        (run_dir / owners.FILE).unlink()  # the browser test below serves it in single-user mode
     # single-user mode (no st.login): a link without an owner, never alice's token
     anyone = _export_page(run_dir.name, None)
     token = anyone.get_by_key("export_safetensors").proto.url.rsplit("/", 1)[-1]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import archives, ingest
+from core.data import archives
 from core.data.imageio import MAX_PIXELS_ENV
 from core.data.ingest import (
     DatasetIndex,

@@ -100,6 +100,23 @@ def test_pages_import_nothing_that_pulls_in_torch():
     assert out.stdout.strip() == "False", f"importing {sorted(modules)} loaded torch"
 
 
+def test_pages_reach_the_engine_through_core_app_only():
+    """core.app is the pages' one doorway: services (engine calls, torch behind lazy imports) and engine (the
+    torch-free modules pages use by name). Late imports inside functions count too."""
+    outside = []
+    for f in [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found = [f"core.{a.name}" for a in node.names] if node.module == "core" else [node.module]
+            else:
+                continue
+            outside += [f"{f.name}:{node.lineno} {m}" for m in found
+                        if m.split(".")[0] == "core" and m.split(".")[:2] != ["core", "app"]]
+    assert not outside, "pages import the engine around core.app:\n" + "\n".join(outside)
+
+
 WIDGETS = {"button", "selectbox", "slider", "number_input", "text_input", "checkbox", "toggle", "radio",
            "multiselect", "file_uploader", "camera_input", "download_button", "select_slider", "dataframe",
            "plotly_chart", "text_area", "data_editor"}
@@ -486,25 +503,7 @@ def test_train_page_custom_augmentation_starts_from_the_preset_and_previews(shap
     assert len(set(grids[0].value)) > 1  # random augmentations differ, so their files differ
 
 
-def test_signed_in_users_see_only_their_own_runs(shapes_ds, tiny_config):
-    cfg = tiny_config(de.dataset_dir(shapes_ds))
-    cfg.extra = {"owner": "alice@example.com"}
-    alice_run = runs.create(cfg)
-
-    def tab(email: str, page: str) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        at.user = {"is_logged_in": True, "email": email}
-        at.query_params.update(job=alice_run.id, ds=shapes_ds)
-        at.run().switch_page(f"pages/{page}.py").run()
-        assert not at.exception
-        return at
-
-    assert alice_run.id in list(tab("alice@example.com", "7_runs").dataframe[0].value["id"])
-    bob = tab("bob@example.com", "7_runs")
-    assert not bob.dataframe or alice_run.id not in list(bob.dataframe[0].value["id"])
-    # The URL alone does not hand bob alice's run: his Train page has no current run.
-    assert "stopped without finishing" in texts(tab("alice@example.com", "4_train").warning)
-    assert "No training run yet" in texts(tab("bob@example.com", "4_train").caption)
+# (Sign-in and ownership: tests/security/.)
 
 
 def test_a_run_id_in_the_url_cannot_point_outside_the_workspace(shapes_ds, tmp_path, tiny_config):

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from core.results import loading
-from core.techniques import multitask
 from core.jobs.manager import JobManager
 
 

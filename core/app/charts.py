@@ -1,4 +1,9 @@
-"""Plotly figure builders: pure functions from events and metrics to figures (no torch, no streamlit)."""
+"""Plotly figure builders: pure functions from events and metrics to figures (no torch, no streamlit).
+
+Class labels, task names and run names are user data, and Plotly renders a subset of HTML in axis
+ticks, legends and hover labels (``<a href>``, ``<b>``, ``<span style>``...). Every such string goes
+through ``text()`` first: its HTML characters become entities, which Plotly shows as the characters.
+"""
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -7,9 +12,18 @@ from plotly.subplots import make_subplots
 _LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 320, "legend": {"orientation": "h", "y": -0.2}}
 
 
+def text(value: object) -> str:
+    """``value`` as literal Plotly text: no tag (link, style, line break) it holds is rendered."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _texts(values) -> list[str]:
+    return [text(v) for v in values]
+
+
 def class_counts(counts: dict[str, int], title: str = "Images per class") -> go.Figure:
     """Bar chart of images per class."""
-    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#4c78a8"))
+    fig = go.Figure(go.Bar(x=_texts(counts), y=list(counts.values()), marker_color="#4c78a8"))
     fig.update_layout(title=title, xaxis_title="class", yaxis_title="images", **_LAYOUT)
     return fig
 
@@ -57,14 +71,15 @@ def _mark_unfreezes(fig: go.Figure, events: list[dict], x_key: str) -> None:
     for e in events:
         if e.get("type") == "unfreeze" and x_key in e:
             fig.add_vline(x=e[x_key], line_dash="dash", line_color="grey",
-                          annotation_text=f"unfreeze {', '.join(e.get('groups', []))}")
+                          annotation_text=text(f"unfreeze {', '.join(map(str, e.get('groups', [])))}"))
 
 
 def confusion(matrix: list[list[int]], classes: list[str], normalize: bool = False) -> go.Figure:
     """Confusion-matrix heatmap: rows are true classes, columns predictions."""
     z = [[v / max(sum(row), 1) for v in row] for row in matrix] if normalize else matrix
-    text = [[str(v) for v in row] for row in matrix]
-    fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}",
+    cells = [[str(v) for v in row] for row in matrix]
+    labels = _texts(classes)
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=cells, texttemplate="%{text}",
                                colorscale="Blues", hovertemplate="true %{y}<br>pred %{x}<br>%{text}<extra></extra>"))
     fig.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
                       yaxis_autorange="reversed", **{**_LAYOUT, "height": max(320, 40 * len(classes) + 120)})
@@ -80,7 +95,7 @@ def histogram(values: list[float], title: str, xaxis: str) -> go.Figure:
 
 def per_class_bars(per_class: list[dict]) -> go.Figure:
     """Precision, recall and F1 per class."""
-    classes = [r["class"] for r in per_class]
+    classes = _texts(r["class"] for r in per_class)
     fig = go.Figure([go.Bar(x=classes, y=[r[m] for r in per_class], name=m) for m in ("precision", "recall", "f1")])
     fig.update_layout(title="Per-class metrics", barmode="group", yaxis_range=[0, 1.02], **_LAYOUT)
     return fig
@@ -107,7 +122,7 @@ def roc_curves(curves: list[dict]) -> go.Figure:
     fig = go.Figure()
     for c in curves:
         if c["auc"] is not None:
-            fig.add_scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=f"{c['class']} (AUC {c['auc']:.3f})")
+            fig.add_scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=f"{text(c['class'])} (AUC {c['auc']:.3f})")
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "grey"})
     fig.update_layout(title="ROC curves (one class vs the rest)", xaxis_title="false positive rate",
                       yaxis_title="true positive rate", xaxis_range=[0, 1], yaxis_range=[0, 1.02], **_LAYOUT)
@@ -119,7 +134,7 @@ def pr_curves(curves: list[dict]) -> go.Figure:
     fig = go.Figure()
     for c in curves:
         if c["ap"] is not None:
-            fig.add_scatter(x=c["recall"], y=c["precision"], mode="lines", name=f"{c['class']} (AP {c['ap']:.3f})",
+            fig.add_scatter(x=c["recall"], y=c["precision"], mode="lines", name=f"{text(c['class'])} (AP {c['ap']:.3f})",
                             line={"shape": "hv"})
     fig.update_layout(title="Precision-recall curves", xaxis_title="recall", yaxis_title="precision",
                       xaxis_range=[0, 1], yaxis_range=[0, 1.02], **_LAYOUT)
@@ -151,7 +166,7 @@ def compare_runs(runs_events: dict[str, list[dict]], metric: str = "val_acc") ->
     fig = go.Figure()
     for label, events in runs_events.items():
         ep = [e for e in events if e.get("type") == "epoch" and metric in e]
-        fig.add_scatter(x=[e["epoch"] for e in ep], y=[e[metric] for e in ep], mode="lines+markers", name=label)
+        fig.add_scatter(x=[e["epoch"] for e in ep], y=[e[metric] for e in ep], mode="lines+markers", name=text(label))
     fig.update_xaxes(title_text="epoch", dtick=1)
     if metric.endswith("acc"):
         fig.update_yaxes(range=[0, 1.02])
@@ -166,9 +181,9 @@ def task_curves(events: list[dict]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Validation macro F1"))
     for t in tasks:
         x = [e["epoch"] for e in ep]
-        fig.add_scatter(x=x, y=[e["tasks"][t]["val_acc"] for e in ep], name=f"{t} acc", mode="lines+markers",
+        fig.add_scatter(x=x, y=[e["tasks"][t]["val_acc"] for e in ep], name=f"{text(t)} acc", mode="lines+markers",
                         row=1, col=1)
-        fig.add_scatter(x=x, y=[e["tasks"][t]["val_f1"] for e in ep], name=f"{t} F1", mode="lines+markers",
+        fig.add_scatter(x=x, y=[e["tasks"][t]["val_f1"] for e in ep], name=f"{text(t)} F1", mode="lines+markers",
                         row=1, col=2)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(range=[0, 1.02])
@@ -191,7 +206,7 @@ def contrastive_curves(events: list[dict]) -> go.Figure:
 
 def distill_comparison(rows: list[dict]) -> go.Figure:
     """Teacher vs students (rows of core.techniques.distill.compare): accuracy, agreement, size and latency."""
-    labels = [r["model"] for r in rows]
+    labels = _texts(r["model"] for r in rows)
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Accuracy / agreement", "Size (MB)", "CPU ms per image"))
     fig.add_bar(x=labels, y=[r["accuracy"] for r in rows], name="accuracy", row=1, col=1)
     fig.add_bar(x=labels, y=[r["agreement_with_teacher"] for r in rows], name="agrees with teacher", row=1, col=1)

@@ -57,9 +57,10 @@ def _path(sid: str) -> Path:
 
 
 def _saved(sid: str):
-    """The parsed draft file: None when there is none, {} when it is damaged."""
+    """The parsed draft file: None when there is none, {} when it is damaged (ValueError for a bad id)."""
+    path = _path(sid)
     try:
-        saved = json.loads(_path(sid).read_text())
+        saved = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

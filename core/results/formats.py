@@ -25,6 +25,7 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import html
 import json
 import re
 import shutil
@@ -535,12 +536,21 @@ def full_card(model_path: str | Path) -> dict:
     return card
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+
+
+def _md(text) -> str:
+    """User data (class names, paths) as inert Markdown text: no link, image, HTML or table break."""
+    s = html.escape(" ".join(str(text).split()), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
 def card_markdown(card: dict) -> str:
-    """The model card as a readable Markdown page."""
+    """The model card as a readable Markdown page (user-given names are escaped)."""
     pre, cfg = card["preprocessing"], card.get("config", {})
     lines = [f"# Model card: {card['backbone']} for {card['num_classes']} classes", "",
              "Exported by Transfer Studio.", "", "## Classes", "",
-             ", ".join(f"`{c}`" for c in card["classes"]), "", "## Input", "",
+             ", ".join(_md(c) for c in card["classes"]), "", "## Input", "",
              f"- resize the shorter side to {pre['resize_size']} px ({pre['interpolation']}), centre-crop "
              f"{pre['crop_size']}x{pre['crop_size']}",
              f"- normalise with mean {pre['mean']} and std {pre['std']} (predict.py does this)", ""]
@@ -548,23 +558,24 @@ def card_markdown(card: dict) -> str:
     if ev:
         lines += [f"## Evaluation ({ev['on']})", "", f"Accuracy: **{ev['accuracy']:.4f}**", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+        lines += [f"| {_md(r['class'])} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                   for r in ev["per_class"]]
         for name, a in ev["averages"].items():
             lines.append(f"| *{name} avg* | {a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | |")
         lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
-                  "| true \\ pred | " + " | ".join(ev["classes"]) + " |", "|---" * (len(ev["classes"]) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(ev["classes"], ev["confusion"])]
+                  "| true \\ pred | " + " | ".join(_md(c) for c in ev["classes"]) + " |", "|---" * (len(ev["classes"]) + 1) + "|"]
+        lines += [f"| {_md(c)} | " + " | ".join(str(v) for v in row) + " |"
+                  for c, row in zip(ev["classes"], ev["confusion"])]
         lines.append("")
     elif card.get("metrics"):
         lines += ["## Metrics", ""] + [f"- {k}: {v}" for k, v in card["metrics"].items()] + [""]
     d = card.get("data")
     if d:
-        lines += ["## Data", "", f"- source: `{d['source']}`", f"- {d['n_train']} training and {d['n_val']} "
+        lines += ["## Data", "", f"- source: {_md(d['source'])}", f"- {d['n_train']} training and {d['n_val']} "
                   f"validation images; {d['skipped_files']} files skipped at ingestion",
                   f"- content hash: `{d['content_hash']}`", "",
                   "| class | train | val |", "|---|---|---|"]
-        lines += [f"| {c} | {d['train_per_class'][c]} | {d['val_per_class'][c]} |" for c in d["train_per_class"]]
+        lines += [f"| {_md(c)} | {d['train_per_class'][c]} | {d['val_per_class'][c]} |" for c in d["train_per_class"]]
         lines.append("")
     lines += ["## Training configuration", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
               "## Library versions", "", "```json", json.dumps(card.get("versions", {}), indent=2), "```", "",

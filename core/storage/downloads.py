@@ -5,6 +5,11 @@ route (``routes()``, mounted by ``streamlit_app.py``) streams that file from dis
 530 MB VGG-16 export is never held in the server's memory. A token is 128 random bits
 (``secrets.token_urlsafe(16)``), names one file for one owner, and expires (``TTL_S``, one hour).
 
+In single-user mode (owner None) a link is a bearer token: whoever has the URL gets the file while it
+lives. With sign-in on, a link is issued to the signed-in owner and the route serves it only to a
+request that carries that owner's sign-in (``routes(identify=...)`` reads it from the request); anyone
+else, the same user signed out included, gets the same 404 as for an unknown token.
+
 Pure Python: Starlette is only imported by ``routes()`` / ``middleware()``, which the server calls.
 """
 from __future__ import annotations
@@ -77,14 +82,17 @@ def issue(path: str | Path, filename: str, owner: str | None = None, ttl: float 
         return token
 
 
-def grant(token: str, now: float | None = None) -> Grant | None:
-    """The live grant behind a token, or None (unknown, expired, file gone, or no longer in the workspace)."""
+def grant(token: str, now: float | None = None, owner: str | None = None) -> Grant | None:
+    """The live grant behind a token for ``owner``, or None (unknown, expired, another owner's, file gone,
+    or no longer in the workspace)."""
     now = time.time() if now is None else now
     with _lock:
         g = _grants.get(token)
         if g is None or g.expires <= now:
             _grants.pop(token, None)
             return None
+    if g.owner is not None and g.owner != owner:  # bound to its signed-in owner, not a bearer token
+        return None
     try:  # checked again at serving time: the file may have been deleted or swapped for a link
         _inside_workspace(g.path)
     except ValueError:
@@ -92,9 +100,9 @@ def grant(token: str, now: float | None = None) -> Grant | None:
     return g
 
 
-def resolve(token: str, now: float | None = None) -> Path | None:
-    """The file a live token names, or None."""
-    g = grant(token, now)
+def resolve(token: str, now: float | None = None, owner: str | None = None) -> Path | None:
+    """The file a live token names for ``owner``, or None."""
+    g = grant(token, now, owner)
     return g.path if g else None
 
 
@@ -113,8 +121,9 @@ def url(token: str, base_path: str = "") -> str:
 # --- the HTTP side (Starlette, imported only by the server) --------------------------------------
 
 
-def routes(base_path: str = "") -> list:
-    """Starlette routes: ``GET /download/{token}`` streams the file; unknown or expired tokens get a 404."""
+def routes(base_path: str = "", identify=None) -> list:
+    """Starlette routes: ``GET /download/{token}`` streams the file; unknown, expired or another owner's
+    tokens get a 404. ``identify(request)`` names the signed-in owner of a request (None: nobody signed in)."""
     from starlette.responses import FileResponse, PlainTextResponse
     from starlette.routing import Route
 
@@ -122,7 +131,8 @@ def routes(base_path: str = "") -> list:
         # the registry of the module as it is now: Streamlit re-imports an edited module for the pages, and
         # this route must read the tokens the pages issue, not an older copy's
         current = sys.modules.get(__name__) or importlib.import_module(__name__)
-        g = current.grant(request.path_params["token"])
+        who = identify(request) if identify is not None else None
+        g = current.grant(request.path_params["token"], owner=who)
         if g is None:
             return PlainTextResponse(NOT_FOUND, status_code=404)
         # FileResponse reads the file in 64 KiB chunks as the client takes them (and answers Range requests)

@@ -284,7 +284,7 @@ def _loads(path: Path) -> bool:
         import torch  # only resumability checks need it
 
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # no full copy in the server
             _loads_cache[key] = True
         except Exception:  # truncated zip, refused pickle, unreadable file: not a usable checkpoint
             _loads_cache[key] = False
