@@ -21,14 +21,7 @@ _WRITING_GRACE_S = 24 * 3600
 
 def limit_bytes() -> int | None:
     """The cache size cap in bytes, or None when pruning is off (TRANSFER_STUDIO_CACHE_MB=0)."""
-    raw = os.environ.get(CACHE_ENV, "").strip()
-    try:
-        mb = float(raw.replace("_", "")) if raw else DEFAULT_CACHE_MB
-    except ValueError:
-        mb = -1
-    if mb < 0:
-        raise ValueError(f"{CACHE_ENV} must be a number of megabytes (0 turns pruning off), got {raw!r}")
-    return None if mb == 0 else int(mb * 1024**2)
+    return workspace.megabytes_env(CACHE_ENV, DEFAULT_CACHE_MB, "turns pruning off")
 
 
 def touch(path: str | Path) -> None:

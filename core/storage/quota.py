@@ -24,14 +24,7 @@ class QuotaExceeded(ValueError):
 
 def limit_bytes() -> int | None:
     """The quota per owner in bytes, or None when it is turned off (TRANSFER_STUDIO_QUOTA_MB=0)."""
-    raw = os.environ.get(QUOTA_ENV, "").strip()
-    try:
-        mb = float(raw.replace("_", "")) if raw else DEFAULT_QUOTA_MB
-    except ValueError:
-        mb = -1
-    if mb < 0:
-        raise ValueError(f"{QUOTA_ENV} must be a number of megabytes (0 turns the quota off), got {raw!r}")
-    return None if mb == 0 else int(mb * 1024**2)
+    return workspace.megabytes_env(QUOTA_ENV, DEFAULT_QUOTA_MB, "turns the quota off")
 
 
 def tree_bytes(path: Path) -> int:

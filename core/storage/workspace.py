@@ -19,3 +19,15 @@ def sub(name: str) -> Path:
     p = home() / name
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def megabytes_env(name: str, default_mb: float, zero_means: str) -> int | None:
+    """A size limit read from environment variable ``name`` in megabytes: bytes, or None when set to 0."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        mb = float(raw.replace("_", "")) if raw else default_mb
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        raise ValueError(f"{name} must be a number of megabytes (0 {zero_means}), got {raw!r}")
+    return None if mb == 0 else int(mb * 1024**2)
