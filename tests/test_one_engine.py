@@ -175,7 +175,8 @@ def test_every_event_a_run_logs_has_a_listed_kind_and_unknown_kinds_are_refused(
 def test_a_second_trainer_on_a_run_is_refused_naming_the_process_that_holds_it(digits_dir, tiny_config):
     from core.storage import locks
 
-    run = runs.create(tiny_config(digits_dir, epochs=300))  # head-only on cached features: many quick epochs
+    # every layer trains at 32 px: ~1 s an epoch, so the holder is still training when the others try
+    run = runs.create(tiny_config(digits_dir, epochs=300, trainable="all", image_size=32))
     _train(run, kill_after_epoch=1)  # a first trainer is killed after one epoch; a resumed one then holds the run
     proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--resume", str(run.path)], cwd=REPO, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
