@@ -13,42 +13,60 @@ and nothing else, whatever page or deep link they asked for (README: "Deploying 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
+
+# A local file works offline; a ":material/...:" page icon makes the browser fetch the favicon from Google.
+ICON = str(Path(__file__).resolve().parent / "assets" / "icon.png")
 
 
 def main() -> None:
     """The app: page setup, the sign-in gate, navigation over the steps, the shared sidebar."""
-    from pages import common, signin
+    from core.app.engine import i18n
+    from pages import common, lang, signin
 
-    st.set_page_config(page_title="Transfer Studio", page_icon=":material/neurology:", layout="wide")
+    _ = i18n.gettext
+
+    st.set_page_config(page_title="Transfer Studio", page_icon=ICON, layout="wide")
+    lang.sidebar_switch()  # the session's language for this run, and its switch: first, so all below is in it
     if signin.auth_configured() and not signin.signed_in():
         # One page only, so every URL (/train?job=...) lands on the sign-in screen.
-        st.navigation([st.Page(signin.gate, title="Sign in", url_path="sign-in", default=True)],
+        st.navigation([st.Page(signin.gate, title=_("Sign in"), url_path="sign-in", default=True)],
                       position="hidden").run()
         return
     signin.gate()  # signed in: stops only when the provider sent no subject to tell users apart
     common.init()
 
-    pages = [st.Page(path, title=f"{i} · {title}", icon=icon, default=(i == 1))
-             for i, (path, title, icon) in enumerate(common.PAGES.values(), start=1)]
+    # Quick start comes first, unnumbered: one screen beside the guided steps, which keep their numbers.
+    path, title, icon = common.PAGES["quick"]
+    pages = [st.Page(path, title=title, icon=icon)]
+    steps = [page for key, page in common.PAGES.items() if key != "quick"]
+    pages += [st.Page(path, title=f"{i} · {title}", icon=icon, default=(i == 1))
+              for i, (path, title, icon) in enumerate(steps, start=1)]
     nav = st.navigation(pages)
 
     with st.sidebar:
         st.caption("Transfer Studio")
-        st.markdown(f"**Dataset:** {common.md(common.dataset() or '—')}")
+        _field(_("Dataset:"), common.md(common.dataset() or "—"))
         job, run = common.current_job(), common.current_run()
         if job is not None:
-            st.markdown(f"**Job:** `{job.id[:15]}` · {job.status()}")
+            _field(_("Job:"), f"`{job.id[:15]}` · {job.status()}")
         elif run is not None:
-            st.markdown(f"**Run:** `{run.id[:15]}` · {run.status()}")
+            _field(_("Run:"), f"`{run.id[:15]}` · {run.status()}")
         else:
-            st.markdown("**Job:** none yet")
-        st.markdown(f"**Device:** {common.device()}")
+            _field(_("Job:"), _("none yet"))
+        _field(_("Device:"), common.device())
     not_found = st.session_state.pop("_not_found", None)
     if not_found:
         st.warning(common.md(not_found))
 
     nav.run()
+
+
+def _field(label: str, value: str) -> None:
+    """One "**label** value" line of the sidebar (labels are translated whole, without the markup)."""
+    st.markdown(f"**{label}** {value}")
 
 
 if __name__ == "__main__":  # a session's script run (Streamlit executes this file as __main__)

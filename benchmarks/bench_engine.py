@@ -8,7 +8,14 @@
     DataLoader, the classic loop) on the same model, data, batch size and thread count;
 (c) the app's path (core.jobs.manager.JobManager running the job in a child process, a thread polling
     snapshot() every second) vs the same config headless (`python -m core train --config FILE`);
-(d) on a CUDA GPU only: absolute fine-tuning images/s with and without AMP.
+(d) on a CUDA GPU only: absolute fine-tuning images/s with and without AMP;
+(e) issue 13's speed recipe: a head-only run with light augmentation on cached views (cached_views=2) vs one
+    inference pass, and fastai as an optional peer row: its ``fine_tune(3)`` (1 frozen + 3 unfrozen epochs) vs
+    the engine's same schedule with progressive resizing, on the same files, body, batch size and threads.
+    fastai is not a dependency: install it apart (``pip install --no-deps --target DIR fastai==2.8.12 fastcore
+    fastprogress==1.0.3 fasttransform fastdownload plum-dispatch beartype matplotlib contourpy cycler fonttools
+    kiwisolver``: fastai 2.8.12 imports with torch 2.14.1; fastprogress 1.1 would pull in a web framework) and
+    pass ``--fastai-path DIR``; without it the row says "fastai not installed".
 
 The dataset is the generated "shapes" sample (Pillow-drawn, three classes). Each measurement is
 repeated and the fastest kept, interleaving the two sides, so background load hits both alike.
@@ -216,7 +223,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=2)
-    ap.add_argument("--only", default="abcd", help="sections to run, e.g. 'c' (default all: abcd)")
+    ap.add_argument("--only", default="abcde", help="sections to run, e.g. 'c' (default all: abcde)")
+    ap.add_argument("--fastai-path", default=os.environ.get("FASTAI_PATH", ""),
+                    help="folder where fastai was installed with pip --target (section e's peer row)")
     a = ap.parse_args()
 
     home = tempfile.mkdtemp(prefix="ts-bench-engine-")
@@ -250,6 +259,8 @@ def main() -> None:
         section_c(a, base, row)
     if "d" in a.only and device == "cuda":
         section_d(base, rows, n_train=int(round(n_images * 0.8)))
+    if "e" in a.only:
+        section_e(a, base, row)
     print("json: " + json.dumps(rows))
 
 
@@ -317,6 +328,62 @@ def section_d(base, rows, n_train: int) -> None:
         ips = n_train * 2 / out["loop_s"]
         print(f"(d) fine-tuning on {torch.cuda.get_device_name(0)} at 224 px, amp={amp}: {ips:.0f} images/s")
         rows.append({"measure": f"(d) images/s amp={amp}", "value": round(ips, 1)})
+
+
+def fastai_fine_tune(config, fastai_path: str, epochs: int = 3):
+    """fastai's ``fine_tune(epochs)`` on the same files and the same EfficientNet-Lite0 body, or None when fastai
+    cannot be imported. Its loop time runs from the first batch to the last validation."""
+    if fastai_path:
+        sys.path.append(fastai_path)  # appended: torch and the rest still come from this environment
+    try:
+        from fastai.vision.all import (CrossEntropyLossFlat, ImageDataLoaders, Learner, Resize, accuracy,
+                                       aug_transforms, params)
+    except ImportError as e:
+        print(f"fastai not installed ({e}); pass --fastai-path (see the module docstring)")
+        return None
+    import torch
+
+    from core.data import datasets
+    from core.models import backbones
+
+    root = datasets.resolve(config.data)
+    size = config.image_size
+
+    def run() -> dict:
+        torch.manual_seed(config.seed)
+        dls = ImageDataLoaders.from_folder(root, valid_pct=config.val_fraction, seed=config.seed, bs=config.batch_size,
+                                           item_tfms=Resize(size), batch_tfms=aug_transforms(size=size),
+                                           num_workers=0)
+        model = backbones.build_model(config.backbone, len(dls.vocab), pretrained=True)
+        learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy,
+                        splitter=lambda m: [params(m.body), params(m.head)])
+        t0 = time.perf_counter()
+        with learn.no_bar(), learn.no_logging():
+            learn.fine_tune(epochs, base_lr=config.lr)
+        loop_s = time.perf_counter() - t0
+        with learn.no_bar():
+            return {"loop_s": loop_s, "val_acc": float(learn.validate()[1])}
+    return run
+
+
+def section_e(a, base, row) -> None:
+    """Issue 13's speed targets: cached augmented views, and the fine-tune recipe against fastai's."""
+    from core.config import RunConfig
+    from core.techniques import fit
+
+    head = RunConfig(**base, epochs=10, trainable="head", augment="light", cached_views=2)
+    (t_inf, n_inf), (t_head, r_head) = best_of(a.repeats, inference_pass(head), lambda: fit(head))
+    row("(e1) head-only, light augmentation (cached_views=2) / one inference pass", t_head / t_inf, "<= 3",
+        f"{t_head:.2f}s vs {t_inf:.2f}s for {n_inf} images; val acc {r_head['val_accuracy']:.3f}")
+    ours = RunConfig(**base, epochs=4, trainable="all", unfreeze_after=1, augment="light", progressive_resize=0.5)
+    peer = fastai_fine_tune(ours, a.fastai_path)
+    if peer is None:
+        row("(e2) fine-tune 1+3 epochs, engine / fastai fine_tune(3)", float("nan"), "<= 0.35", "fastai not installed")
+        return
+    (_, f_out), (_, e_out) = best_of(a.repeats, peer, engine_loop(ours))
+    row("(e2) fine-tune 1+3 epochs, engine / fastai fine_tune(3)", e_out["loop_s"] / f_out["loop_s"], "<= 0.35",
+        f"{e_out['loop_s']:.2f}s vs {f_out['loop_s']:.2f}s; val acc {e_out['val_acc']:.3f} vs {f_out['val_acc']:.3f} "
+        f"(engine: progressive_resize 0.5, unfreeze_after 1)")
 
 
 if __name__ == "__main__":

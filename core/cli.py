@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from core import i18n
+from core.i18n import _, ngettext
 from core.train import control, ddp
 from core.jobs import worker
 from core import techniques
@@ -40,7 +42,13 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: tuple = ()) -> None:
         text = helps.get(f.name, "")
         if kind in _LISTS:
             text += "; comma-separated"
-        p.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=text)
+        names = [flag]
+        if f.name == "time_budget_s":
+            names.append("--time-budget")
+        if f.name == "preset":  # custom: no recipe, the plain defaults for every field not given
+            text = ("quick | balanced | best | custom: the recipe that picks every training choice not given as "
+                    "a flag (default balanced; custom with --config)")
+        p.add_argument(*names, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=text)
     p.add_argument("--groups", dest="trainable_groups", default=None,
                    help="comma-separated layer groups to train, overriding --trainable (default: none; names "
                         "from the Layers step or core.models.backbones.group_names)")
@@ -73,8 +81,10 @@ def _progress_printer():
         if t == "step" and tty:
             frac = ev.get("step", 0) / max(ev.get("total_steps", 0), 1)
             bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r[{bar:<30}] {frac:5.1%} epoch {ev.get('epoch')} loss {ev.get('loss', 0.0):.4f} "
-                             f"{ev.get('images_per_s', 0.0):.0f} img/s ETA {ev.get('eta_s', 0.0):.0f}s ")
+            line = _("epoch {epoch} loss {loss:.4f} {speed:.0f} img/s ETA {eta:.0f}s").format(
+                epoch=ev.get("epoch"), loss=ev.get("loss", 0.0), speed=ev.get("images_per_s", 0.0),
+                eta=ev.get("eta_s", 0.0))
+            sys.stderr.write(f"\r[{bar:<30}] {frac:5.1%} {line} ")
             sys.stderr.flush()
         elif t == "phase" and tty:
             sys.stderr.write(f"\r{ev['phase']}: {ev['done']}/{ev['total']}    ")
@@ -82,7 +92,9 @@ def _progress_printer():
         elif t == "epoch":  # every technique logs its own metrics (val_acc, pair_acc, per-task ...): show the numbers
             shown = " ".join(f"{k} {v:.4g}" for k, v in ev.items()
                              if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool))
-            sys.stderr.write(f"\repoch {ev.get('epoch')}/{ev.get('epochs')}: {shown}\n")
+            line = _("epoch {epoch}/{epochs}: {metrics}").format(epoch=ev.get("epoch"), epochs=ev.get("epochs"),
+                                                                 metrics=shown)
+            sys.stderr.write(f"\r{line}\n")
         elif t in ("warning", "early_stop"):
             sys.stderr.write(f"\n{ev.get('message', '')}\n")
     return on_event
@@ -99,9 +111,10 @@ def cmd_train(a) -> dict:
         if os.environ.get(control.SUPERVISOR_ENV):  # a job of the app: obey its pause / stop files
             return _supervised(run, bool(a.resume))
         return fit(run.config(), _progress_printer(), run=run, resume=bool(a.resume))
-    config = _config_from_flags(a)
+    config = _config_from_flags(a, text_aware=True)
     if a.out:
         os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
+    config = _with_preset(a, config)
     if ddp.launched():  # started by torchrun: one DDP rank
         return worker.train(config, _progress_printer())
     return fit(config, _progress_printer())
@@ -120,7 +133,7 @@ def _supervised(run, resume: bool) -> dict:
     return fit(config, _progress_printer(), ctl, run, resume=resume)
 
 
-def _config_from_flags(a) -> RunConfig:
+def _config_from_flags(a, text_aware: bool = False) -> RunConfig:
     base = RunConfig.load(a.config).to_dict() if a.config else {}
     for f in fields():
         v = getattr(a, f.name, None)
@@ -128,7 +141,39 @@ def _config_from_flags(a) -> RunConfig:
             base[f.name] = v.split(",") if f.name == "trainable_groups" else v
     if not base.get("data"):
         raise CliError("--data is required (a folder of class folders, a .zip, or sample:digits)")
-    return techniques.check(RunConfig.from_dict(base))
+    config = RunConfig.from_dict(base)
+    if text_aware and base.get("technique") in (None, "text") and _is_text_data(config.data):
+        # a table of text,label (issue 17): the default text backbone and recipe, except what the user set
+        config = techniques.default_text_config(config, explicit=set(base))
+    return techniques.check(config)
+
+
+def _given(a) -> dict:
+    """The fields the user set: those of --config, then every flag given on the command line."""
+    given = RunConfig.load(a.config).to_dict() if a.config else {}
+    given.update({f.name: getattr(a, f.name) for f in fields() if getattr(a, f.name, None) is not None})
+    return given
+
+
+def _with_preset(a, config: RunConfig) -> RunConfig:
+    """The config with a preset's choices for every field the user did not set (core.train.presets); the plan
+    (choices, reasons, expected time) is printed first. No flags at all means the balanced preset."""
+    from core.train import presets
+
+    given = _given(a)
+    name = given.get("preset", "" if a.config else "balanced")
+    if name in ("", "custom") or config.technique != "classifier" or (ddp.launched() and not ddp.is_main_process()):
+        return config  # by hand, another technique, or a follower rank (rank 0 sends it the config)
+    overrides = {k: v for k, v in given.items() if k not in ("data", "preset")}
+    p = presets.plan(config.data, name, given.get("time_budget_s"), config.device, overrides)
+    sys.stderr.write(presets.describe(p) + "\n")
+    return techniques.check(RunConfig.from_dict({**config.to_dict(), **p.fields}))
+
+
+def _is_text_data(data: str) -> bool:
+    from core.data import text
+
+    return text.looks_like_text(data)
 
 
 def cmd_lr_find(a) -> dict:
@@ -193,9 +238,13 @@ def cmd_pretrain(a) -> dict:
 
 
 def cmd_predict(a) -> None:
-    from core.results.loading import LoadedMultiTask, load_model
+    from core.results.loading import LoadedMultiTask, LoadedTextModel, load_model
 
     model = load_model(a.model)
+    if isinstance(model, LoadedTextModel) or a.text or a.texts_file:
+        return _predict_texts(a, model)
+    if not a.images:
+        raise CliError("name image files to predict (or --text / --texts-file for a text model)")
     if isinstance(model, LoadedMultiTask):  # every task's prediction per image
         mt = model
         for path in a.images:
@@ -213,12 +262,40 @@ def cmd_predict(a) -> None:
             print(json.dumps({"path": path, "error": str(e)}))
 
 
+def _predict_texts(a, model) -> None:
+    """One JSON line per text, in input order: the --text values first, then the lines of --texts-file."""
+    from core.results.loading import LoadedTextModel
+
+    if not isinstance(model, LoadedTextModel):
+        raise CliError(f"{a.model} is an image model; --text and --texts-file need a text classifier "
+                       f"(trained on a CSV/TSV/JSONL of text,label)")
+    if a.images:
+        raise CliError(f"{a.model} is a text classifier; pass texts with --text or --texts-file, not files to open")
+    texts = list(a.text or [])
+    if a.texts_file:
+        try:
+            lines = Path(a.texts_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"cannot read --texts-file {a.texts_file!r} as UTF-8 text: {e}") from None
+        texts += [line for line in lines if line.strip()]
+    if not texts:
+        raise CliError("no text to predict; pass --text \"...\" (repeatable) or --texts-file FILE (one per line)")
+    for i in range(0, len(texts), 64):
+        chunk = texts[i:i + 64]
+        for t, pred in zip(chunk, model.predict(chunk, top_k=a.top_k)):
+            print(json.dumps({"text": t, "label": pred["label"], "confidence": round(pred["confidence"], 6),
+                              "top_k": pred["top_k"]}, ensure_ascii=False))
+
+
 def cmd_export(a) -> None:
     from core.results import formats
 
     if a.format not in formats.FORMATS:
         raise CliError(f"unknown format {a.format!r}; choose one of {', '.join(formats.FORMATS)}")
-    path = formats.export(a.model, a.format, a.out)
+    try:
+        path = formats.export(a.model, a.format, a.out, tta=a.tta)
+    except ValueError as e:  # e.g. --tta with a format that cannot carry it
+        raise CliError(str(e)) from None
     print(json.dumps({"path": str(path), "format": a.format, "size_bytes": path.stat().st_size}))
 
 
@@ -256,7 +333,11 @@ def cmd_clean(a) -> None:
 def cmd_runs(a) -> None:
     from core.storage import runs
 
-    for r in runs.list_runs():
+    found = runs.list_runs()
+    # the header goes to stderr: stdout stays one JSON line per run for scripts
+    print(ngettext("{n} run in {folder}", "{n} runs in {folder}", len(found)).format(
+        n=i18n.format_number(len(found)), folder=runs.root()), file=sys.stderr)
+    for r in found:
         print(json.dumps(r.summary()))
 
 
@@ -271,14 +352,20 @@ def parser() -> argparse.ArgumentParser:
                                                          "(its config.json); used by `use N GPUs`")
     _add_config_flags(t)
     _add_tracking_flags(t)
-    pr = sub.add_parser("predict", help="predict images with a run directory or an exported model")
+    pr = sub.add_parser("predict", help="predict images (or texts) with a run directory or an exported model")
     pr.add_argument("--model", required=True, help="a run directory, .safetensors or .pt (required)")
     pr.add_argument("--top-k", type=int, default=3, help="how many classes to list per image, >= 1 (default 3)")
-    pr.add_argument("images", nargs="+", help="image files to predict")
+    pr.add_argument("--text", action="append", default=None,
+                    help="a text to classify with a text model; repeatable (default: none)")
+    pr.add_argument("--texts-file", dest="texts_file", default=None,
+                    help="a UTF-8 file of texts to classify, one per line; blank lines are skipped (default: none)")
+    pr.add_argument("images", nargs="*", help="image files to predict")
     ex = sub.add_parser("export", help="export a run or model file: safetensors, pt, torchscript, onnx, int8, bundle")
     ex.add_argument("--model", required=True, help="a run directory, .safetensors or .pt")
     ex.add_argument("--format", required=True, help="safetensors | pt | torchscript | onnx | int8 | bundle")
     ex.add_argument("--out", default=None, help="output file (default: <run>/exports/<backbone>.<ext>)")
+    ex.add_argument("--tta", action="store_true", help="torchscript / onnx: average each image's and its mirror's "
+                                                       "probabilities inside the graph (test-time augmentation)")
     sub.add_parser("runs", help="list runs in the workspace")
     cl = sub.add_parser("clean", help="find suspected label issues, outliers, duplicates and unusable images; "
                                       "prints one JSON line per suspect, most suspicious first, then a summary")
@@ -338,11 +425,31 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sp.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     sp.add_argument("--out", help="workspace folder for datasets, cache and runs (default ./workspace)")
+    _add_lang_flag(p, None)
+    for each in sub.choices.values():  # also after the command (`runs --lang zh_CN`); SUPPRESS keeps the first
+        _add_lang_flag(each, argparse.SUPPRESS)
     return p
+
+
+def _language(text: str) -> str:
+    lang = i18n.normalize(text)
+    if lang is None:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(i18n.LANGUAGES)}, got {text!r}")
+    return lang
+
+
+def _add_lang_flag(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--lang", type=_language, default=default, metavar="LANG",
+                   help="language of the messages: en | zh_CN (default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG)")
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    with i18n.language(a.lang or i18n.language_from_env()):  # this call only: an in-process caller keeps its own
+        return _main(a)
+
+
+def _main(a) -> int:
     try:
         if a.cmd == "train":
             result = cmd_train(a)
@@ -366,8 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_clean(a)
         return 0
     except (CliError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(_("error: interrupted"), file=sys.stderr)
         return 130

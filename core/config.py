@@ -15,7 +15,8 @@ AUGMENTS = ("none", "light", "strong", "custom")  # presets are bundles of the a
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EARLY_STOPPING_METRICS = ("val_acc", "val_loss")
 UNFREEZE_MODES = ("all", "gradual")
-TECHNIQUES = ("classifier", "distill", "multitask", "simclr")  # plug-ins of the one loop: core.techniques
+TECHNIQUES = ("classifier", "distill", "multitask", "simclr", "text")  # plug-ins of the one loop: core.techniques
+PRESETS = ("quick", "balanced", "best")  # recipes of core.train.presets
 _TRAINABLE_RE = re.compile(r"^(head|all|last-\d+)$")
 
 
@@ -120,12 +121,18 @@ class RunConfig:
     seed: int = 0                     # seeds the split, the initialisation and the batch order
     deterministic: bool = False       # torch.use_deterministic_algorithms
     cache_features: bool = True       # head-only + no augmentation: embed each image once
+    cached_views: int = 0             # head-only + augmentation: embed this many augmented views of each image once, epochs draw one at random (2-4 is typical); 0 = augment every epoch through the body
+    progressive_resize: float = 1.0   # first epoch's image side as a fraction of image_size, growing to full size by the last epoch (fastai's progressive resizing), 0.25..1; 1 = off
     early_stopping_patience: int = 0  # epochs without val improvement before stopping; 0 = off
     early_stopping_min_delta: float = 0.0  # >= 0: how much the metric must improve to count
     early_stopping_metric: str = "val_acc"  # "val_acc" | "val_loss": watched by early stopping and the best checkpoint
     unfreeze_after: int = 0           # gradual unfreezing: head-only epochs first, then the plan's groups; 0 = off
     unfreeze_mode: str = "all"        # "all" (at once) | "gradual" (one more group per epoch, toward the stem)
     unfreeze_lr_factor: float = 0.1   # (0, 1]: body groups learn at lr * factor (times lr_decay^k)
+    body_eval: bool = False           # learning body layers run in eval mode: BatchNorm keeps its statistics, no dropout/stochastic depth
+    probe_init: bool = False          # fresh classifier runs: fit the head as a logistic regression on the frozen features first
+    time_budget_s: float = 0.0        # seconds for the whole run (stops with the best weights when the next epoch would not fit); 0 = off
+    preset: str = ""                  # "" (none recorded) | "custom" (chosen by hand) | "quick" | "balanced" | "best": the recipe that filled this config
     amp: bool = True                  # mixed precision on CUDA (bf16 where supported)
     channels_last: bool = True        # NHWC memory format (CUDA and CPU/oneDNN); False = contiguous NCHW
     compile: bool = False             # torch.compile the model
@@ -137,7 +144,9 @@ class RunConfig:
     mlflow_uri: str = ""              # MLflow tracking URI: http(s)://host:port, file:///dir, sqlite:///x.db; "" = off
     mlflow_experiment: str = "transfer-studio"  # MLflow experiment the runs go to (created when missing)
     dataset: str = ""                 # the dataset's display name in listings and cards; "" = the data folder's name
-    technique: str = "classifier"     # "classifier" | "distill" | "multitask" | "simclr": what the loop trains
+    technique: str = "classifier"     # "classifier" | "distill" | "multitask" | "simclr" | "text": what the loop trains
+    # technique "text": a sentence encoder from core.models.text_backbones on a CSV/TSV/JSONL of text,label
+    max_length: int = 128             # text: tokens kept per text (longer texts are cut), 8..512
     # technique "distill": a finished classifier teaches this run's (smaller) student
     teacher: str = ""                 # distill: the teacher, a run id / run folder / exported .safetensors or .pt
     distill_alpha: float = 0.5        # distill: weight of the true-label loss in [0, 1]; 1 - alpha goes to the teacher
@@ -197,6 +206,15 @@ class RunConfig:
                              "set trainable to last-N or all, or unfreeze_after to 0")
         if not 0 < self.unfreeze_lr_factor <= 1:
             raise ValueError(f"unfreeze_lr_factor must be in (0, 1]; got {self.unfreeze_lr_factor!r}")
+        if not (isinstance(self.cached_views, int) and 0 <= self.cached_views <= 16):
+            raise ValueError(f"cached_views must be an integer in 0..16 (0 = off); got {self.cached_views!r}")
+        if not 0.25 <= self.progressive_resize <= 1:
+            raise ValueError(f"progressive_resize must be in [0.25, 1] (1 = off); got {self.progressive_resize!r}")
+        if self.time_budget_s < 0:
+            raise ValueError(f"time_budget_s must be >= 0 seconds (0 = no budget); got {self.time_budget_s!r}")
+        _choice("preset", self.preset, ("", "custom") + PRESETS)
+        if not (isinstance(self.max_length, int) and 8 <= self.max_length <= 512):
+            raise ValueError(f"max_length must be an integer in 8..512 (tokens per text); got {self.max_length!r}")
         _check_tracking(self)
         return self
 

@@ -14,7 +14,9 @@ st.write("A dataset is a set of images with one label each: one folder per class
          "be appended to the same dataset.")
 common.show_flash()
 
-tab_sample, tab_zip, tab_folder, tab_existing = st.tabs(["Sample", "Upload .zip", "Upload folder", "Existing"])
+# key + state tracking: the tab in use stays open across the rerun that follows an upload
+tab_sample, tab_zip, tab_folder, tab_existing = st.tabs(["Sample", "Upload .zip", "Upload folder", "Existing"],
+                                                        key="data_tab", on_change="rerun")
 with tab_sample:
     sample = st.selectbox("Built-in sample", ["digits", "shapes"], key="data_sample",
                           format_func={"digits": "digits — 10 handwritten digits (scikit-learn)",
@@ -100,7 +102,7 @@ cols = st.columns(3)
 for i, (cls, paths) in enumerate(de.gallery(index).items()):
     with cols[i % 3]:
         st.markdown(f"**{common.md(cls)}** · {counts[cls]} images")
-        st.image(paths, width=60)
+        st.image([common.thumbnail(p, 96) for p in paths], width=96)  # even squares, centre-cropped
 
 st.subheader("Health report")
 for w in health["warnings"]:
@@ -110,8 +112,10 @@ if not health["warnings"]:
 with st.expander("Details: image sizes, duplicates, skipped files"):
     sizes = health["image_sizes"]
     if sizes:
-        st.plotly_chart(charts.histogram([min(w, h) for w, h in sizes], "Shorter side of the images",
-                                         "pixels"), key="data_sizes_chart", width="stretch")
+        title = (f"Shorter side of a sample of {len(sizes):,} of the {len(index.items):,} images"
+                 if len(sizes) < len(index.items) else f"Shorter side of all {len(sizes):,} images")
+        st.plotly_chart(charts.histogram([min(w, h) for w, h in sizes], title, "pixels"),
+                        key="data_sizes_chart", width="stretch")
     st.write(f"Exact duplicate copies: {health['duplicate_images']}")
     for group in health["duplicates"][:20]:
         st.code("\n".join(group))

@@ -10,9 +10,9 @@ from pages import common
 common.entrypoint()
 st.title("2 · Backbone")
 st.write("The backbone is a network already trained on ImageNet (1.3 million photos, 1000 classes). Its "
-         "features are reused and only a new head learns your classes. Small backbones train fast on a "
-         "CPU; large ones are more accurate but need a GPU. EfficientNet-Lite0 ships with its weights and "
-         "works with no network at all.")
+         "features are reused and a new head learns your classes; on the Layers step you choose whether some "
+         "of the backbone's layers adapt too. Small backbones train fast on a CPU; large ones are more accurate "
+         "but need a GPU. EfficientNet-Lite0 ships with its weights and works with no network at all.")
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -22,7 +22,11 @@ def backbone_rows(owner: str | None) -> list[dict]:
 
 rows = backbone_rows(common.owner())
 table = pd.DataFrame(rows).set_index("name")
-st.dataframe(table, key="bb_table", width="stretch")
+st.dataframe(table, key="bb_table", width="stretch",
+             column_config={"params (M)": st.column_config.NumberColumn(format="%.3g"),
+                            "ImageNet top-1 (%)": st.column_config.NumberColumn(format="%.1f")})
+st.caption("Parameters are counted without the ImageNet classifier (1000 classes), which the app replaces "
+           "with a new head for your classes; every step counts the same way.")
 
 draft = common.draft()
 names = [r["name"] for r in rows]
@@ -34,7 +38,7 @@ random_init = st.checkbox("Random initialisation (baseline, no pretrained weight
 common.set_fields(backbone=name, pretrained=not random_init)
 
 row = table.loc[name]
-st.write(f"**{common.md(row['title'])}**: {row['params (M)']} M parameters, {row['input']}-pixel input, "
+st.write(f"**{common.md(row['title'])}**: {row['params (M)']:.3g} M parameters, {row['input']}-pixel input, "
          f"{row['groups']} layer groups"
          + (f", ImageNet top-1 {row['ImageNet top-1 (%)']}%." if pd.notna(row["ImageNet top-1 (%)"]) else "."))
 if row["note"]:

@@ -1,8 +1,6 @@
 """3 · Layers: decide which layer groups of the backbone learn, with live parameter counts."""
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from core.app.engine import edits as de
@@ -38,41 +36,39 @@ def param_counts(name: str, n_classes: int) -> dict[str, int]:
 
 sizes = param_counts(backbone, num_classes)
 rec = services.recommend(counts)
-st.info(f"Suggestion for {common.md(ds or 'your data')}: **{rec['trainable']}** — {rec['reason']}.")
+st.info(f"Suggestion for {common.md(ds or 'your data')}: **{services.LAYER_CHOICES[services.layer_choice(rec['trainable'])][0]}**"
+        f" — {rec['reason']}.")
 
-PRESETS = {"head": "head only (feature extractor)", "last": "last N groups", "all": "everything",
-           "custom": "custom (choose groups)"}
 if draft["trainable_groups"] is not None and not set(draft["trainable_groups"]) <= set(groups):
     common.set_fields(trainable_groups=None)  # chosen for another backbone
-m = re.fullmatch(r"last-(\d+)", str(draft["trainable"]))
-current = ("custom" if draft["trainable_groups"] is not None else "last" if m else
-           draft["trainable"] if draft["trainable"] in PRESETS else "head")
-preset = st.radio("Which layers learn", list(PRESETS), index=list(PRESETS).index(current), key="layers_preset",
-                  format_func=PRESETS.get, horizontal=True)
+now = services.describe_layers(backbone, draft["trainable"], draft["trainable_groups"], num_classes)
+choices = list(services.LAYER_CHOICES)
+preset = st.radio("Which layers learn", choices, index=choices.index(now["choice"]), key="layers_preset",
+                  format_func=lambda c: services.LAYER_CHOICES[c][0], horizontal=True)
+st.caption(services.LAYER_CHOICES[preset][1])
 
-body = groups[:-1]
-if preset == "last":
-    n = st.slider("N (body groups that learn, counted from the head)", 1, len(body),
-                  min(int(m.group(1)) if m else 2, len(body)), key="layers_last_n")
-    chosen = services.trainable_preset(groups, "last", n)
-    common.set_fields(trainable=f"last-{n}", trainable_groups=None)
-elif preset == "custom":
-    start = draft["trainable_groups"] or ["head"]
+if preset == "custom":
+    start = now["groups"]  # a custom choice starts from what the previous choice trained
     chosen = [g for g in groups if st.toggle(f"{g} ({sizes[g]:,} parameters)", value=g in start or g == "head",
                                              key=f"layers_group_{g}", disabled=g == "head")]
     common.set_fields(trainable_groups=chosen)
 else:
     chosen = services.trainable_preset(groups, preset)
-    common.set_fields(trainable=preset, trainable_groups=None)
+    common.set_fields(trainable={"last": "last-2"}.get(preset, preset), trainable_groups=None)
 
 trainable = sum(sizes[g] for g in chosen)
 total = sum(sizes.values())
 c1, c2, c3 = st.columns(3)
 c1.metric("Trainable parameters", f"{trainable:,}")
 c2.metric("Total parameters", f"{total:,}")
-c3.metric("Share that learns", f"{trainable / total:.1%}")
-st.dataframe([{"group": g, "parameters": sizes[g], "learns": g in chosen} for g in groups],
-             key="layers_table", hide_index=True, width="stretch")
+c3.metric("Share of weights that learn", f"{trainable / total:.1%}")
+st.caption(f"Counted without the ImageNet classifier (1000 classes), which the app replaces: the backbone's "
+           f"{(total - sizes['head']) / 1e6:.3g} M parameters, as on the Backbone step, plus a new head of "
+           f"{sizes['head']:,} for your {num_classes} classes.")
+st.dataframe([{"group": g, "parameters": sizes[g], "share": 100 * sizes[g] / total, "learns": g in chosen}
+              for g in groups], key="layers_table", hide_index=True, width="stretch",
+             column_config={"parameters": st.column_config.NumberColumn(format="localized"),
+                            "share": st.column_config.NumberColumn(format="%.3g %%")})  # three significant digits
 st.caption("BatchNorm layers inside frozen groups stay in eval mode: their running statistics keep the "
            "ImageNet values instead of drifting with small batches of your data.")
 

@@ -14,13 +14,14 @@ st.write("Training shows the network your images batch by batch and nudges the t
 ds = common.require_dataset()
 draft = common.draft()
 common.show_flash()
+train_live.recipe(ds, draft)
 
 c1, c2, c3, c4 = st.columns(4)
 epochs = c1.number_input("Epochs", 1, 500, int(draft["epochs"]), key="train_epochs")
 batch = c2.number_input("Batch size", 1, 1024, int(draft["batch_size"]), key="train_batch_size")
 lr = c3.number_input("Learning rate", 1e-6, 1.0, float(draft["lr"]), format="%.5f", step=1e-4, key="train_lr",
                      help="Head learning rate. 1e-3 suits AdamW; SGD usually wants 1e-2.")
-SIZES = [0, 64, 96, 128, 160, 192, 224, 256, 320, 384]
+SIZES = sorted({0, 64, 96, 128, 160, 192, 224, 256, 320, 384, int(draft["image_size"])})  # a recipe may pick 240
 size = c4.selectbox("Image size", SIZES, index=SIZES.index(draft["image_size"]) if draft["image_size"] in SIZES else 0,
                     key="train_image_size", format_func=lambda s: "backbone default (224)" if s == 0 else f"{s} px",
                     help="Smaller trains much faster on a CPU; the pretrained features are best near 224.")
@@ -92,7 +93,7 @@ except ValueError as e:
 if config is not None:
     with st.expander("Find a learning rate (a short sweep over the training images)"):
         train_live.lr_finder(config)
-layers = ', '.join(draft['trainable_groups']) if draft['trainable_groups'] else draft['trainable']
+layers = services.layer_label(draft['trainable'], draft['trainable_groups'])
 st.caption(f"Dataset **{common.md(ds)}** · backbone **{common.md(draft['backbone'])}**"
            f"{' (random init)' if not draft['pretrained'] else ''} · layers **{common.md(layers)}**")
 
@@ -128,7 +129,7 @@ if b4.button("Stop", key="train_stop", disabled=not (active and job is not None)
     job.stop()
     st.rerun()
 if config is not None:
-    b5.download_button("Download this run's config", config.to_json(), "config.json", "application/json",
+    b5.download_button("Config (.json)", config.to_json(), "config.json", "application/json",
                        key="train_download_config")
 
 train_live.monitor(active)

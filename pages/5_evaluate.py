@@ -32,7 +32,7 @@ except (ValueError, OSError) as e:  # OSError: a file of the run is missing (spl
 classes = rep["classes"]
 c1, c2, c3 = st.columns(3)
 c1.metric("Validation accuracy", f"{rep['accuracy']:.1%}")
-c2.metric("Macro F1", f"{rep['averages']['macro']['f1']:.3f}")
+c2.metric("Macro F1", f"{rep['averages']['macro']['f1']:.1%}")
 c3.metric("Validation images", len(rep["items"]))
 
 tab_class, tab_confusion, tab_curves, tab_mistakes, tab_try, tab_test = st.tabs(
@@ -43,21 +43,16 @@ with tab_class:
     support = int(table["support"].sum())
     for avg in ("macro", "weighted"):
         table.loc[f"{avg} avg"] = {**rep["averages"][avg], "support": support}
-    st.dataframe(table.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}),
-                 key="eval_table", width="stretch", height=min(36 * (len(table) + 1) + 4, 640))
+    table[["precision", "recall", "f1"]] *= 100  # shown as percentages with three significant digits
+    pct = st.column_config.NumberColumn(format="%.1f %%")
+    st.dataframe(table, key="eval_table", width="stretch", height=min(36 * (len(table) + 1) + 4, 640),
+                 column_config={"precision": pct, "recall": pct, "f1": pct,
+                                "support": st.column_config.NumberColumn(format="%d")})
     st.plotly_chart(charts.per_class_bars(rep["per_class"]), key="eval_per_class", width="stretch")
 
 with tab_confusion:
     normalize = st.toggle("Show fractions of each true class", key="eval_normalize")
-    confusion = charts.confusion(rep["confusion"], classes, normalize=normalize)
-    confusion.update_xaxes(type="category").update_yaxes(type="category")  # digit class names stay labels
-    st.plotly_chart(confusion, key="eval_confusion", width="stretch")
-    st.caption("Look inside one cell: which images of a true class went to a predicted class.")
-    a, b = st.columns(2)
-    true_c = a.selectbox("True class", classes, key="eval_cell_true")
-    pred_c = b.selectbox("Predicted class", classes, key="eval_cell_pred", index=min(1, len(classes) - 1))
-    eval_tools.gallery(services.cell_items(rep, classes.index(true_c), classes.index(pred_c)),
-                       empty=f"No validation image of {true_c} was predicted as {pred_c}.")
+    eval_tools.confusion_explorer(rep, classes, normalize)
 
 with tab_curves:
     curves = services.curves(rep)

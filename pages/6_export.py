@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -74,14 +75,30 @@ for col, (fmt, label) in zip(st.columns(len(OTHER)), OTHER.items()):
     if ready is not None:
         disk_link(ready, f"Download {label}", ready.name, f"export_fmt_{fmt}", col, icon=":material/download:")
         col.caption(f"{ready.stat().st_size / 1e6:.1f} MB")
+        q = services.int8_summary(ready) if fmt == "int8" else None
+        if q and q.get("fp32_val_accuracy") is not None:
+            note = col.caption if q.get("within_tolerance") else col.warning
+            note(f"Validation accuracy: int8 {q['int8_val_accuracy']:.3f}, fp32 {q['fp32_val_accuracy']:.3f} "
+                 f"on {q['n_val']} images ({q['method']})")
 
 with st.expander("Model card (Markdown)"):
     # shown as source, not rendered: it quotes class names, which are user data (links, images, HTML)
     st.code(services.card_markdown(run.path, common.owner()), language="markdown")
 
 st.subheader("Use it in Python")
-st.code(f'''from core.results.loading import load_model
+# `core` is importable only where it is installed: the snippet starts with the install line that makes it so
+# (pyproject.toml installs the engine as the package `transfer-studio`); the zip bundle needs none of our code.
+load_code = f'''from core.results.loading import load_model
 
 m = load_model("{stem}.safetensors")   # or the .pt bundle
 print(m.classes)
-print(m.predict(["img.jpg"], top_k=3))  # [{{'label': ..., 'confidence': ..., 'top_k': [...]}}]''')
+print(m.predict(["img.jpg"], top_k=3))  # [{{'label': ..., 'confidence': ..., 'top_k': [...]}}]'''
+here, elsewhere, bundle_tab = st.tabs(["On this computer", "On another computer", "Without Transfer Studio"])
+here.code(f'pip install "{Path(__file__).resolve().parents[1]}"', language="bash")
+here.code(load_code)
+elsewhere.code('pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu  # CPU-only, optional\n'
+               'pip install "git+<this repository\'s URL>"   # or: pip install . in a copy of it', language="bash")
+elsewhere.code(load_code)
+bundle_tab.write("Build the **zip bundle** above, unzip it, then in that folder:")
+bundle_tab.code("pip install -r requirements.txt\npython predict.py img.jpg --top-k 3   # one JSON line per image",
+                language="bash")

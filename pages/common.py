@@ -19,6 +19,7 @@ from pages.markup import md
 from pages.signin import gate, owner, user_box  # owner() is every page's common.owner()
 
 PAGES = {
+    "quick": ("pages/0_quick.py", "Quick start", ":material/bolt:"),  # beside the numbered steps (issue 16)
     "data": ("pages/1_data.py", "Data", ":material/folder_open:"),
     "backbone": ("pages/2_backbone.py", "Backbone", ":material/account_tree:"),
     "layers": ("pages/3_layers.py", "Layers", ":material/layers:"),
@@ -271,6 +272,18 @@ def run_label(run_id: str) -> str:
     s = runs.Run(runs.root() / run_id).summary()
     acc = f", val acc {s['best_val_acc']:.1%}" if s.get("best_val_acc") is not None else ""
     return f"{run_id[:15]} · {s.get('backbone')} · {s['status']}{acc}"
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def thumbnail(path: str, px: int = 96):
+    """A ``px``-square thumbnail of an image file, centre-cropped, so a gallery's tiles line up evenly."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            return ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (px, px), Image.Resampling.LANCZOS)
+    except (OSError, ValueError):
+        return Image.new("RGB", (px, px), (230, 230, 230))  # an unreadable file shows as a grey tile
 
 
 def progress_bar():

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core.app import charts
 from core.app import services
-from core.app.engine import runs
+from core.app.engine import edits as de, runs
 from pages import common
 
 
@@ -25,9 +26,58 @@ def gallery(items: list[dict], empty: str, columns: int = 6) -> None:
         return
     cols = st.columns(columns)
     for i, it in enumerate(items):
-        cols[i % columns].image(it["path"], width=110,
+        cols[i % columns].image(common.thumbnail(it["path"], 112), width=112,
                                 caption=f"true {common.md(it['true_class'])} → {common.md(it['pred_class'])} "
                                         f"({it['confidence']:.0%})")
+
+
+def _clicked(event) -> tuple[int, int] | None:
+    """The (true, predicted) cell of the last point clicked in the confusion matrix, if any."""
+    points = (event or {}).get("selection", {}).get("points", []) if hasattr(event, "get") else []
+    for p in points:
+        data = p.get("customdata")
+        if isinstance(data, (list, tuple)) and len(data) == 2:
+            return int(data[0]), int(data[1])
+    return None
+
+
+def confusion_explorer(rep: dict, classes: list[str], normalize: bool) -> None:
+    """A clickable confusion matrix: a click (or the select below, for keyboards) shows that cell's images;
+    it opens on the largest off-diagonal cell."""
+    matrix = rep["confusion"]
+    fig = charts.confusion(matrix, classes, normalize=normalize, clickable=True)
+    fig.update_xaxes(type="category").update_yaxes(type="category")  # digit class names stay labels
+    event = st.plotly_chart(fig, key="eval_confusion", width="stretch", on_select="rerun",
+                            selection_mode=("points",))
+    cells = [f"{i},{j}" for i, j in services.confusion_cells(matrix)]
+    clicked = _clicked(event)
+    ss = st.session_state
+    if clicked is None:
+        ss.pop("_eval_cell_clicked", None)  # deselected: clicking the same cell again counts as a new click
+    elif ss.get("_eval_cell_clicked") != clicked:
+        ss["_eval_cell_clicked"] = clicked  # a new click moves the select; an old selection does not undo it later
+        ss["eval_cell"] = f"{clicked[0]},{clicked[1]}"
+    chosen, click = ss.get("eval_cell"), ss.get("_eval_cell_clicked")
+    if chosen is not None and chosen not in cells:
+        if click is not None and chosen == f"{click[0]},{click[1]}" and max(click) < len(classes):
+            cells.append(chosen)  # a clicked cell without images stays choosable, to say it is empty
+        else:
+            del ss["eval_cell"]  # left from another run: open on this run's largest mistake instead
+    if not any(i != j for i, j in (map(int, c.split(",")) for c in cells)):
+        st.success("No errors: every validation image is on the diagonal (predicted as its true class).")
+    st.caption("Click a cell to see its images, or choose one here (largest mistake first).")
+    cell = st.selectbox("Cell", cells, key="eval_cell", format_func=lambda c: _cell_label(c, matrix, classes))
+    if cell is None:
+        return
+    t, p = map(int, cell.split(","))
+    gallery(services.cell_items(rep, t, p),
+            empty=f"No validation image of {classes[t]} was predicted as {classes[p]}.")
+
+
+def _cell_label(cell: str, matrix: list[list[int]], classes: list[str]) -> str:
+    t, p = map(int, cell.split(","))
+    kind = "correct" if t == p else "mistakes"
+    return f"true {classes[t]} → predicted {classes[p]}: {matrix[t][p]} image(s), {kind}"
 
 
 def try_it(run: runs.Run, classes: list[str]) -> None:
@@ -55,21 +105,81 @@ def try_it(run: runs.Run, classes: list[str]) -> None:
         if cam:
             img.seek(0)
             ex = services.explain(m, img, top_k=top_k)
-            mid.image(ex.overlay, width=160, caption=f"Grad-CAM for {common.md(ex.target)}")
+            mid.image(ex.overlay, width=160, caption=f"Grad-CAM for {common.md(ex.target)}, on the centre crop: "
+                                                     f"the model saw only this square, not the rest of the photo")
         right.markdown(f"**{common.md(p['label'])}** ({p['confidence']:.1%})")
         right.dataframe(pd.DataFrame(p["top_k"], columns=["class", "probability"]), hide_index=True,
                         key=f"eval_pred_{img.file_id}")
 
 
+def _upload_test_set() -> None:
+    """A .zip or folder uploaded here becomes a dataset of this user; the current dataset stays as it is."""
+    with st.expander("Upload a test set (.zip or folder, laid out like the Data step's uploads)"):
+        up = st.file_uploader("Test set .zip", type=["zip"], key="eval_test_zip")
+        files = st.file_uploader("Test set folder", accept_multiple_files="directory", key="eval_test_folder")
+        try:
+            if up is not None and st.session_state.get("_eval_test_zip_done") != up.file_id:
+                st.session_state["_eval_test_zip_done"] = up.file_id  # one import per upload, not per rerun
+                name, _ = de.import_upload(up, up.name, de.unique_name(up.name.rsplit(".", 1)[0]),
+                                           progress=common.progress_bar(), owner=common.owner())
+            elif files and st.button("Import this folder as a test set", key="eval_test_import_folder"):
+                top = files[0].name.replace("\\", "/").split("/")[0]
+                name, _ = de.import_files(((f.name, f) for f in files), de.unique_name(top or "test-set"),
+                                          progress=common.progress_bar(), owner=common.owner())
+            else:
+                return
+        except ValueError as e:  # IngestError: the message says what to fix
+            st.error(common.md(e))
+            return
+        st.session_state["eval_test_ds"] = name  # chosen below; never made the current dataset (common.dataset())
+        common.flash(f"Imported test set '{name}'. The current dataset is unchanged.")
+        st.rerun()
+
+
+def _trained_on(run: runs.Run) -> str:
+    """The name of the dataset folder a run trained on ('' when its config cannot be read)."""
+    try:
+        return Path(run.config().data).name
+    except (OSError, ValueError, TypeError):
+        return ""
+
+
+@st.cache_data(show_spinner="Comparing the test images with the run's images…", max_entries=16)
+def _overlap(run_dir: str, name: str, signature: str, owner: str | None) -> dict | str:
+    """The content overlap of a test set with a run, or the reason it cannot test the run (a str)."""
+    try:
+        return services.test_set_overlap(run_dir, services.dataset_dir(name, owner), owner)
+    except ValueError as e:
+        return str(e)
+
+
 def test_set(run: runs.Run) -> None:
-    """Score the model on a held-out dataset from the workspace (class folders named like the training classes)."""
+    """Score the model on a held-out dataset: uploaded here, never the run's own, overlaps flagged and left out."""
     st.caption("A test set the model never saw, not even for choosing the best epoch, gives the honest final "
-               "number. Its class folders must be named like the training classes; others are left out.")
-    have = common.datasets()
+               "number. Its class folders must be named like the training classes; others are left out. "
+               "Images identical to ones this run trained or validated on are left out of the score.")
+    common.show_flash()
+    _upload_test_set()
+    trained = _trained_on(run)
+    have = sorted(common.datasets(), key=lambda n: n == trained)  # the run's own dataset last, never the default
     if not have:
-        st.info("No dataset in the workspace; upload a test set on the Data step.")
+        st.info("No dataset in the workspace yet: upload a test set above.")
         return
-    name = st.selectbox("Test dataset", have, key="eval_test_ds")
+    name = st.selectbox("Test dataset", have, index=None, key="eval_test_ds", placeholder="Choose a test set",
+                        format_func=lambda n: f"{n} (this run trained on it)" if n == trained else n)
+    if name is None:
+        return
+    found = _overlap(str(run.path), name, services.dataset_action("signature", name, owner=common.owner()),
+                     common.owner())
+    if isinstance(found, str):
+        st.error(common.md(found))
+        return
+    if found["n_overlap"]:
+        st.warning(f"{found['n_overlap']} of the {found['n_total']} images of {common.md(name)} are copies of "
+                   f"images this run trained or validated on (same file contents). They are left out: the test "
+                   f"accuracy counts only the {found['n_total'] - found['n_overlap']} images the run never saw. "
+                   "Examples: " + "; ".join(f"{common.md(Path(e['test']).name)} = {common.md(Path(e['seen']).name)}"
+                                           for e in found["examples"]))
     if st.button("Evaluate on this dataset", key="eval_test_run"):
         try:
             with st.spinner("Predicting every image of the test set…"):
@@ -78,14 +188,20 @@ def test_set(run: runs.Run) -> None:
         except ValueError as e:
             st.error(common.md(e))
             return
-    found = st.session_state.get("_eval_test")
-    if not found or found[:2] != (run.id, name):
-        return
-    rep = found[2]
+    shown = st.session_state.get("_eval_test")
+    if shown and shown[:2] == (run.id, name):
+        _test_report(shown[2])
+
+
+def _test_report(rep: dict) -> None:
+    """Accuracy, counts and the confusion matrix of a test-set evaluation."""
     a, b, c = st.columns(3)
-    a.metric("Test accuracy", f"{rep['accuracy']:.1%}")
+    a.metric("Test accuracy", f"{rep['accuracy']:.1%}",
+             help="Over the images the run never saw: copies of its training or validation images are left out.")
     b.metric("Images evaluated", rep["n_evaluated"])
     c.metric("Images left out (unknown class)", rep["n_ignored"])
+    if rep.get("n_overlap"):
+        st.caption(f"Also left out: {rep['n_overlap']} copies of images the run trained or validated on.")
     if rep["unknown_classes"]:
         st.warning("Classes the model does not know were left out: "
                    + ", ".join(f"{common.md(k)} ({v})" for k, v in rep["unknown_classes"].items()))

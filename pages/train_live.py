@@ -83,6 +83,69 @@ def lr_finder(config) -> None:
         st.rerun()
 
 
+RECIPES = {"balanced": "Balanced (recommended)", "quick": "Quick", "best": "Best", "custom": "Custom"}
+# widgets below that show a recipe's fields: forgotten when a recipe is applied, so they show its values
+_WIDGETS = ("train_epochs", "train_batch_size", "train_lr", "train_image_size", "train_optimizer", "train_scheduler",
+            "train_augment", "train_label_smoothing", "train_weight_decay")
+_OWN_BODIES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # the recipes' own choices
+
+
+def recipe(ds: str, draft: dict) -> None:
+    """The first choice of the Train step: a recipe fitted to this dataset and machine (every choice shown
+    with its reason and the expected time), or Custom; the controls below still change any field."""
+    c1, c2 = st.columns([3, 1])
+    # a new draft records no recipe yet: it starts with balanced, as the CLI does without flags
+    current = draft.get("preset") if draft.get("preset") in RECIPES else "balanced"
+    choice = c1.radio("Recipe", list(RECIPES), index=list(RECIPES).index(current), key="train_preset",
+                      horizontal=True, format_func=RECIPES.get,
+                      help="Quick: the head only, about a minute. Balanced: fine-tunes the last layers. Best: a "
+                           "larger backbone and more epochs. Custom: only the settings below.")
+    budget = c2.number_input("Time budget (seconds, 0 = the recipe's)", 0, 86_400, 0, step=60, key="train_budget")
+    if choice == "custom":
+        common.set_fields(preset="custom", time_budget_s=float(budget))
+        return
+    key = (ds, choice, int(budget))
+    plans = st.session_state.setdefault("train_plans", {})
+    if key not in plans:
+        keep = {} if draft["backbone"] in _OWN_BODIES else {"backbone": draft["backbone"]}  # the user's pick
+        with st.spinner("Measuring this machine's speed for the recipe…"):
+            try:
+                plans[key] = services.preset_plan(services.dataset_dir(ds, common.owner()), choice, budget or None,
+                                                  owner=common.owner(), overrides=keep)
+            except ValueError as e:
+                st.error(f"The recipe cannot be planned: {common.md(e)}")
+                return
+    plan = plans[key]
+    # applied once per choice: the draft remembers it (a reload keeps what the user changed afterwards)
+    if draft.get("preset") != choice or float(draft.get("time_budget_s") or 0) != plan["budget_s"]:
+        for w in _WIDGETS:
+            st.session_state.pop(w, None)
+        common.set_fields(**plan["fields"], trainable_groups=None)
+    st.markdown(f"**Expected time: about {_fmt_s(plan['expected_s'])}** on this machine · stops at "
+                f"{_fmt_s(plan['budget_s'])} with the best weights so far")
+    st.dataframe([{"choice": k, "value": str(plan["fields"].get(k)), "why": r}
+                  for k, r in plan["reasons"].items()], key="train_plan_table", hide_index=True, width="stretch")
+    st.caption("Every setting below starts at the recipe's choice; what you change there wins.")
+
+
+def more(run) -> None:
+    """Says when a finished run stopped while still improving, and offers to train N more epochs (a resume)."""
+    verdict = services.unfinished(run.path, common.owner())
+    if not verdict:
+        return
+    st.warning(f"This model looks unfinished: {common.md(verdict['message'])}.")
+    c1, c2 = st.columns([1, 3])
+    n = c1.number_input("More epochs", 1, 500, int(verdict["more_epochs"]), key="train_more_n")
+    if c2.button(f"Train {int(n)} more epochs", key="train_more"):
+        try:
+            job = services.train_more(common.job_manager(), run.id, int(n), owner=common.owner())
+        except ValueError as e:
+            st.error(common.md(e))
+            return
+        common.set_job(job.id)
+        st.rerun()
+
+
 def _fmt_s(s: float | None) -> str:
     if s is None:
         return "—"
@@ -145,6 +208,7 @@ def monitor(active: bool) -> None:
                     st.code(tb, language="text")
         elif status == "finished":
             st.success("Training finished. The best epoch's weights are saved with the run.")
+            more(run)
             common.link("evaluate", "Next: 5 · Evaluate")
         elif status == "stopped":
             st.info("Stopped by you; the best checkpoint so far is kept.")

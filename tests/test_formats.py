@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import registry_entries
-from core.results import formats
+from core.results import formats, model_card, quantize
 from core.storage import workspace
 from core.results.loading import load_model
 
@@ -118,7 +118,7 @@ def test_quantization_rewrites_compute_the_same_float_function():
         ref = net(x)
         import copy
 
-        rewritten = formats._quantizable(copy.deepcopy(net))
+        rewritten = quantize.quantizable(copy.deepcopy(net))
         custom = lambda mod: [m for m in mod.modules() if isinstance(m, torch.nn.Conv2d) and type(m) is not torch.nn.Conv2d]
         assert custom(net) and not custom(rewritten)
         assert torch.equal(rewritten(x), ref)
@@ -339,7 +339,7 @@ def test_the_bundle_predict_py_rebuilds_every_entry_and_agrees(entry, bundle_run
     assert row["label"] == ref["label"]
     assert np.allclose([p for _, p in row["top_k"]], [p for _, p in ref["top_k"]], atol=1e-4)
     spec = backbones.get(entry)
-    assert formats.requirements(entry).splitlines()[4:] == list(spec.packages)  # after torch, torchvision, ...
+    assert model_card.requirements(entry).splitlines()[4:] == list(spec.packages)  # after torch, torchvision, ...
 
 
 def test_a_card_is_read_from_the_header_once_per_file_version(model_file, tmp_path, monkeypatch):
@@ -388,4 +388,4 @@ def test_graph_exports_of_a_multitask_model_are_refused_before_any_work(tmp_path
         with pytest.raises(ValueError, match=f"{fmt} exports describe one classifier, and this is a multitask model"):
             formats.export(path, fmt, tmp_path / f"out.{fmt}")
     with pytest.raises(ValueError, match="multi-task model ships as its .safetensors or .pt file"):
-        formats.full_card(path)
+        model_card.full_card(path)

@@ -28,19 +28,42 @@ def class_counts(counts: dict[str, int], title: str = "Images per class") -> go.
     return fig
 
 
+def smoothing_beta(total_steps: int) -> float:
+    """The moving average's decay for a run of ``total_steps``: it averages over about 1/20 of the run."""
+    # fastai's 0.98 (about 50 steps) suits thousands of steps; a 30-step run needs a window of 2 or 3
+    # steps, or the line trails the loss by a third of the run.
+    return min(0.98, max(0.5, 1.0 - 20.0 / max(total_steps, 1)))
+
+
+def smoothed(values: list[float], beta: float) -> list[float]:
+    """Bias-corrected exponential moving average (as in Adam and fastai's SmoothenValue)."""
+    out, avg = [], 0.0
+    for t, v in enumerate(values, start=1):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** t))  # the correction makes the first value the first raw value
+    return out
+
+
 def step_loss(events: list[dict]) -> go.Figure:
-    """Training loss per step, with its moving average."""
+    """Training loss per step, with its bias-corrected moving average."""
     steps = [e for e in events if e.get("type") == "step"]
     x = [e["step"] for e in steps]
     y = [e["loss"] for e in steps]
-    smooth, acc = [], None
-    for v in y:
-        acc = v if acc is None else 0.9 * acc + 0.1 * v
-        smooth.append(acc)
+    total = steps[-1].get("total_steps", len(steps)) if steps else 0  # fixed for the run, so the line is stable
+    smooth = smoothed(y, smoothing_beta(total))
     fig = go.Figure([go.Scatter(x=x, y=y, mode="lines", name="loss", line={"width": 1, "color": "#9ecae9"}),
                      go.Scatter(x=x, y=smooth, mode="lines", name="smoothed", line={"color": "#1f77b4"})])
     _mark_unfreezes(fig, events, x_key="step")
     fig.update_layout(title="Training loss per step", xaxis_title="step", yaxis_title="loss", **_LAYOUT)
+    return waiting(fig, not steps)
+
+
+def waiting(fig: go.Figure, empty: bool, message: str = "Waiting for the first step…") -> go.Figure:
+    """Hide the axes of a chart with no data yet (Plotly draws a meaningless -1..1 grid) and say what it waits for."""
+    if empty:
+        fig.update_xaxes(visible=False).update_yaxes(visible=False)
+        fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                           font={"size": 16, "color": "grey"})
     return fig
 
 
@@ -56,7 +79,7 @@ def epoch_curves(events: list[dict]) -> go.Figure:
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_layout(title="Per epoch", **_LAYOUT)
-    return fig
+    return waiting(fig, not ep, "Waiting for the first epoch to end…")
 
 
 def learning_rate(events: list[dict]) -> go.Figure:
@@ -64,7 +87,7 @@ def learning_rate(events: list[dict]) -> go.Figure:
     steps = [e for e in events if e.get("type") == "step"]
     fig = go.Figure(go.Scatter(x=[e["step"] for e in steps], y=[e["lr"] for e in steps], mode="lines"))
     fig.update_layout(title="Learning rate", xaxis_title="step", yaxis_title="lr", **_LAYOUT)
-    return fig
+    return waiting(fig, not steps)
 
 
 def _mark_unfreezes(fig: go.Figure, events: list[dict], x_key: str) -> None:
@@ -74,16 +97,34 @@ def _mark_unfreezes(fig: go.Figure, events: list[dict], x_key: str) -> None:
                           annotation_text=text(f"unfreeze {', '.join(map(str, e.get('groups', [])))}"))
 
 
-def confusion(matrix: list[list[int]], classes: list[str], normalize: bool = False) -> go.Figure:
-    """Confusion-matrix heatmap: rows are true classes, columns predictions."""
+def confusion(matrix: list[list[int]], classes: list[str], normalize: bool = False, clickable: bool = False) -> go.Figure:
+    """Confusion-matrix heatmap: rows are true classes, columns predictions; ``clickable`` adds one selectable
+    point per cell (customdata = [true index, predicted index])."""
     z = [[v / max(sum(row), 1) for v in row] for row in matrix] if normalize else matrix
     cells = [[str(v) for v in row] for row in matrix]
     labels = _texts(classes)
     fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=cells, texttemplate="%{text}",
                                colorscale="Blues", hovertemplate="true %{y}<br>pred %{x}<br>%{text}<extra></extra>"))
+    height = max(320, 40 * len(classes) + 120)
+    if clickable:
+        _click_targets(fig, matrix, labels, cell_px=0.9 * (height - 80) / max(len(classes), 1))
     fig.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
-                      yaxis_autorange="reversed", **{**_LAYOUT, "height": max(320, 40 * len(classes) + 120)})
+                      yaxis_autorange="reversed", **{**_LAYOUT, "height": height})
     return fig
+
+
+def _click_targets(fig: go.Figure, matrix: list[list[int]], labels: list[str], cell_px: float) -> None:
+    # Plotly reports no selection for heatmap clicks; one near-invisible square marker per cell does, and
+    # carries the cell's (true, predicted) indices in customdata for st.plotly_chart(on_select=...).
+    n = len(labels)
+    cells = [(i, j) for i in range(n) for j in range(n)]
+    fig.data[0].hoverinfo = "skip"  # the markers answer hovers, with the same text
+    fig.add_scatter(x=[labels[j] for _, j in cells], y=[labels[i] for i, _ in cells], mode="markers",
+                    customdata=[[i, j] for i, j in cells], text=[str(matrix[i][j]) for i, j in cells],
+                    marker={"symbol": "square", "size": max(cell_px, 12), "opacity": 0.01, "color": "#000"},
+                    selected={"marker": {"opacity": 0.01}}, unselected={"marker": {"opacity": 0.01}},
+                    hovertemplate="true %{y}<br>pred %{x}<br>%{text}<br>click to see the images<extra></extra>",
+                    showlegend=False, name="cells")
 
 
 def histogram(values: list[float], title: str, xaxis: str) -> go.Figure:
@@ -188,7 +229,7 @@ def task_curves(events: list[dict]) -> go.Figure:
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(range=[0, 1.02])
     fig.update_layout(title="Per task", **_LAYOUT)
-    return fig
+    return waiting(fig, not ep, "Waiting for the first epoch to end…")
 
 
 def contrastive_curves(events: list[dict]) -> go.Figure:
@@ -201,7 +242,7 @@ def contrastive_curves(events: list[dict]) -> go.Figure:
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_layout(title="Domain adaptation", **_LAYOUT)
-    return fig
+    return waiting(fig, not steps)
 
 
 def distill_comparison(rows: list[dict]) -> go.Figure:

@@ -7,11 +7,12 @@ is the complete list of engine modules and names a page may touch: add to it, ne
 """
 from __future__ import annotations
 
+from core import i18n
 from core.config import AUGMENTS
 from core.data import edits, ingest
 from core.data.augment import POLICIES, PRESETS
 from core.storage import downloads, locks, owners, runs, workspace
 from core.train import tracking
 
-__all__ = ["AUGMENTS", "POLICIES", "PRESETS", "downloads", "edits", "ingest", "locks", "owners", "runs",
-           "tracking", "workspace"]
+__all__ = ["AUGMENTS", "POLICIES", "PRESETS", "downloads", "edits", "i18n", "ingest", "locks", "owners",
+           "runs", "tracking", "workspace"]

@@ -30,7 +30,7 @@ EDITABLE = ("backbone", "pretrained", "image_size", "trainable", "trainable_grou
             "name")
 # Settings added to RunConfig by other parts of the engine travel with the draft when present.
 _OPTIONAL = ("early_stopping_metric", "unfreeze_after", "unfreeze_mode", "unfreeze_lr_factor", "tensorboard",
-             "mlflow_uri", "mlflow_experiment")
+             "mlflow_uri", "mlflow_experiment", "preset", "probe_init", "time_budget_s", "cache_features", "body_eval")
 EDITABLE += tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("aug_") or f.name in _OPTIONAL)
 
 
@@ -105,21 +105,12 @@ def to_config(draft: dict, data: str | Path, owner: str | None = None, **overrid
     return cfg
 
 
-def recommend(counts: dict[str, int]) -> dict:
-    """Default layer choice derived from the data, with the reason in one sentence."""
-    if not counts:
-        return {"trainable": "head", "augment": "light", "reason": "no data yet: start with the head only"}
-    smallest = min(counts.values())
-    if smallest < 100:
-        return {"trainable": "head", "augment": "light",
-                "reason": f"the smallest class has {smallest} images: with so few, train the head only "
-                          f"(feature extractor) so the pretrained features are not overwritten"}
-    if smallest < 500:
-        return {"trainable": "last-2", "augment": "light",
-                "reason": f"the smallest class has {smallest} images: fine-tune the last two groups "
-                          f"and the head"}
-    return {"trainable": "all", "augment": "strong",
-            "reason": f"the smallest class has {smallest} images: enough to fine-tune everything"}
+def recommend(counts: dict[str, int], sides: list[int] | None = None) -> dict:
+    """Default layers, augmentation, image size and epochs derived from the data (class counts; the images'
+    shorter sides when known), each with its reason in one sentence: the presets' own logic (core.train.presets)."""
+    from core.train import presets  # torch-free at import
+
+    return presets.suggest(counts, sides)
 
 
 def trainable_preset(groups: list[str], preset: str, n: int = 2) -> list[str]:
@@ -132,6 +123,51 @@ def trainable_preset(groups: list[str], preset: str, n: int = 2) -> list[str]:
         body = groups[:-1]
         return body[max(len(body) - n, 0):] + ["head"]
     raise ValueError(f"preset must be one of head, last, all; got {preset!r}")
+
+
+# The one vocabulary for layer choices (Backbone, Layers, Train, messages): choice -> (label, one sentence).
+LAYER_CHOICES = {
+    "head": ("head only", "Only the new classifier learns your classes; the pretrained backbone is used as it is. "
+                          "Best with few images (under about 100 per class)."),
+    "last": ("last 2 groups + head", "The new classifier and the backbone's last 2 layer groups (the ones that "
+                                     "recognise object parts) adapt to your images; earlier layers stay as they are."),
+    "all": ("everything", "Every layer adapts to your images. Needs hundreds of images per class, else the "
+                          "pretrained features are overwritten by noise."),
+    "custom": ("custom", "You pick which layer groups learn; the new classifier always does."),
+}
+
+
+def layer_choice(trainable: str, trainable_groups: list[str] | None = None) -> str:
+    """The LAYER_CHOICES key of a config's layer setting ('last-2' is 'last'; any other last-N is 'custom')."""
+    if trainable_groups is not None:
+        return "custom"
+    return {"head": "head", "last-2": "last", "all": "all"}.get(str(trainable), "custom")
+
+
+def layer_label(trainable: str, trainable_groups: list[str] | None = None) -> str:
+    """The words for a layer setting, torch-free: 'head only', 'last 2 groups + head', 'everything', 'custom (…)'."""
+    choice = layer_choice(trainable, trainable_groups)
+    if choice != "custom":
+        return LAYER_CHOICES[choice][0]
+    if trainable_groups:
+        return f"custom ({', '.join(trainable_groups)})"
+    m = re.fullmatch(r"last-(\d+)", str(trainable))
+    return f"custom (last {m[1]} groups + head)" if m else "custom"
+
+
+def describe_layers(backbone: str, trainable: str, trainable_groups: list[str] | None = None,
+                    num_classes: int = 2) -> dict:
+    """Label, sentence, groups that learn, and the share of weights that learn (parameters of the backbone without
+    its ImageNet classifier, which the app replaces, plus the new head for ``num_classes`` classes)."""
+    from core.models import freezing
+
+    choice = layer_choice(trainable, trainable_groups)
+    groups = freezing.plan(backbone, trainable, trainable_groups)
+    sizes = group_param_counts(backbone, max(num_classes, 2))
+    learn, total = sum(sizes[g] for g in groups), sum(sizes.values())
+    label = f"custom ({', '.join(groups)})" if choice == "custom" else LAYER_CHOICES[choice][0]
+    return {"choice": choice, "label": label, "sentence": LAYER_CHOICES[choice][1], "groups": groups, "trainable": learn,
+            "total": total, "share": learn / total if total else 0.0}
 
 
 # --- lazy doorway into the engine (torch is imported on first call, never at import) ------------
@@ -159,6 +195,16 @@ def start_job(manager, config: RunConfig, owner: str | None = None, nproc: int =
     return manager.start(config, owner=owner)
 
 
+def preset_plan(dataset_dir: str | Path, preset: str = "balanced", time_budget_s: float | None = None,
+                owner: str | None = None, overrides: dict | None = None) -> dict:
+    """A preset's plan for a dataset (core.train.presets.plan): {preset, fields, reasons, expected_s, budget_s}.
+    ``fields`` are RunConfig fields; a form's own choices go on top (``to_config(plan["fields"] | draft, data)``)."""
+    from core.train import presets
+
+    src = dataset_dir if str(dataset_dir).startswith("sample:") else _source(dataset_dir, owner)
+    return presets.plan(str(src), preset, time_budget_s, overrides=overrides).to_dict()
+
+
 def lr_find(config: RunConfig, on_progress=None) -> dict:
     """core.train.lr_finder.lr_find with a short sweep suited to an interactive page."""
     from core.train.lr_finder import lr_find as _find
@@ -183,6 +229,12 @@ def backbone_table(owner: str | None = None) -> list[dict]:
     from core.models import backbones
 
     rows = backbones.table()
+    for row in rows:  # the count every page uses: the backbone without its ImageNet classifier (the app replaces it)
+        try:
+            sizes = group_param_counts(row["name"])
+            row["params (M)"] = round((sum(sizes.values()) - sizes["head"]) / 1e6, 2)
+        except (ValueError, RuntimeError, KeyError):
+            pass  # keep the registry's figure rather than lose the row
     try:
         # the run folder's owner record decides, not the card's: the card travels with every export
         adapted = [a for a in backbones.list_adapted() if owners.visible(a["run_dir"], owner)]
@@ -242,19 +294,46 @@ def augment_preview(path: str, backbone: str, image_size: int, augment: str, n: 
         return [Image.fromarray(transform(square).permute(1, 2, 0).numpy()) for _ in range(n)]
 
 
-def evaluate_run(run_dir: str | Path, owner: str | None = None) -> dict:
-    """core.results.metrics.evaluate_run, behind a lazy import (only ``owner``'s runs)."""
+def evaluate_run(run_dir: str | Path, owner: str | None = None, tta: bool = False) -> dict:
+    """core.results.metrics.evaluate_run, behind a lazy import (only ``owner``'s runs); ``tta`` averages each
+    image's prediction with its mirror's."""
     from core.results import metrics
 
-    return metrics.evaluate_run(open_run(run_dir, owner).require_intact(action="evaluated").path)
+    return metrics.evaluate_run(open_run(run_dir, owner).require_intact(action="evaluated").path, tta=tta)
+
+
+def test_set_overlap(run_dir: str | Path, dataset_dir: str | Path, owner: str | None = None) -> dict:
+    """How a test dataset overlaps a run's training and validation images by content (core.data.overlap.check);
+    ValueError when it is the run's own dataset or holds nothing but images the run saw."""
+    from core.data import ingest, overlap
+
+    run = open_run(run_dir, owner)
+    src = _source(dataset_dir, owner)
+    split = json.loads((run.path / "split.json").read_text())
+    return overlap.check(split, run.config().data, ingest.scan_folder(src), src.name)
 
 
 def evaluate_on(run_dir: str | Path, dataset_dir: str | Path, owner: str | None = None) -> dict:
-    """Score a run's best checkpoint on another labelled dataset (core.results.metrics.evaluate_on)."""
+    """Score a run's best checkpoint on another labelled dataset (core.results.metrics.evaluate_on), counting only
+    the images the run never trained or validated on; ``n_overlap`` and ``overlap_examples`` say what was left out."""
     from core.results import metrics
 
-    return metrics.evaluate_on(open_run(run_dir, owner).require_intact(action="evaluated").path,
-                               _source(dataset_dir, owner))
+    run = open_run(run_dir, owner).require_intact(action="evaluated")
+    found = test_set_overlap(run.path, dataset_dir, owner)
+    rep = metrics.evaluate_on(run.path, _source(dataset_dir, owner))
+    seen = {str(Path(p).resolve()) for p in found["overlapping"]}
+    keep = [i for i, it in enumerate(rep["items"]) if str(Path(it["path"]).resolve()) not in seen]
+    if not keep:
+        raise ValueError(f"every image of {Path(str(dataset_dir)).name!r} in a class the model knows is a copy of an "
+                         f"image this run trained or validated on; upload images the run never saw")
+    if len(keep) < len(rep["items"]):
+        import numpy as np
+
+        probs = np.array(rep["probs"]).reshape(-1, len(rep["classes"]))[keep]
+        labels = np.array([rep["items"][i]["label"] for i in keep], dtype=int)
+        rep.update(metrics.report(labels, probs, rep["classes"]), items=[rep["items"][i] for i in keep],
+                   probs=probs.tolist(), n_evaluated=len(keep))
+    return rep | {"n_overlap": found["n_overlap"], "overlap_examples": found["examples"]}
 
 
 def top_losses(rep: dict, limit: int = 24, wrong_only: bool = True) -> list[dict]:
@@ -269,6 +348,13 @@ def cell_items(rep: dict, true_idx: int, pred_idx: int) -> list[dict]:
     from core.results import metrics
 
     return metrics.cell_items(rep, true_idx, pred_idx)
+
+
+def confusion_cells(matrix: list[list[int]]) -> list[tuple[int, int]]:
+    """Non-empty confusion-matrix cells (true, predicted): errors first, largest first; then the diagonal in class
+    order."""
+    cells = [(i, j) for i, row in enumerate(matrix) for j, v in enumerate(row) if v]
+    return sorted(cells, key=lambda c: (c[0] == c[1], 0 if c[0] == c[1] else -matrix[c[0]][c[1]], c))
 
 
 def curves(rep: dict) -> dict:
@@ -313,11 +399,18 @@ def export_format(run_dir: str | Path, fmt: str, owner: str | None = None) -> Pa
     return formats.export(open_run(run_dir, owner).require_intact(action="exported").path, fmt)
 
 
-def card_markdown(run_dir: str | Path, owner: str | None = None) -> str:
-    """The model card as Markdown (core.results.formats; the card comes from the weights file's header)."""
+def int8_summary(int8_path: str | Path) -> dict | None:
+    """What an int8 export cost: fp32 and int8 validation accuracy and the method used (core.results.formats)."""
     from core.results import formats
 
-    return formats.card_markdown(formats.full_card(open_run(run_dir, owner).require_intact(action="shown").path))
+    return formats.int8_summary(int8_path)
+
+
+def card_markdown(run_dir: str | Path, owner: str | None = None) -> str:
+    """The model card as Markdown (core.results.model_card; the card comes from the weights file's header)."""
+    from core.results import model_card
+
+    return model_card.card_markdown(model_card.full_card(open_run(run_dir, owner).require_intact(action="shown").path))
 
 
 def export_files(run_dir: str | Path, owner: str | None = None) -> dict:
@@ -387,6 +480,25 @@ def resume_run(manager, run_id: str, owner: str | None = None):
     return manager.resume_run(run.id, owner=owner)
 
 
+def unfinished(run_dir: str | Path, owner: str | None = None) -> dict | None:
+    """Whether a finished run stopped while still improving (core.train.presets.unfinished): {message, more_epochs}."""
+    from core.train import presets  # torch-free at import
+
+    return presets.unfinished(open_run(run_dir, owner).events())
+
+
+def train_more(manager, run_id: str, more_epochs: int, owner: str | None = None):
+    """Resume a finished run with its epochs raised by ``more_epochs`` (the schedule restarts over the new epochs)."""
+    if not (isinstance(more_epochs, int) and 1 <= more_epochs <= 500):
+        raise ValueError(f"more epochs must be a whole number in 1..500; got {more_epochs!r}")
+    run = open_run(run_id, owner)
+    config = run.config()
+    # from the last epoch run: one stopped at its time budget ran fewer than its config's epochs
+    config.epochs = int((run.result() or {}).get("epochs_run") or config.epochs) + more_epochs
+    runs.atomic_write_text(run.path / "config.json", config.to_json())
+    return resume_run(manager, run.id, owner)
+
+
 def _source(path: str | Path, owner: str | None) -> Path:
     """A data source (dataset folder, uploaded file) ``owner`` may read; another user's is 'not found'."""
     p = Path(path).resolve()
@@ -431,3 +543,51 @@ def dataset_action(action: str, name: str, *args, owner: str | None = None):
         raise ValueError(f"dataset action must be one of {', '.join(_DATASET_ACTIONS)}; got {action!r}")
     dataset_dir(name, owner)
     return getattr(edits, action)(name, *args)
+
+
+# --- text classification (issue 17): what the text pages will call; torch and transformers load lazily ------
+
+def is_text_data(path: str | Path) -> bool:
+    """Whether an upload is a text dataset (a table of text,label or class folders of .txt files)."""
+    from core.data import text
+
+    return text.looks_like_text(path)
+
+
+def text_health(path: str | Path, val_fraction: float = 0.2, seed: int = 0, max_length: int = 128,
+                backbone: str = "") -> dict:
+    """The text health report (counts, lengths in the encoder's tokens, empties, duplicates, leakage, encoding
+    problems per row); lengths in words when the encoder's tokenizer cannot be loaded."""
+    from core.data import text
+
+    table = text.read(path)
+    count = None
+    try:
+        from core.models import text_backbones
+
+        tok = text_backbones.tokenizer(backbone or text_backbones.DEFAULT)
+        count = lambda s: len(tok(s, add_special_tokens=True)["input_ids"])  # noqa: E731
+    except (ImportError, OSError, RuntimeError):
+        pass
+    return text.health(table, val_fraction, seed, count_tokens=count, max_length=max_length)
+
+
+def text_backbone_table() -> list[dict]:
+    """One row per text backbone for the chooser (weights: bundled, cached or download)."""
+    from core.models import text_backbones
+
+    return text_backbones.table()
+
+
+def text_evaluate_run(run_dir: str | Path, owner: str | None = None) -> dict:
+    """A text run on its validation split (core.results.text_eval): the image report's keys, items with texts."""
+    from core.results import text_eval
+
+    return text_eval.evaluate_text_run(open_run(run_dir, owner).require_intact(action="evaluated").path)
+
+
+def text_explain(loaded, text: str, target: int | None = None) -> dict:
+    """Per-token integrated-gradients scores of one text toward a class (core.results.text_eval.explain_text)."""
+    from core.results import text_eval
+
+    return text_eval.explain_text(loaded, text, target)

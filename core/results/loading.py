@@ -140,8 +140,47 @@ def load_model(path: str | Path) -> "LoadedModel | LoadedMultiTask":
                          f"fine-tune it first: pick it on the Backbone step or pass --backbone "
                          f"adapted:<backbone>:<run id>")
     state, card = _read(Path(path))
+    if card.get("modality") == "text":
+        return load_text(path, state, card)
     model = _with_weights(lambda: build_from_card(card), state).eval()
     return LoadedModel(model, list(card["classes"]), Preprocessing.from_dict(card["preprocessing"]), card)
+
+
+# --- text classifiers (issue 17): a sentence encoder and its tokenizer ---------------------------------------
+
+TOKENIZER_DIR = "tokenizer"  # beside an exported text model: the encoder's tokenizer and config files
+
+
+@dataclass
+class LoadedTextModel(LoadedModel):
+    """A text classifier rebuilt from an export; ``predict(["some text"])`` as for images."""
+
+    tokenizer: object = None
+    max_length: int = 128
+
+    @torch.no_grad()
+    def predict_proba(self, texts: list[str]) -> torch.Tensor:
+        """Class probabilities for texts, shape (n, classes)."""
+        from core.models import text_backbones
+
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts; wrap the one text in a list: predict([text])")
+        ids = text_backbones.tokenize(self.tokenizer, list(texts), self.max_length)
+        return torch.softmax(self.model(ids).float(), dim=1)
+
+
+def load_text(path: str | Path, state: dict, card: dict) -> LoadedTextModel:
+    """A text classifier from its weights and card: the encoder files beside the export (a ``tokenizer`` folder)
+    when present, else the text registry's (bundled, or the Hugging Face cache)."""
+    from core.models import text_backbones
+
+    folder = weights_file(Path(path)).parent / TOKENIZER_DIR
+    src = str(folder) if (folder / "config.json").is_file() else None
+    build = lambda: text_backbones.build_model(card["backbone"], card["num_classes"], pretrained=False,  # noqa: E731
+                                               source=src)
+    model = _with_weights(build, state).eval()
+    tok = text_backbones.tokenizer(card["backbone"], source=src)
+    return LoadedTextModel(model, list(card["classes"]), None, card, tok, int(card["preprocessing"]["max_length"]))
 
 
 # --- multi-task models: one head per task ---------------------------------------------------------

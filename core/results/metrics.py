@@ -29,32 +29,40 @@ def report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
             "averages": avgs, "confusion": confusion_matrix(labels, preds, labels=idx).tolist(), "classes": classes}
 
 
+def tta_probs(net, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: the softmax of a batch and of its horizontal mirror, averaged."""
+    return (torch.softmax(net(x).float(), 1) + torch.softmax(net(x.flip(-1)).float(), 1)) / 2
+
+
 @torch.no_grad()
-def predict_items(model, items: list[tuple[str, int]], batch_size: int = 64) -> np.ndarray:
-    """Probabilities for (path, label) items through the decode-once cache and the model's preprocessing."""
+def predict_items(model, items: list[tuple[str, int]], batch_size: int = 64, tta: bool = False) -> np.ndarray:
+    """Probabilities for (path, label) items through the decode-once cache and the model's preprocessing
+    (``tta``: averaged with the mirrored image's, see ``tta_probs``)."""
     pre = model.preprocessing
     cache = datasets.ImageCache([p for p, _ in items], pre)
     crop = datasets.eval_transform(pre)
     out = []
     for i in range(0, len(items), batch_size):
-        x = torch.stack([crop(cache.get(p)) for p, _ in items[i:i + batch_size]])
-        out.append(torch.softmax(model.model(datasets.normalize(x, pre)).float(), 1))
+        x = datasets.normalize(torch.stack([crop(cache.get(p)) for p, _ in items[i:i + batch_size]]), pre)
+        out.append(tta_probs(model.model, x) if tta else torch.softmax(model.model(x).float(), 1))
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.classes)))
 
 
-def evaluate_run(run_dir: str | Path, refresh: bool = False) -> dict:
-    """Evaluate a run's best checkpoint on its validation split; cached in ``evaluation.json``."""
+def evaluate_run(run_dir: str | Path, refresh: bool = False, tta: bool = False) -> dict:
+    """Evaluate a run's best checkpoint on its validation split; cached in ``evaluation.json``
+    (``evaluation_tta.json`` with test-time augmentation)."""
     run = runs.open_run(run_dir)
-    out_file = run.path / "evaluation.json"
+    out_file = run.path / ("evaluation_tta.json" if tta else "evaluation.json")
     if out_file.exists() and not refresh and out_file.stat().st_mtime >= run.best_weights.stat().st_mtime:
         return json.loads(out_file.read_text())
     if not run.best_weights.exists():
         raise ValueError(f"run {run.id} has no checkpoint yet; train at least one epoch")
     split = datasets.Split.from_dict(json.loads((run.path / "split.json").read_text()))
     model = load_model(run.path)
-    probs = predict_items(model, split.val)
+    probs = predict_items(model, split.val, tta=tta)
     labels = np.array([y for _, y in split.val])
     rep = report(labels, probs, split.classes)
+    rep["tta"] = tta
     rep["items"] = _items(split.val, probs)
     rep["probs"] = probs.round(6).tolist()
     runs.atomic_write_text(out_file, json.dumps(rep))

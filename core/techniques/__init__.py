@@ -14,7 +14,8 @@ from core.config import TECHNIQUES, RunConfig
 
 # name -> module holding its ``TECHNIQUE`` class; imported on demand (each pulls in torch and more)
 _MODULES = {"classifier": "core.techniques.classifier", "distill": "core.techniques.distill",
-            "multitask": "core.techniques.multitask", "simclr": "core.techniques.simclr"}
+            "multitask": "core.techniques.multitask", "simclr": "core.techniques.simclr",
+            "text": "core.techniques.text_classifier"}
 assert tuple(_MODULES) == TECHNIQUES, "core.config.TECHNIQUES and the technique registry must name the same ones"
 
 
@@ -31,12 +32,37 @@ def check(config: RunConfig) -> RunConfig:
     from core.models import backbones
 
     backbones.check(config.validate())
+    _same_modality(config)
     get(config.technique).check(config)
     return config
+
+
+def _same_modality(config: RunConfig) -> None:
+    """A text backbone trains with the text technique only, and the text technique with text backbones only."""
+    from core.models import text_backbones
+
+    if text_backbones.is_text(config.backbone) != (config.technique == "text"):
+        raise ValueError(f"backbone {config.backbone!r} and technique {config.technique!r} do not go together: "
+                         f"text backbones ({', '.join(text_backbones.names())}) train with technique text, and "
+                         f"technique text needs one of them")
+
+
+def default_text_config(config: RunConfig, explicit=()) -> RunConfig:
+    """``config`` as a text run with the default text recipe (issue 17) for every field not in ``explicit`` (those
+    the user set): the bundled sentence encoder, head-only on embeddings computed once, a head rate that suits them."""
+    import dataclasses
+
+    from core.models import text_backbones
+
+    # val_loss picks the best epoch: on small text sets accuracy saturates early while confidence still improves
+    recipe = {"backbone": text_backbones.DEFAULT, "augment": "none", "image_size": 0, "lr": 1e-2, "epochs": 10,
+              "early_stopping_metric": "val_loss"}
+    return dataclasses.replace(config, technique="text", **{k: v for k, v in recipe.items() if k not in explicit})
 
 
 def fit(config: RunConfig, on_event=None, control=None, run=None, resume: bool = False) -> dict:
     """Train ``config`` with its technique in the one loop (see core.train.loop.fit)."""
     from core.train import loop
 
+    _same_modality(config)
     return loop.fit(config, get(config.technique), on_event, control, run, resume)

@@ -74,6 +74,13 @@ class Classifier(Technique):
     def result(self, best_metrics: dict) -> dict:
         return {"classes": self.classes}
 
+    def warm_start(self, config: RunConfig, model: nn.Module, train: dict, val: dict) -> dict:
+        from core.train import probe
+
+        # the loss's class weights, so the probe optimises what the epochs after it will
+        return probe.warm_start(model.head, (train["_x"], train["label"]), (val["_x"], val["label"]),
+                                class_weight=self.criterion.weight)
+
 
 def _class_weights(split: datasets.Split) -> torch.Tensor:
     """Inverse class frequency, normalised so a balanced dataset gets weight 1 everywhere."""

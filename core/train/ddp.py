@@ -9,7 +9,9 @@ takes ``ceil(batch_size / N)`` samples per step, so the number of steps per epoc
 their schedule stay those of one process, and N processes learn what one process learns):
 
 * training data: ``DistributedSampler`` (shuffled per epoch with ``seed + epoch``; when the training
-  set does not divide evenly, a few images are repeated so every rank takes the same number of steps);
+  set does not divide evenly, a few images are repeated so every rank takes the same number of steps;
+  a short last batch is dropped per rank exactly when one process would drop it, see
+  ``core.train.loop.drop_short_batch``, which keeps at least one step on every rank);
 * validation: each rank evaluates a disjoint shard with no padding; the technique's per-sample rows
   are all-gathered back into order, so every metric covers the whole validation set exactly once;
 * cached features: each rank embeds its shard once and the features are all-gathered;

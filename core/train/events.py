@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 EventKind = Literal["phase", "distributed", "resumed", "start", "step", "unfreeze", "warning", "epoch",
-                    "early_stop", "restored_best", "end"]
+                    "early_stop", "restored_best", "probe", "budget", "end"]
 KINDS: tuple[str, ...] = EventKind.__args__
 MEANING = {
     "phase": "preparation progress: extracting, decoding, embedding, teacher logits (done / total)",
@@ -22,6 +22,8 @@ MEANING = {
     "epoch": "an epoch's training and validation metrics, and whether it is the best so far",
     "early_stop": "early stopping ended training before the last epoch",
     "restored_best": "the model in memory went back to the best epoch's weights",
+    "probe": "the linear-probe warm start set the head: its train and validation accuracy before any step",
+    "budget": "the time budget ended training (the next epoch would not fit, or it ran out mid-epoch)",
     "end": "the last event: finished (with the result), stopped, or failed (with the reason)",
 }
 assert set(MEANING) == set(KINDS)

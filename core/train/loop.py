@@ -84,15 +84,20 @@ def make_scheduler(config: RunConfig, opt: torch.optim.Optimizer, total_steps: i
 class _Forward:
     """Maps a loader batch to logits: images through the whole model, or cached features through the head."""
 
-    def __init__(self, model, pre, device, amp_dtype, channels_last, features: bool):
+    def __init__(self, model, pre, device, amp_dtype, channels_last, features: bool, prepare=None):
         self.model, self.pre, self.device = model, pre, device
         self.amp_dtype, self.channels_last, self.features = amp_dtype, channels_last, features
+        self.prepare = prepare or datasets.normalize  # the technique's (Technique.prepare): images by default
+        self.size = None  # progressive resizing: the side training images are resized to this epoch (None = as loaded)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.features:
             return self.model.head(x)
-        x = datasets.normalize(x, self.pre)
+        if self.size and x.shape[-1] != self.size:  # on the device, from the decoded crop: no second decode
+            x = nn.functional.interpolate(x.float(), size=(self.size, self.size), mode="bilinear",
+                                          antialias=True, align_corners=False)
+        x = self.prepare(x, self.pre)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -264,6 +269,32 @@ class _Rows(torch.utils.data.Dataset):
         return self.feats[i], {k: v[i] for k, v in self.targets.items()}
 
 
+class _Views(_Rows):
+    """(one of an image's cached views, {target: row}): each epoch draws one view per image (``set_epoch``)."""
+
+    def __init__(self, feats: torch.Tensor, targets: dict[str, torch.Tensor], seed: int):
+        super().__init__(feats, targets)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # reproducible, and the same on resume
+        self.pick = torch.randint(self.feats.shape[1], (len(self.feats),), generator=g)
+
+    def __getitem__(self, i: int):
+        return self.feats[i, self.pick[i]], {k: v[i] for k, v in self.targets.items()}
+
+
+def epoch_image_size(config: RunConfig, full: int, epoch: int) -> int | None:
+    """Progressive resizing: the side of training images in ``epoch`` (0-based), growing linearly from
+    ``progressive_resize * full`` to ``full`` at the last epoch, in steps of 8 px; None = full size."""
+    if config.progressive_resize >= 1 or config.epochs < 2:
+        return None
+    frac = config.progressive_resize + (1 - config.progressive_resize) * epoch / (config.epochs - 1)
+    side = max(32, int(round(full * frac / 8)) * 8)
+    return side if side < full else None
+
+
 def _to(y: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in y.items()}
 
@@ -273,6 +304,15 @@ def _chunks(x: torch.Tensor, y: dict, size: int):
     ys = {k: v.split(size) for k, v in y.items()}
     for i, xc in enumerate(x.split(size)):
         yield xc, {k: v[i] for k, v in ys.items()}
+
+
+def drop_short_batch(technique: Technique, n_train: int, batch_size: int) -> bool:
+    """Whether training drops the short last batch: always for techniques that need it, else whenever the
+    training set fills more than one batch (never down to zero steps)."""
+    # A 2-image last batch with trainable BatchNorm gives a loss spike at every epoch end (issue 16); fastai
+    # and the PyTorch reference scripts drop it. Under DDP each rank's shard holds ceil(n / world) >= its
+    # per-rank batch whenever n > batch_size, so every rank still takes at least one step.
+    return technique.drop_last or n_train > batch_size
 
 
 def per_rank_batch(batch_size: int, world: int) -> int:
@@ -293,13 +333,15 @@ def _validate(forward, loader, technique: Technique) -> dict[str, torch.Tensor]:
 
 def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: runs.Run, resume: bool,
          cleanup: list) -> dict:
+    t_fit = time.time()  # the time budget counts from here: decoding and embedding are part of the user's wait
     seed_everything(config.seed, config.deterministic)
     ddp = distributed_context()  # DDP hooks under torchrun; no-ops in an ordinary process
     device = ddp.device or pick_device(config.device)
-    pre = backbones.preprocessing_for(config)
+    pre = technique.preprocessing(config)
     ddp.wait_for_main()  # rank 0 extracts, indexes and decodes first; the other ranks then reuse its files
     data = technique.data(config, run, resume, emit)
-    cache = datasets.ImageCache(data.train + data.val, pre,
+    own = technique.samples(config, data, pre, emit)  # a non-image modality brings its datasets (issue 17)
+    cache = None if own else datasets.ImageCache(data.train + data.val, pre,
                                 progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
     ddp.release_others()
 
@@ -318,7 +360,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
     groups = active_groups(config, target, start_epoch)
     counts = freezing.apply(model, config.backbone, groups)
     model.to(device)
-    channels_last = use_channels_last(config, device)
+    channels_last = use_channels_last(config, device) and technique.modality == "image"
     if channels_last:
         model.to(memory_format=torch.channels_last)
     amp_dtype = _amp_dtype(device, config.amp)
@@ -326,30 +368,46 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
     # Head-only epochs (all of them, or those before unfreezing) can train on features computed once,
     # because a frozen body in eval mode maps each un-augmented image to the same vector every epoch.
     head_only_epochs = config.epochs if target == ["head"] else max(config.unfreeze_after, 0)
-    use_features = (head_only_epochs > start_epoch and config.augment == "none" and config.cache_features
+    # With cached_views, augmented runs too: a few views per image are embedded once and epochs draw among them.
+    views = config.cached_views if config.augment != "none" else 0
+    use_features = (head_only_epochs > start_epoch and (config.augment == "none" or views > 0) and config.cache_features
                     and type(technique).inputs is Technique.inputs)  # multi-view techniques need the images
     batch = per_rank_batch(config.batch_size, ddp.world)
     eval_batch = max(batch, 64)
     gen = torch.Generator()
     gen.manual_seed(config.seed)
-    train_images = _Samples(data.train, data.train_targets, cache, technique.train_transform(pre, config))
-    val_images = _Samples(data.val, data.val_targets, cache, datasets.eval_transform(pre))
-    loaders = {False: (_loader(train_images, batch, True, config, device, generator=gen, drop_last=technique.drop_last),
+    drop = drop_short_batch(technique, len(data.train), config.batch_size)
+    if own:
+        train_images, val_images, plain = own
+    else:
+        train_images = _Samples(data.train, data.train_targets, cache, technique.train_transform(pre, config))
+        val_images = _Samples(data.val, data.val_targets, cache, datasets.eval_transform(pre))
+    loaders = {False: (_loader(train_images, batch, True, config, device, generator=gen, drop_last=drop),
                        _loader(val_images, eval_batch, False, config, device))}
+    cached = None  # (train rows, val rows) of body features, when computed: the probe warm start reuses them
     if use_features:
         n_all = len(data.train) + len(data.val)
-        plain = _Samples(data.train, data.train_targets, cache, datasets.eval_transform(pre))
+        if not own:
+            plain = _Samples(data.train, data.train_targets, cache, datasets.eval_transform(pre))
         tick = lambda off: (lambda d: emit("phase", phase="embedding images once", done=off + d, total=n_all))
         # under DDP each rank embeds its shard and the rows are all-gathered back into order
+        if views:
+            n_all += len(data.train) * (views - 1)
         ftr = ddp.gather_rows(_embed_rows(model, _loader(ddp.shard(plain), EMBED_BATCH, False, config, device), pre,
-                                          device, tick(0), channels_last))
+                                          device, tick(0), channels_last, technique.prepare))
+        # view 0 is the plain image; views 1.. are draws of the training transform
+        extra = [ddp.gather_rows(_embed_rows(model, _loader(ddp.shard(train_images), EMBED_BATCH, False, config, device),
+                                             pre, device, tick(len(data.train) * v), channels_last, technique.prepare))
+                 ["_x"] for v in range(1, views)]
         fva = ddp.gather_rows(_embed_rows(model, _loader(ddp.shard(val_images), EMBED_BATCH, False, config, device),
-                                          pre, device, tick(len(data.train)), channels_last))
-        loaders[True] = (_loader(_Rows(ftr.pop("_x"), ftr), batch, True, config, device, generator=gen,
-                                 drop_last=technique.drop_last),
+                                          pre, device, tick(n_all - len(data.val)), channels_last, technique.prepare))
+        cached = ({**ftr}, {**fva})
+        rows = _Views(torch.stack([ftr.pop("_x")] + extra, 1), ftr, config.seed) if views else _Rows(ftr.pop("_x"), ftr)
+        loaders[True] = (_loader(rows, batch, True, config, device, generator=gen,
+                                 drop_last=drop),
                          _loader(_Rows(fva.pop("_x"), fva), eval_batch, False, config, device))
     loaders = ddp.shard_loaders(loaders, config.seed)
-    forward = _Forward(model, pre, device, amp_dtype, channels_last, use_features)
+    forward = _Forward(model, pre, device, amp_dtype, channels_last, use_features, technique.prepare)
     if config.compile:
         forward.model = torch.compile(model)
 
@@ -388,6 +446,11 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         best_metrics = json.loads(ck["best_metrics"])
         checkpoints.set_rng_state(ck["rng"])
         gen.set_state(ck["loader_rng"])
+        end = _schedule_end(ck["scheduler"], step)
+        if end is not None and end < total_steps:  # epochs were raised ("train N more epochs"): a warm restart
+            sched = restart_schedule(config, opt, total_steps - step)
+            emit("warning", epoch=start_epoch, message=f"epochs raised to {config.epochs}: the learning-rate "
+                 f"schedule restarts over the {config.epochs - start_epoch} new epochs at {RESTART_FACTOR:g}x its first peak")
         emit("resumed", epoch=start_epoch, step=step)
 
     emit("start", technique=technique.name, device=str(device), n_train=len(data.train), n_val=len(data.val),
@@ -396,6 +459,16 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
          versions=loading.versions(), environment=_environment(device), dataset_hash=data.dataset_hash,
          steps_per_epoch=steps_per_epoch, epochs=config.epochs, batch_size=config.batch_size,
          resumed=ck is not None, start_epoch=start_epoch, **data.info)
+    if config.probe_init and ck is None:  # a resumed run already has its warm-started (and trained) head
+        found = _warm_start(config, technique, model, cached, data, cache, pre, device, ddp, emit, channels_last)
+        if found and technique.validates and config.early_stopping_metric == "val_acc" and data.val:
+            # the probe is "epoch 0", the best so far: an epoch must beat it to replace it, so the model handed
+            # over is never worse on validation than the linear probe, whatever fine-tuning does
+            best_score, best_epoch = found["probe_val_acc"], 0
+            best_metrics = {"val_accuracy": found["probe_val_acc"], "val_loss": found.get("probe_val_loss"),
+                            "epoch": 0, "probe": True}
+            if ddp.main:
+                best.update(best_metrics)
 
     micro = batch  # largest chunk that fits on the device; halved on CUDA out-of-memory
 
@@ -425,6 +498,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         return loss_sum / n, sums
 
     t_loop, ips, prev_groups = time.time(), 0.0, groups
+    budget, first_step, stopped_by = _Budget(config.time_budget_s, t_fit), step, None
     last_epoch = start_epoch
     for epoch in range(start_epoch, config.epochs):
         groups = active_groups(config, target, epoch)
@@ -438,14 +512,22 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         ddp.prepare(forward, model, config, groups)
         train_loader, val_loader = loaders[features]
         ddp.set_epoch(train_loader, epoch)
+        if isinstance(train_loader.dataset, _Views):
+            train_loader.dataset.set_epoch(epoch)
+        forward.size = None if features else epoch_image_size(config, pre.crop_size, epoch)
         if features:  # the body is not used (its features are cached) and stays in eval mode: skip a full walk
             model.head.train()
         else:
             freezing.set_train_mode(model, config.backbone, groups)
+            if config.body_eval:  # the features the probe was fitted on: pretrained BN statistics, no dropout
+                model.body.eval()  # or stochastic depth (gradients still reach every learning layer)
         tot_loss, tot_n, sums = 0.0, 0, {}
         t_epoch = time.time()
         for x, y in train_loader:
             control.checkpoint()
+            if budget.on and step > first_step and ddp.agree(budget.spent()):  # ranks must leave together
+                stopped_by = "time_budget"
+                break
             t0 = time.time()
             while True:
                 try:
@@ -479,6 +561,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
                  lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=eta, **technique.step_metrics(nums))
 
         (model.head if features else model).eval()
+        train_size, forward.size = forward.size or pre.crop_size, None  # validation sees full-size images
         keys = sorted(sums)
         tot_loss, tot_n, *summed = ddp.sum(tot_loss, tot_n, *(float(sums[k]) for k in keys))
         train = {"train_loss": tot_loss / max(tot_n, 1), **technique.train_metrics(dict(zip(keys, summed)))}
@@ -498,17 +581,25 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         else:
             stale += 1
         last_epoch = epoch + 1
+        budget.record(features, time.time() - t_epoch)
         if ddp.main:
             checkpoints.save_last(run, learned, opt, sched, gen, epoch=epoch + 1, best_score=best_score,
                        best_epoch=best_epoch, stale=stale, step=step, best_metrics=json.dumps(best_metrics),
                        best_pending=best.unwritten())
-        emit("epoch", epoch=epoch + 1, epochs=config.epochs, **metrics,
+        emit("epoch", epoch=epoch + 1, epochs=config.epochs, **metrics, train_image_size=train_size,
              lr=opt.param_groups[0]["lr"], lrs={g["name"]: g["lr"] for g in opt.param_groups if g["name"] in groups},
              time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
         if ddp.agree(config.early_stopping_patience and stale >= config.early_stopping_patience):
             emit("early_stop", epoch=epoch + 1, best_epoch=best_epoch,
                  message=f"no improvement of {config.early_stopping_metric} for {stale} epochs; "
                          f"keeping epoch {best_epoch}")
+            break
+        next_features = use_features and epoch + 1 < head_only_epochs
+        if budget.on and epoch + 1 < config.epochs and (stopped_by or ddp.agree(not budget.next_fits(next_features))):
+            stopped_by = "time_budget"
+            emit("budget", epoch=epoch + 1, best_epoch=best_epoch, budget_s=config.time_budget_s,
+                 elapsed_s=budget.elapsed(), message=f"stopped at the time budget of {config.time_budget_s:g} s "
+                 f"after epoch {epoch + 1} of {config.epochs}; keeping epoch {best_epoch}")
             break
 
     if ddp.main:
@@ -526,18 +617,102 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
               "val_accuracy": best_metrics.get("val_accuracy", no_val),
               "val_loss": best_metrics.get("val_loss"), "best_epoch": best_epoch, "epochs_run": last_epoch,
               "run_dir": str(run.path), "elapsed_s": time.time() - t_loop, **technique.result(best_metrics)}
+    if stopped_by:
+        result.update(stopped_by=stopped_by, time_budget_s=config.time_budget_s)
     runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
     return result
 
 
+RESTART_FACTOR = 0.5  # peak of a restarted schedule relative to the first one (SGDR-style warm restarts decay it)
+
+
+def _schedule_end(state: dict, step: int) -> int | None:
+    """The step at which a saved schedule ends (it began at ``step - last_epoch``); None for a constant one."""
+    length = state.get("T_max") or state.get("total_steps")
+    return None if length is None else step - int(state["last_epoch"]) + int(length)
+
+
+def restart_schedule(config: RunConfig, opt: torch.optim.Optimizer, steps: int):
+    """A new schedule of the config's kind over ``steps`` more steps, peaking at RESTART_FACTOR times the first
+    schedule's peak: the finished schedule had annealed to ~0, and rising back to the full peak would undo
+    much of what the first run learned."""
+    for g in opt.param_groups:
+        peak = g.get("max_lr", g.get("initial_lr", g["lr"])) * RESTART_FACTOR
+        g["lr"] = g["initial_lr"] = peak
+    return make_scheduler(config, opt, steps)
+
+
+class _Budget:
+    """The run's time budget: whether it is spent, and whether another epoch of a kind would still fit."""
+
+    def __init__(self, seconds: float, t0: float):
+        self.seconds, self.t0, self.times = float(seconds), t0, {}
+
+    @property
+    def on(self) -> bool:
+        return self.seconds > 0
+
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+    def spent(self) -> bool:
+        return self.on and self.elapsed() > self.seconds
+
+    def record(self, kind, seconds: float) -> None:
+        """One finished epoch's duration; ``kind`` separates cached-feature epochs from image epochs."""
+        self.times.setdefault(kind, []).append(seconds)
+
+    def next_fits(self, kind) -> bool:
+        """Whether an epoch of ``kind`` would end within the budget (unknown kinds are tried; the check
+        between steps stops them)."""
+        seen = self.times.get(kind)
+        if not seen:
+            return not self.spent()
+        return self.elapsed() + sum(seen) / len(seen) <= self.seconds
+
+
+def _warm_start(config, technique, model, cached, data, cache, pre, device, ddp, emit, channels_last) -> dict | None:
+    """The linear-probe warm start: the technique fits its head on frozen-body features of the training
+    images (eval transform), reusing the cached features when the loop computed them."""
+    if type(technique).warm_start is Technique.warm_start:
+        emit("warning", message=f"probe_init is not available for technique {technique.name}; the head starts "
+                                f"from its usual initialisation")
+        return None
+    if cached is None and cache is None:  # a technique with its own datasets (text): nothing here to embed
+        emit("warning", message=f"probe_init needs cached features for technique {technique.name}; the head starts "
+                                f"from its usual initialisation")
+        return None
+    if cached is None:  # augmented or fine-tuning runs: embed the un-augmented images once, for the probe only
+        n_all = len(data.train) + len(data.val)
+        tick = lambda off: (lambda d: emit("phase", phase="embedding images for the probe", done=off + d, total=n_all))
+        rows = []
+        for off, (paths, targets) in ((0, (data.train, data.train_targets)),
+                                      (len(data.train), (data.val, data.val_targets))):
+            plain = _Samples(paths, targets, cache, datasets.eval_transform(pre))
+            rows.append(ddp.gather_rows(_embed_rows(model, _loader(ddp.shard(plain), EMBED_BATCH, False, config,
+                                                                   device), pre, device, tick(off), channels_last,
+                                                    technique.prepare)))
+        cached = tuple(rows)
+    t0 = time.time()
+    model.head.eval()
+    found = technique.warm_start(config, model, *cached)  # every rank fits on the same gathered rows
+    if ddp.world > 1:  # ... and takes rank 0's result, so float summation order cannot make the heads differ
+        state = ddp.broadcast_object({k: v.cpu() for k, v in model.head.state_dict().items()})
+        model.head.load_state_dict(state)
+    if found is not None:
+        emit("probe", **found, time_s=time.time() - t0)
+    return found
+
+
 @torch.no_grad()
-def _embed_rows(model, loader, pre, device, on_progress, channels_last: bool) -> dict[str, torch.Tensor]:
+def _embed_rows(model, loader, pre, device, on_progress, channels_last: bool,
+                prepare=None) -> dict[str, torch.Tensor]:
     """Body features (under "_x") and the targets of every sample of a loader, in order."""
     model.body.eval()
     rows: dict[str, list] = {"_x": []}
     done = 0
     for x, y in loader:
-        x = datasets.normalize(x.to(device), pre)
+        x = (prepare or datasets.normalize)(x.to(device), pre)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         rows["_x"].append(model.body(x).float().cpu())

@@ -44,6 +44,7 @@ class Technique:
     validates = True                    # False: no validation split; epochs are judged on training metrics
     drop_last = False                   # drop a short last batch (contrastive losses need negatives)
     stopped_message = "stopped by the user; the best checkpoint so far is kept"
+    modality = "image"                  # what a sample is: "image" (decoded, cached, augmented) or "text" (token ids)
 
     def check(self, config: RunConfig) -> None:
         """Refuse this technique's bad parameters with a ValueError (called when a run or job starts)."""
@@ -55,6 +56,23 @@ class Technique:
     def build(self, config: RunConfig, data: Data) -> nn.Module:
         """The model, a ``TransferNet``-shaped module (``.body`` and ``.head``)."""
         raise NotImplementedError
+
+    def preprocessing(self, config: RunConfig) -> Preprocessing | None:
+        """The input preprocessing the model is saved with: the backbone's, at the config's image size."""
+        from core.models import backbones
+
+        return backbones.preprocessing_for(config)
+
+    def samples(self, config: RunConfig, data: Data, pre, emit):
+        """(training, validation, un-augmented training) datasets of (input, {target: row}) pairs, or None for
+        the loop's own image datasets over the decode-once cache (the default)."""
+        return None
+
+    def prepare(self, x: torch.Tensor, pre) -> torch.Tensor:
+        """A batch on the device -> the body's input: images are normalised by the preprocessing's mean/std."""
+        from core.data import datasets
+
+        return datasets.normalize(x, pre)
 
     def train_transform(self, pre: Preprocessing, config: RunConfig):
         """uint8 CHW square -> the training view(s) of one image."""
@@ -103,3 +121,9 @@ class Technique:
     def result(self, best_metrics: dict) -> dict:
         """Technique-specific fields of result.json and the end event."""
         return {}
+
+    def warm_start(self, config: RunConfig, model: nn.Module, train: dict[str, torch.Tensor],
+                   val: dict[str, torch.Tensor]) -> dict | None:
+        """Before the first step of a fresh run with ``probe_init``: set the head from frozen-body features
+        (rows under "_x" beside the targets); returns numbers for the 'probe' event, None when unsupported."""
+        return None

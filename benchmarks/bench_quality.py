@@ -1,0 +1,160 @@
+"""Quality benchmark (issue 13): each preset's accuracy and wall time next to a linear probe, on sets built here.
+
+    python benchmarks/bench_quality.py            # the full table (about 8-10 minutes on 2 CPU cores)
+    python benchmarks/bench_quality.py --quick    # a smoke run: one tiny set, the quick preset
+
+For every dataset: a linear probe (scikit-learn logistic regression on frozen EfficientNet-Lite0 features of the
+same train/validation split, computed in this run) and, for each preset, ``core.train.presets.plan`` ->
+``fit`` -> validation accuracy, wall time of the whole run and the plan's expected time; for the "balanced" run
+also the int8 export's validation accuracy next to fp32 (``core.results.formats.int8_summary``).
+
+Datasets: scikit-learn digits (8x8 images stored at 64 px, trained at whatever size the preset picks), Pillow
+shapes, a low-data subset of each, and "photos": crops of the two photographs scikit-learn ships
+(``load_sample_images``: a temple in China and a flower), a two-class real-photo set that needs no network.
+The presets run under a per-preset time budget (``--budgets``) so the whole table fits in ten minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PRESET_NAMES = ("quick", "balanced", "best")
+
+
+def sample_photos(dest: Path, per_class: int, size: int = 160, seed: int = 0) -> Path:
+    """Random square crops (25-60 % of the shorter side, some mirrored) of scikit-learn's two sample photos."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = random.Random(seed)
+    data = load_sample_images()
+    for name, arr in zip(("china", "flower"), data.images):
+        img = Image.fromarray(arr)
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            side = int(min(img.size) * rng.uniform(0.25, 0.6))
+            x, y = rng.randrange(img.width - side), rng.randrange(img.height - side)
+            crop = img.crop((x, y, x + side, y + side)).resize((size, size))
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            crop.save(dest / name / f"{name}_{i:03d}.jpg", quality=90)
+    return dest
+
+
+def build_sets(root: Path, quick: bool) -> dict[str, Path]:
+    """The benchmark's datasets as class folders under ``root``."""
+    from core.data.datasets import make_sample
+
+    if quick:
+        return {"shapes-low": make_sample("shapes", root / "shapes-low", per_class=8)}
+    return {"digits": make_sample("digits", root / "digits", per_class=30),
+            "digits-low": make_sample("digits", root / "digits-low", per_class=6),
+            "shapes": make_sample("shapes", root / "shapes", per_class=40),
+            "shapes-low": make_sample("shapes", root / "shapes-low", per_class=8),
+            "photos": sample_photos(root / "photos", per_class=40)}
+
+
+def linear_probe(data: Path, seed: int = 0, val_fraction: float = 0.2) -> dict:
+    """Logistic regression on frozen EfficientNet-Lite0 features (224 px, ImageNet preprocessing) of the split
+    the runs use: the simplest honest baseline."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from core.config import RunConfig
+    from core.data import datasets
+    from core.models import backbones
+
+    t0 = time.perf_counter()
+    config = RunConfig(data=str(data), seed=seed, val_fraction=val_fraction)
+    pre = backbones.preprocessing_for(config)
+    split = datasets.split(datasets.load_index(str(data)), val_fraction, seed)
+    cache = datasets.ImageCache([p for p, _ in split.train + split.val], pre)
+    crop = datasets.eval_transform(pre)
+    body = backbones.build_model(config.backbone, len(split.classes), pretrained=True).body.eval()
+
+    @torch.no_grad()
+    def embed(items):
+        xs = [datasets.normalize(torch.stack([crop(cache.get(p)) for p, _ in items[i:i + 64]]), pre)
+              for i in range(0, len(items), 64)]
+        return torch.cat([body(x) for x in xs]).numpy()
+
+    xtr, xva = embed(split.train), embed(split.val)
+    ytr, yva = np.array([y for _, y in split.train]), np.array([y for _, y in split.val])
+    clf = LogisticRegression(max_iter=2000, C=1.0).fit(xtr, ytr)
+    return {"val_acc": float((clf.predict(xva) == yva).mean()), "wall_s": time.perf_counter() - t0,
+            "n_train": len(ytr), "n_val": len(yva)}
+
+
+def run_preset(data: Path, preset: str, budget: float, int8: bool) -> dict:
+    """plan -> fit -> accuracy and wall time (planning included); optionally the int8 export's accuracy."""
+    from core.config import RunConfig
+    from core.results import formats
+    from core.techniques import fit
+    from core.train import presets
+
+    t0 = time.perf_counter()
+    plan = presets.plan(str(data), preset, time_budget_s=budget)
+    fields = {k: v for k, v in plan.fields.items() if k not in ("preset", "data")}
+    res = fit(RunConfig(data=str(data), preset=preset, **fields))
+    out = {"val_acc": res["val_accuracy"], "wall_s": time.perf_counter() - t0, "expected_s": plan.expected_s,
+           "epochs_run": res.get("epochs_run"), "fields": {k: plan.fields[k] for k in
+                                                           ("backbone", "image_size", "trainable", "epochs")
+                                                           if k in plan.fields}}
+    if int8:
+        q = formats.int8_summary(formats.export(res["run_dir"], "int8")) or {}
+        out["int8"] = {k: q.get(k) for k in ("fp32_val_accuracy", "int8_val_accuracy", "method", "within_tolerance")}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: one tiny dataset, the quick preset only")
+    ap.add_argument("--presets", default=",".join(PRESET_NAMES))
+    ap.add_argument("--budgets", default="quick=15,balanced=30,best=45",
+                    help="seconds of time budget per preset (the presets' own defaults are minutes)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 export of the balanced runs")
+    a = ap.parse_args()
+
+    home = tempfile.mkdtemp(prefix="ts-bench-quality-")
+    os.environ["TRANSFER_STUDIO_HOME"] = home
+    from bench_engine import machine  # noqa: E402 (after the workspace is set)
+
+    budgets = {k: float(v) for k, v in (kv.split("=") for kv in a.budgets.split(","))}
+    names = ["quick"] if a.quick else [p for p in a.presets.split(",") if p]
+    t_all = time.perf_counter()
+    print(f"machine: {machine()}")
+    sets = build_sets(Path(home) / "data", a.quick)
+    rows = []
+    print(f"{'dataset':<11} {'train/val':>9} {'preset':<9} {'val acc':>7} {'probe':>6} {'diff':>6} {'wall s':>7} "
+          f"{'expect s':>8}  int8 / fp32")
+    for ds, path in sets.items():
+        probe = linear_probe(path)
+        print(f"{ds:<11} {probe['n_train']:>4}/{probe['n_val']:<4} {'probe':<9} {probe['val_acc']:7.3f} "
+              f"{'':>6} {'':>6} {probe['wall_s']:7.1f}", flush=True)
+        rows.append({"dataset": ds, "preset": "linear-probe", **probe})
+        for preset in names:
+            r = run_preset(path, preset, budgets.get(preset, 30.0), int8=preset == ("quick" if a.quick else "balanced")
+                           and not a.no_int8)
+            q = r.get("int8")
+            q_text = f"{q['int8_val_accuracy']:.3f} / {q['fp32_val_accuracy']:.3f} ({q['method']})" if q and \
+                q.get("int8_val_accuracy") is not None else ""
+            print(f"{ds:<11} {'':>9} {preset:<9} {r['val_acc']:7.3f} {probe['val_acc']:6.3f} "
+                  f"{r['val_acc'] - probe['val_acc']:+6.3f} {r['wall_s']:7.1f} {r['expected_s']:8.1f}  {q_text}",
+                  flush=True)
+            rows.append({"dataset": ds, "preset": preset, "probe_acc": probe["val_acc"], **r})
+    print(f"total wall time {time.perf_counter() - t_all:.0f} s")
+    print("json: " + json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

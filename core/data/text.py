@@ -1,0 +1,383 @@
+"""Text datasets: CSV / TSV / JSONL tables or class folders of .txt files, a health report, a split.
+
+Torch-free, like the rest of core/data. A table either has ``text`` and ``label`` columns, or one free-text
+column and one label column that are detected (the longest, most varied string column is the text; a
+column with few distinct values is the label). Bytes that are not UTF-8 are reported per row (row numbers
+as a spreadsheet shows them: the header is row 1) and replaced by U+FFFD, so one bad row never sinks a file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import statistics
+import unicodedata
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from core.data.labels import label_problem
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+TEXT_NAMES = ("text", "sentence", "review", "comment", "message", "content", "body", "utterance")
+LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "intent")
+_IMAGE_EXT = re.compile(r"\.(jpe?g|png|bmp|gif|webp|tiff?)$", re.IGNORECASE)
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+@dataclass
+class TextRow:
+    """One sample: its text, its label and where it came from (row number or file name)."""
+
+    text: str
+    label: str
+    where: str
+
+
+@dataclass
+class TextTable:
+    """The rows of a text dataset, the columns they came from, and what was wrong on the way in."""
+
+    rows: list[TextRow]
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding_problems: list[dict] = field(default_factory=list)   # {"row": where, "message": ...}
+    skipped: list[dict] = field(default_factory=list)             # rows without a usable label
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted class names."""
+        return sorted({r.label for r in self.rows})
+
+
+def normalise(text: str) -> str:
+    """The form duplicates and leakage are judged by: NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _decode(raw: bytes) -> str:
+    # surrogateescape keeps each undecodable byte as a marker character, so the row holding it can be named
+    text = raw.decode("utf-8", errors="surrogateescape")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _repair(value: str, where: str, problems: list[dict]) -> str:
+    bad = _SURROGATE.findall(value)
+    if not bad:
+        return value
+    shown = " ".join(f"0x{ord(c) - 0xDC00:02X}" for c in bad[:4])
+    problems.append({"row": where, "message": f"{len(bad)} byte(s) that are not UTF-8 ({shown}); "
+                                              f"replaced by U+FFFD — save the file as UTF-8 to keep them"})
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _records(path: Path, raw: bytes) -> tuple[list[str], list[tuple[str, dict]]]:
+    """(column names, [(row number as shown, {column: cell})]) of a CSV, TSV or JSONL file."""
+    text = _decode(raw)
+    if path.suffix.lower() == ".jsonl":
+        out, columns = [], []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path.name} line {i} is not JSON ({e.msg}); each line of a .jsonl file must be "
+                                 f'one object such as {{"text": "...", "label": "..."}}') from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path.name} line {i} is a JSON {type(rec).__name__}, expected an object")
+            columns += [k for k in rec if k not in columns]
+            out.append((str(i), {k: "" if v is None else str(v) for k, v in rec.items()}))
+        return columns, out
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    if not header:
+        raise ValueError(f"{path.name} is empty; expected a header row such as text,label")
+    header = [h.strip() for h in header]
+    rows = []
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue
+        rows.append((str(reader.line_num), dict(zip(header, values))))
+    return header, rows
+
+
+def detect_columns(columns: list[str], records: list[dict]) -> tuple[str, str]:
+    """(text column, label column): named ones first, else the longest varied column and a few-valued one."""
+    lower = {c.lower(): c for c in columns}
+    text_col = next((lower[n] for n in TEXT_NAMES if n in lower), None)
+    label_col = next((lower[n] for n in LABEL_NAMES if n in lower), None)
+    if text_col and label_col:
+        return text_col, label_col
+    sample = records[:2000]
+    stats = {}
+    for c in columns:
+        vals = [r.get(c, "") for r in sample]
+        filled = [v for v in vals if v.strip()]
+        if not filled:
+            continue
+        stats[c] = {"mean_len": statistics.fmean(len(v) for v in filled),
+                    "distinct": len(set(filled)), "n": len(filled),
+                    "paths": sum(bool(_IMAGE_EXT.search(v.strip())) for v in filled) / len(filled)}
+    if text_col is None:
+        free = [c for c, s in stats.items() if c != label_col and s["paths"] < 0.5 and s["mean_len"] >= 15
+                and s["distinct"] >= 0.5 * s["n"]]
+        text_col = max(free, key=lambda c: stats[c]["mean_len"], default=None)
+    if label_col is None and text_col is not None:
+        few = [c for c, s in stats.items() if c != text_col and 2 <= s["distinct"] <= max(2, min(200, s["n"] // 2))]
+        label_col = min(few, key=lambda c: stats[c]["distinct"], default=None)
+    if text_col is None or label_col is None:
+        raise ValueError(f"could not tell the text and the label columns apart among {', '.join(columns) or 'none'}; "
+                         f"name them text and label (one free-text column and one column with a few distinct "
+                         f"values also works)")
+    return text_col, label_col
+
+
+def _from_records(columns, records, text_col=None, label_col=None) -> TextTable:
+    plain = [r for _, r in records]
+    if text_col is None or label_col is None:
+        dt, dl = detect_columns(columns, plain)
+        text_col, label_col = text_col or dt, label_col or dl
+    for c in (text_col, label_col):
+        if c not in columns:
+            raise ValueError(f"column {c!r} is not in the file; its columns are {', '.join(columns)}")
+    table = TextTable([], text_col, label_col)
+    for where, rec in records:
+        text = _repair(rec.get(text_col, "") or "", where, table.encoding_problems)
+        label = _repair(rec.get(label_col, "") or "", where, []).strip()
+        problem = label_problem(label)
+        if problem:
+            table.skipped.append({"row": where, "message": f"label {label!r} {problem}; row left out"})
+            continue
+        table.rows.append(TextRow(text, label, where))
+    return table
+
+
+def _from_folders(files: dict[str, bytes]) -> TextTable:
+    """Class folders of .txt files: ``{"class/name.txt": bytes}`` (any leading common folder ignored)."""
+    table = TextTable([])
+    for name in sorted(files):
+        parts = Path(name).parts
+        if len(parts) < 2 or any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue
+        text = _repair(_decode(files[name]), name, table.encoding_problems)
+        table.rows.append(TextRow(text.strip(), parts[-2], name))
+    return table
+
+
+def read(path: str | Path, text_column: str | None = None, label_column: str | None = None) -> TextTable:
+    """Read a CSV/TSV/JSONL table, a .zip of class folders of .txt files, or such a folder."""
+    path = Path(path)
+    if path.is_dir():
+        files = {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*.txt") if p.is_file()}
+        table = _from_folders(files)
+    elif path.suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as z:
+            files = {n: z.read(n) for n in z.namelist() if n.lower().endswith(".txt") and not n.endswith("/")}
+        table = _from_folders(files)
+    elif path.suffix.lower() in TABLE_SUFFIXES:
+        columns, records = _records(path, path.read_bytes())
+        table = _from_records(columns, records, text_column, label_column)
+    else:
+        raise ValueError(f"{path.name}: expected a .csv, .tsv, .jsonl, a .zip of class folders of .txt files, "
+                         f"or such a folder")
+    if not table.rows:
+        raise ValueError(f"{path.name} holds no labelled text; expected rows of text,label or class folders of .txt")
+    return table
+
+
+def looks_like_text(path: str | Path) -> bool:
+    """True when ``path`` is a table whose columns hold free text and labels (not image file names)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() == ".zip" and path.is_file():
+        return _mostly_txt(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
+        return False
+    try:
+        columns, records = _records(path, path.read_bytes()[:1_000_000])
+        detect_columns(columns, [r for _, r in records])
+    except (ValueError, csv.Error):
+        return False
+    return True
+
+
+def _mostly_txt(path: Path) -> bool:
+    """A folder or zip whose files (hidden ones aside) are .txt files inside class folders."""
+    if path.is_dir():
+        names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+    else:
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if not n.endswith("/")]
+        except zipfile.BadZipFile:
+            return False
+    names = [n for n in names if not any(p.startswith(".") or p == "__MACOSX" for p in Path(n).parts)]
+    txt = [n for n in names if n.lower().endswith(".txt") and len(Path(n).parts) >= 2]
+    return bool(txt) and len(txt) >= 0.9 * len(names)
+
+
+# --- split -------------------------------------------------------------------------------------------
+
+@dataclass
+class TextSplit:
+    """Train and validation rows as (text, class index), and the class names."""
+
+    classes: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (the run's split.json)."""
+        return {"classes": self.classes, "train": self.train, "val": self.val}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TextSplit":
+        """Back from ``to_dict``."""
+        return cls(list(d["classes"]), [tuple(r) for r in d["train"]], [tuple(r) for r in d["val"]])
+
+
+def split(table: TextTable, val_fraction: float, seed: int) -> TextSplit:
+    """A stratified random split, by the image rules: rows sorted first, so the seed alone decides it."""
+    from sklearn.model_selection import train_test_split
+
+    classes = table.classes
+    counts = Counter(r.label for r in table.rows)
+    thin = sorted(c for c, n in counts.items() if n < 2)
+    if thin:
+        raise ValueError(f"class(es) {', '.join(map(repr, thin))} have 1 text; each class needs at least 2 — add "
+                         f"texts or remove those rows")
+    idx = {c: i for i, c in enumerate(classes)}
+    rows = sorted((r.text, idx[r.label]) for r in table.rows)
+    n_val = max(len(classes), int(round(len(rows) * val_fraction)))
+    if len(rows) - n_val < len(classes):
+        raise ValueError(f"{len(rows)} texts are too few to hold out {n_val} for validation and still train on "
+                         f"every one of the {len(classes)} classes; add texts or lower val_fraction")
+    tr, va = train_test_split(rows, test_size=n_val, random_state=seed, stratify=[y for _, y in rows])
+    return TextSplit(classes, list(tr), list(va))
+
+
+# --- health ------------------------------------------------------------------------------------------
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _summary(values: list[int]) -> dict:
+    if not values:
+        return {"min": 0, "median": 0, "p95": 0, "max": 0, "mean": 0.0}
+    v = sorted(values)
+    return {"min": v[0], "median": v[len(v) // 2], "p95": v[min(len(v) - 1, int(0.95 * len(v)))],
+            "max": v[-1], "mean": round(statistics.fmean(v), 1)}
+
+
+def health(table: TextTable, val_fraction: float = 0.2, seed: int = 0,
+           count_tokens: Callable[[str], int] | None = None, max_length: int | None = None) -> dict:
+    """Counts per class, lengths, empty and duplicate rows, train/validation leakage and encoding problems.
+
+    ``count_tokens`` measures length in the encoder's tokens (whitespace words when None); with ``max_length``
+    the report also says how many texts will be cut."""
+    count = count_tokens or _words
+    counts = Counter(r.label for r in table.rows)
+    empty = [r.where for r in table.rows if not r.text.strip()]
+    groups: dict[str, list[TextRow]] = {}
+    for r in table.rows:
+        if r.text.strip():
+            groups.setdefault(normalise(r.text), []).append(r)
+    dupes = [g for g in groups.values() if len(g) > 1]
+    conflicts = [g for g in dupes if len({r.label for r in g}) > 1]
+    tokens = [count(r.text) for r in table.rows]
+    report = {
+        "n": len(table.rows), "classes": dict(sorted(counts.items())),
+        "columns": {"text": table.text_column, "label": table.label_column},
+        "chars": _summary([len(r.text) for r in table.rows]),
+        "tokens": _summary(tokens), "token_unit": "tokens" if count_tokens else "words",
+        "empty_rows": empty,
+        "duplicates": [{"rows": [r.where for r in g], "text": g[0].text[:120],
+                        "labels": sorted({r.label for r in g})} for g in dupes],
+        "conflicting_duplicates": len(conflicts),
+        "encoding_problems": table.encoding_problems, "skipped": table.skipped,
+        "imbalance": round(max(counts.values()) / max(min(counts.values()), 1), 2) if counts else 0.0,
+    }
+    if max_length:
+        report["truncated"] = sum(t > max_length for t in tokens)
+    report["leakage"] = _leakage(table, val_fraction, seed)
+    report["warnings"] = _warnings(report)
+    return report
+
+
+def _leakage(table: TextTable, val_fraction: float, seed: int) -> dict:
+    """Validation texts whose normalised form also sits in training: they inflate validation accuracy."""
+    try:
+        s = split(table, val_fraction, seed)
+    except ValueError as e:
+        return {"checked": False, "reason": str(e), "n": 0, "examples": []}
+    seen = {normalise(t) for t, _ in s.train}
+    leaked = [t for t, _ in s.val if normalise(t) in seen]
+    return {"checked": True, "n": len(leaked), "n_val": len(s.val), "examples": [t[:120] for t in leaked[:5]]}
+
+
+def _warnings(r: dict) -> list[str]:
+    """The report's findings as sentences that say what to do."""
+    out = []
+    thin = [c for c, n in r["classes"].items() if n < 5]
+    if thin:
+        out.append(f"class(es) {', '.join(thin)} have fewer than 5 texts; add examples for a reliable model")
+    if r["empty_rows"]:
+        out.append(f"{len(r['empty_rows'])} empty text(s) (rows {', '.join(r['empty_rows'][:5])}); remove them")
+    if r["duplicates"]:
+        out.append(f"{len(r['duplicates'])} text(s) appear more than once"
+                   + (f", {r['conflicting_duplicates']} with different labels — decide on one label"
+                      if r["conflicting_duplicates"] else "; consider removing the copies"))
+    if r["leakage"].get("n"):
+        out.append(f"{r['leakage']['n']} validation text(s) also appear in training, so validation accuracy will "
+                   f"look better than it is; remove the duplicates")
+    if r["encoding_problems"]:
+        rows = ", ".join(p["row"] for p in r["encoding_problems"][:5])
+        out.append(f"{len(r['encoding_problems'])} row(s) are not valid UTF-8 (rows {rows}); save the file as UTF-8")
+    if r.get("truncated"):
+        out.append(f"{r['truncated']} text(s) are longer than max_length and will be cut; raise max_length to keep "
+                   f"their ends")
+    if r["imbalance"] >= 10:
+        out.append(f"the largest class has {r['imbalance']}x the texts of the smallest; consider class_weights")
+    return out
+
+
+# --- a text dataset made offline: topic sentences whose keywords come from two disjoint word lists -----------
+
+TOPIC_WORDS = {  # (words for training, synonyms held out for testing transfer)
+    "food": (("pizza", "pasta", "soup", "salad", "bread", "cheese"),
+             ("sushi", "burger", "noodles", "pancakes", "curry", "steak")),
+    "sports": (("football", "tennis", "basketball", "golf", "hockey", "swimming"),
+               ("soccer", "baseball", "volleyball", "rugby", "cricket", "boxing")),
+    "weather": (("rain", "snow", "storm", "fog", "wind", "thunder"),
+                ("hail", "drizzle", "blizzard", "sleet", "hurricane", "heatwave")),
+    "technology": (("laptop", "smartphone", "software", "computer", "tablet", "printer"),
+                   ("keyboard", "router", "server", "processor", "website", "app")),
+}
+TEMPLATES = ("We talked about the {w} all evening.", "Have you heard the news about the {w}?",
+             "My friend keeps mentioning the {w}.", "The article was mostly about the {w}.",
+             "There was a long discussion on the {w} today.", "I read a report about the {w} this morning.",
+             "Everyone at work had an opinion on the {w}.", "The podcast spent an hour on the {w}.")
+
+
+def make_sample(dest: str | Path, per_class: int = 24, held_out: bool = False, seed: int = 0) -> Path:
+    """A CSV of ``text,label`` topic sentences (4 classes); ``held_out`` uses synonyms never seen in training."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for label, (seen, unseen) in TOPIC_WORDS.items():
+        pairs = [(t, w) for t in TEMPLATES for w in (unseen if held_out else seen)]
+        rng.shuffle(pairs)
+        rows += [(t.format(w=w), label) for t, w in pairs[:per_class]]
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    return dest

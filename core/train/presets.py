@@ -1,0 +1,340 @@
+"""Training recipes: quick, balanced and best, fitted to a dataset, this machine and a time budget.
+
+``plan()`` reads the dataset (class counts, image sides), measures how fast the chosen backbone runs here
+(a few images forward, and backward where layers learn), and fills RunConfig fields with one sentence of
+reason each. Every recipe starts from the linear-probe warm start (core.train.probe: the head trained to
+convergence on frozen features), then fine-tunes the last layer groups with discriminative learning rates
+where the budget allows — "linear probe, then fine-tune" (Kumar et al. 2022) and fastai's ``fine_tune``.
+Explicit overrides win over every choice. ``suggest()`` is the torch-free part the Layers page shows.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from core.config import PRESETS
+
+DEFAULT_BUDGET_S = {"quick": 60.0, "balanced": 300.0, "best": 1200.0}  # sized for a 2-core CPU; a GPU does more
+MAX_EPOCHS = {"quick": 5, "balanced": 6, "best": 12}
+HEAD_ONLY_BELOW = 30        # images in the smallest class under which no body layer learns
+ALL_FROM = 500              # images in the smallest class from which every layer learns
+SETUP_S = 4.0               # process start, model build, first batches: measured order of magnitude
+DECODE_S = 0.002            # seconds to decode and resize one image into the cache
+
+
+@dataclass
+class Plan:
+    """A recipe for one dataset: RunConfig fields, a reason per field, the expected and allowed seconds."""
+
+    preset: str
+    fields: dict
+    reasons: dict
+    expected_s: float
+    budget_s: float
+    stats: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The app's and the CLI's view: preset, fields, reasons, expected_s, budget_s."""
+        return {"preset": self.preset, "fields": dict(self.fields), "reasons": dict(self.reasons),
+                "expected_s": self.expected_s, "budget_s": self.budget_s}
+
+
+# --- torch-free suggestions (services.recommend shows them on the Layers and Train pages) ------------
+
+def suggest_layers(counts: dict[str, int]) -> tuple[str, str]:
+    """(trainable, reason) from the smallest class."""
+    if not counts:
+        return "head", "no data yet: start with the head only"
+    smallest = min(counts.values())
+    if smallest < HEAD_ONLY_BELOW:
+        return "head", (f"the smallest class has {smallest} images: with so few, only the head learns (on top "
+                        f"of a linear probe) so the pretrained features are not overwritten")
+    if smallest < ALL_FROM:
+        return "last-2", (f"the smallest class has {smallest} images: the last two layer groups and the head "
+                          f"fine-tune, the rest keeps its pretrained features")
+    return "all", f"the smallest class has {smallest} images: enough to fine-tune every layer"
+
+
+def suggest_image_size(sides: list[int], native: int = 224) -> tuple[int, str]:
+    """(image_size, reason): the images' median shorter side rounded up to a multiple of 32, in 64..native."""
+    if not sides:
+        return native, f"the backbone's native {native} px"
+    median = statistics.median(sides)
+    size = min(native, max(64, 32 * math.ceil(median / 32)))
+    if size >= native:
+        return native, f"your images (median side {median:.0f} px) are at least the backbone's native {native} px"
+    return size, (f"your images are small (median side {median:.0f} px): {size} px keeps their detail without "
+                  f"paying for upsampled pixels that carry none")
+
+
+def suggest_augment(n_train: int, fine_tune: bool) -> tuple[str, str]:
+    """(augment, reason) by data size; head-only recipes go without, so features are computed once."""
+    if not fine_tune:
+        return "none", "only the head learns: un-augmented images are embedded once, so epochs cost almost nothing"
+    if n_train < 2000:
+        return "light", f"{n_train} training images: flips and crops add variety without distorting the classes"
+    return "strong", f"{n_train} training images: enough to profit from strong augmentation"
+
+
+def suggest(counts: dict[str, int], sides: list[int] | None = None, native: int = 224) -> dict:
+    """Layers, image size, augmentation and epochs for the Layers/Train pages, each with its reason."""
+    trainable, why_layers = suggest_layers(counts)
+    size, why_size = suggest_image_size(sides or [], native)
+    n_train = int(sum(counts.values()) * 0.8)
+    augment, why_aug = suggest_augment(n_train, trainable != "head")
+    epochs = 5 if trainable == "head" else 4
+    why_epochs = ("head epochs on cached features after the probe fit cost almost nothing" if trainable == "head"
+                  else "1 probe fit plus a few fine-tuning epochs, as fastai's fine_tune does")
+    return {"trainable": trainable, "augment": augment, "reason": why_layers, "image_size": size,
+            "image_size_reason": why_size, "epochs": epochs, "epochs_reason": why_epochs,
+            "augment_reason": why_aug}
+
+
+# --- measuring the data and the machine -----------------------------------------------------------
+
+def dataset_stats(data: str, sample: int = 64) -> dict:
+    """Class counts, how many images train and validate, and the shorter sides of up to ``sample`` images."""
+    from PIL import Image
+
+    from core.data import datasets
+
+    index = datasets.load_index(data)
+    counts = index.counts()
+    step = max(1, len(index.items) // sample)
+    sides = []
+    for item in index.items[::step][:sample]:
+        try:
+            with Image.open(f"{index.root}/{item.path}") as im:  # the header only: no pixels decoded
+                sides.append(min(im.size))
+        except OSError:
+            continue
+    n = len(index.items)
+    n_val = sum(it.split == "val" for it in index.items) or round(n * 0.2)
+    return {"counts": counts, "sides": sides, "n": n, "n_train": n - n_val, "n_val": n_val}
+
+
+_RATES: dict[tuple, tuple[float, float]] = {}  # (backbone, size, device, trainable) -> (eval img/s, train img/s)
+
+
+def throughput(backbone: str, size: int, device: str = "auto", trainable: str = "head", batch: int = 8) -> tuple[float, float]:
+    """(images/s forward in eval mode, images/s forward+backward with ``trainable`` learning), measured once
+    per process on a few random images: what an image costs does not depend on its content."""
+    import torch
+
+    from core.models import backbones, freezing
+    from core.train import loop
+
+    dev = loop.pick_device(device)
+    key = (backbone, size, str(dev), trainable)
+    if key in _RATES:
+        return _RATES[key]
+    model = backbones.build_model(backbone, 2, pretrained=False).to(dev)
+    groups = freezing.plan(backbone, trainable)
+    freezing.apply(model, backbone, groups)
+    x = torch.randn(batch, 3, size, size, device=dev)
+    if dev.type in ("cuda", "cpu"):  # as the loop runs it (core.train.loop.use_channels_last)
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def timed(fn) -> float:
+        fn()  # warm-up: first calls pay for kernel selection and allocation
+        best = float("inf")
+        for _ in range(2):  # the faster of two: other processes on a shared machine only ever slow one down
+            t0 = time.perf_counter()
+            fn()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return batch / max(best, 1e-6)
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def train_step():
+        freezing.set_train_mode(model, backbone, groups)
+        model(x).sum().backward()
+        model.eval()
+    fwd = timed(lambda: (model.eval(), forward()))
+    trn = fwd if groups == ["head"] else timed(train_step)
+    _RATES[key] = (fwd, trn)
+    return _RATES[key]
+
+
+def expected_seconds(fields: dict, stats: dict, rates: tuple[float, float]) -> float:
+    """Seconds a run of ``fields`` should take: setup, decoding, the probe's embedding pass, the epochs."""
+    fwd, trn = rates
+    n_all, n_train, n_val = stats["n"], stats["n_train"], stats["n_val"]
+    head_only = fields.get("trainable", "head") == "head"
+    cached = head_only and fields.get("augment") == "none" and fields.get("cache_features", True)
+    seconds = SETUP_S + n_all * DECODE_S
+    if fields.get("probe_init") or cached:
+        seconds += n_all / fwd + 1.0  # one embedding pass (shared by the probe and cached epochs) + the fit
+    epochs = int(fields.get("epochs", 5))
+    if cached:
+        return seconds + 0.05 * epochs
+    frozen = int(fields.get("unfreeze_after", 0)) if not head_only else epochs
+    per_frozen = (n_train + n_val) / fwd
+    per_tuned = n_train / trn + n_val / fwd
+    return seconds + frozen * per_frozen + (epochs - frozen) * per_tuned
+
+
+# --- the recipes ----------------------------------------------------------------------------------
+
+def _backbone(preset: str) -> tuple[str, str]:
+    """(backbone, reason): Lite0 for speed; the strongest bundled Lite for "best"."""
+    from core.models import backbones
+
+    if preset == "best":
+        for name in ("efficientnet_lite2", "efficientnet_lite1"):
+            if backbones.known(name) and backbones.weights_status(name) == "bundled":
+                return name, (f"{backbones.get(name).title.split(' (')[0]}: the most accurate body that works "
+                              f"offline (ImageNet top-1 {backbones.get(name).top1}%), slower than Lite0")
+    return "efficientnet_lite0", "EfficientNet-Lite0: small, fast on a CPU, ImageNet weights work offline"
+
+
+def _recipe(preset: str, stats: dict) -> tuple[dict, dict]:
+    """Every field but the epochs, with reasons (the epochs depend on the measured speed)."""
+    from core.models import backbones
+
+    backbone, why_backbone = _backbone(preset)
+    native = backbones.get(backbone).preprocessing.crop_size
+    size, why_size = suggest_image_size(stats["sides"], native)
+    if preset == "quick":
+        trainable, why_layers = "head", "quick: only the head learns, on features computed once"
+    else:
+        trainable, why_layers = suggest_layers(stats["counts"])
+        if preset == "best" and trainable == "last-2":
+            trainable, why_layers = "last-3", why_layers.replace("last two", "last three")
+    augment, why_aug = suggest_augment(stats["n_train"], trainable != "head")
+    tune = trainable != "head"
+    f = {"preset": preset, "backbone": backbone, "image_size": size, "trainable": trainable, "augment": augment,
+         "probe_init": True, "label_smoothing": 0.1, "optimizer": "adamw", "cache_features": True, "body_eval": tune,
+         "lr": 3e-4, "lr_decay": 0.5 if tune else 1.0,
+         "scheduler": "onecycle" if tune else "cosine", "unfreeze_after": 1 if preset == "best" and tune else 0,
+         "unfreeze_mode": "gradual" if preset == "best" and tune else "all"}
+    r = {"backbone": why_backbone, "image_size": why_size, "trainable": why_layers, "augment": why_aug,
+         "probe_init": "the head starts as a logistic regression fitted on the frozen features (a linear probe), "
+                       "so training starts at least as good as the simplest honest baseline",
+         "label_smoothing": "0.1: softer targets make a small dataset's model less over-confident",
+         "body_eval": ("on: fine-tuned layers keep their pretrained BatchNorm statistics and run without dropout, so "
+                       "a small dataset's batches do not pull the features away from the probe's") if tune else
+                      "off: no body layer learns",
+         # measured on digits: 1e-3 pulled a probe-fitted model from 0.90 to 0.45 validation accuracy in one epoch
+         "lr": ("3e-4 for the head, less toward the input: a probe-fitted head needs small steps, larger ones undo "
+                "it (the LR finder on this page can refine it)" if tune else
+                "3e-4: the probe already fitted the head, so the epochs only polish it"),
+         "lr_decay": ("0.5: each layer group toward the input learns at half the rate of the one above "
+                      "(discriminative learning rates), so general features change least") if tune else
+                     "1: only the head learns",
+         "scheduler": ("one-cycle: a warm-up protects the pretrained features, then the rate anneals"
+                       if tune else "cosine: the rate anneals to zero so the last epoch settles"),
+         "unfreeze_after": ("1 head epoch on augmented images, then one more layer group per epoch "
+                            "(gradual unfreezing)") if preset == "best" and tune else
+                           "0: the probe fit replaces the frozen warm-up epoch"}
+    return f, r
+
+
+def _fit_epochs(preset: str, fields: dict, stats: dict, rates, budget: float) -> int:
+    """The most epochs (up to the preset's maximum) whose expected time stays within 90% of the budget; 0 if none."""
+    for e in range(MAX_EPOCHS[preset], 0, -1):
+        if expected_seconds({**fields, "epochs": e}, stats, rates) <= 0.9 * budget:
+            return e
+    return 0
+
+
+def plan(data_dir, preset: str = "balanced", time_budget_s: float | None = None, device: str = "auto",
+         overrides: dict | None = None) -> Plan:
+    """The preset's RunConfig fields for this dataset, machine and budget; ``overrides`` win field by field."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    overrides = dict(overrides or {})
+    stats = dataset_stats(str(data_dir))
+    budget = float(time_budget_s or overrides.get("time_budget_s") or DEFAULT_BUDGET_S[preset])
+    fields, reasons = _recipe(preset, stats)
+    fields.update({k: v for k, v in overrides.items() if k != "epochs"})
+    rates = _rates(fields, device)
+    epochs = _fit_epochs(preset, fields, stats, rates, budget)
+    if not epochs and fields["trainable"] != "head" and not {"trainable", "epochs"} & set(overrides):
+        one = expected_seconds({**fields, "epochs": 1}, stats, rates)
+        fields.update(trainable="head", augment=overrides.get("augment", "none"), lr=overrides.get("lr", 3e-4),
+                      lr_decay=1.0, scheduler=overrides.get("scheduler", "cosine"), unfreeze_after=0)
+        reasons["trainable"] = (f"a budget of {budget:g} s leaves no room to fine-tune layers here (that run "
+                                f"would take about {one:.0f} s): only the head learns")
+        rates = _rates(fields, device)
+        epochs = _fit_epochs(preset, fields, stats, rates, budget)
+    reasons["epochs"] = _why_epochs(epochs, preset, budget)
+    fields["epochs"] = int(overrides.get("epochs", max(epochs, 1)))
+    if fields.get("unfreeze_after", 0) >= fields["epochs"]:
+        fields["unfreeze_after"] = 0
+    fields["time_budget_s"] = budget
+    reasons["time_budget_s"] = (f"{budget:g} s: training stops when the next epoch would not fit, keeping the best "
+                                f"weights")
+    if "epochs" in overrides and not (time_budget_s or "time_budget_s" in overrides):
+        # the budget only served to choose the epochs: a user who chose them gets all of them
+        fields["time_budget_s"] = 0.0
+        reasons["time_budget_s"] = "off: you set the epochs (give a time budget to cap the run)"
+    reasons.update({k: "set by you" for k in overrides})
+    expected = expected_seconds(fields, stats, rates)
+    return Plan(preset, fields, reasons, round(expected, 1), budget, {**stats, "rates": rates})
+
+
+def _rates(fields: dict, device: str) -> tuple[float, float]:
+    from core.models import backbones
+
+    size = fields.get("image_size") or backbones.get(fields["backbone"]).preprocessing.crop_size
+    return throughput(fields["backbone"], size, device, fields.get("trainable", "head"))
+
+
+def _why_epochs(epochs: int, preset: str, budget: float) -> str:
+    if not epochs:
+        return f"even one epoch may not fit in {budget:g} s; the run stops at the budget with the best weights"
+    if epochs == MAX_EPOCHS[preset]:
+        return f"{epochs}: the most this recipe uses; the time budget leaves room for all of them"
+    return f"{epochs}: as many as fit in the {budget:g} s budget at the speed measured on this machine"
+
+
+def describe(p: Plan) -> str:
+    """The plan as text for a terminal: each choice, its value and why, then the expected time."""
+    lines = [f"preset {p.preset}: expected about {_duration(p.expected_s)} (budget {_duration(p.budget_s)})"]
+    for k in sorted(p.reasons):
+        lines.append(f"  {k:<16} {str(p.fields.get(k, '')):<20} {p.reasons[k]}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+# --- after a run: was it finished? -------------------------------------------------------------------
+
+RISING = 0.005      # validation accuracy that rose by more than this in the last epoch was still rising
+UNCONVERGED = 0.05  # a head whose training loss fell by more than this share in the last epoch had not converged
+
+
+def unfinished(events: list[dict]) -> dict | None:
+    """Whether a finished classifier run stopped while still improving: {"message", "more_epochs"} or None."""
+    epochs = [e for e in events if e.get("type") == "epoch" and "val_acc" in e]
+    end = next((e for e in reversed(events) if e.get("type") == "end"), {})
+    if end.get("status") != "finished" or not epochs or any(e.get("type") == "early_stop" for e in events):
+        return None
+    n = len(epochs)
+    more = min(20, max(2, n // 2))
+    last, earlier = epochs[-1], epochs[:-1]
+    if end.get("stopped_by") == "time_budget":
+        return {"more_epochs": more, "message": f"training stopped at the time budget after epoch {last['epoch']}; "
+                                                f"{more} more epochs may still improve the model"}
+    if earlier and last["val_acc"] > max(e["val_acc"] for e in earlier) + RISING:
+        return {"more_epochs": more, "message": f"validation accuracy was still rising at the last epoch "
+                                                f"({earlier[-1]['val_acc']:.1%} → {last['val_acc']:.1%})"}
+    start = next((e for e in events if e.get("type") == "start"), {})
+    head_only = start.get("trainable_groups") == ["head"]
+    if head_only and earlier and earlier[-1]["train_loss"] > 0 and \
+            (earlier[-1]["train_loss"] - last["train_loss"]) / earlier[-1]["train_loss"] > UNCONVERGED:
+        return {"more_epochs": more, "message": f"the head had not converged: its training loss still fell "
+                                                f"{earlier[-1]['train_loss']:.3f} → {last['train_loss']:.3f} "
+                                                f"in the last epoch"}
+    return None

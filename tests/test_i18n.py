@@ -1,0 +1,207 @@
+"""Translations: the catalog covers the code exactly, plurals, per-thread languages, locale formats, the CLI's
+--lang and the app's sidebar in Chinese."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from babel.messages import extract, pofile
+from babel.messages.frontend import parse_mapping_cfg
+
+from core import i18n
+
+ROOT = Path(__file__).resolve().parent.parent
+PO = ROOT / "locale" / "zh_CN" / "LC_MESSAGES" / "messages.po"
+POT = ROOT / "locale" / "messages.pot"
+APP = str(ROOT / "streamlit_app.py")
+_PLACEHOLDER = re.compile(r"\{(\w*)[^{}]*\}")
+
+
+def _key(message, context) -> tuple[str | None, str]:
+    return context or None, message[0] if isinstance(message, tuple) else message
+
+
+def _extracted() -> dict[tuple, str]:
+    """(context, msgid) -> where it is used, as `pybabel extract -F babel.cfg ... core pages streamlit_app.py` finds it."""
+    with (ROOT / "babel.cfg").open() as f:
+        method_map, options = parse_mapping_cfg(f)
+    found: dict[tuple, str] = {}
+
+    def keep(source: str, messages) -> None:
+        for lineno, message, _comments, context in messages:
+            found.setdefault(_key(message, context), f"{source}:{lineno}")
+
+    for folder in ("core", "pages"):
+        for filename, lineno, message, comments, context in extract.extract_from_dir(
+                ROOT / folder, method_map, options):
+            keep(f"{folder}/{filename}", [(lineno, message, comments, context)])
+    keep("streamlit_app.py", extract.extract_from_file("python", APP))
+    return found
+
+
+def _catalog(path: Path):
+    with path.open("rb") as f:
+        return pofile.read_po(f, locale="zh_CN" if path.suffix == ".po" else None)
+
+
+def test_every_message_of_the_code_has_a_chinese_translation_and_the_catalog_has_nothing_stale():
+    code = _extracted()
+    catalog = _catalog(PO)
+    entries = {_key(m.id, m.context): m for m in catalog if m.id}
+    hint = " — run the update commands of README 'Translating' and fill locale/zh_CN/LC_MESSAGES/messages.po"
+    missing = sorted(f"{code[k]}: {k!r}" for k in code.keys() - entries.keys())
+    assert not missing, "messages in the code but not in the zh_CN catalog:\n" + "\n".join(missing) + hint
+    stale = sorted(k for k in entries.keys() - code.keys())
+    assert not stale and not catalog.obsolete, f"catalog entries no longer in the code: {stale}" + hint
+    untranslated = sorted(f"{code[k]}: {k!r}" for k, m in entries.items()
+                          if m.fuzzy or not all(m.string if isinstance(m.string, tuple) else (m.string,)))
+    assert not untranslated, "empty or fuzzy zh_CN translations:\n" + "\n".join(untranslated)
+    assert {_key(m.id, m.context) for m in _catalog(POT) if m.id} == code.keys(), \
+        "locale/messages.pot is out of date" + hint
+
+
+def test_every_translation_keeps_the_placeholders_of_its_message():
+    wrong = []
+    for m in _catalog(PO):
+        if not m.id:
+            continue
+        ids = m.id if isinstance(m.id, tuple) else (m.id,)
+        strings = m.string if isinstance(m.string, tuple) else (m.string,)
+        want = set(_PLACEHOLDER.findall(ids[-1]))
+        wrong += [f"{ids[0]!r} -> {s!r}" for s in strings if set(_PLACEHOLDER.findall(s)) != want]
+    assert not wrong, "translations that lose or invent a {placeholder}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("lang, one, five", [
+    ("en", "1 run in W", "5 runs in W"),
+    ("zh_CN", "W 中有 1 条训练记录", "W 中有 5 条训练记录"),  # nplurals=1 in the catalog's header: one form
+])
+def test_plural_forms_follow_each_languages_rule_for_1_and_5(lang, one, five):
+    with i18n.language(lang):
+        said = [i18n.ngettext("{n} run in {folder}", "{n} runs in {folder}", n).format(n=n, folder="W")
+                for n in (1, 5)]
+    assert said == [one, five]
+
+
+def test_two_threads_with_different_languages_do_not_see_each_others():
+    barrier, seen = threading.Barrier(2), {}
+
+    def worker(lang: str) -> None:
+        i18n.set_language(lang)
+        barrier.wait()  # both have set theirs before either reads
+        seen[lang] = {i18n.gettext("Dataset:") for _ in range(200)} | {i18n.current_language()}
+
+    threads = [threading.Thread(target=worker, args=(lang,)) for lang in ("en", "zh_CN")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"en": {"Dataset:", "en"}, "zh_CN": {"数据集：", "zh_CN"}}
+    assert i18n.current_language() == "en"  # and the thread that started them was not touched
+
+
+def test_a_thread_without_a_language_asks_the_registered_fallback(monkeypatch):
+    monkeypatch.setattr(i18n, "_fallback", lambda: "zh-CN")
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(i18n.gettext("Device:")))
+    t.start()
+    t.join(10)
+    assert seen == ["设备："]
+
+
+def test_numbers_percentages_and_dates_follow_the_locale():
+    when = dt.datetime(2026, 12, 2, 19, 5)
+    out = {}
+    for lang in ("en", "zh_CN"):
+        with i18n.language(lang):
+            out[lang] = (i18n.format_number(1234567.891), i18n.format_number(0.5, decimals=2),
+                         i18n.format_number(12345, compact=True), i18n.format_percent(0.873),
+                         i18n.format_datetime(when))
+    # both write 1,234,567.891 and 87.3%; Chinese counts large numbers in 万 and writes dates year first
+    assert out["en"] == ("1,234,567.891", "0.50", "12.3K", "87.3%", "Dec 2, 2026, 7:05:00\u202fPM")  # CLDR: a narrow space before PM
+    assert out["zh_CN"] == ("1,234,567.891", "0.50", "1.2万", "87.3%", "2026年12月2日 19:05:00")
+
+
+@pytest.mark.parametrize("env, lang", [
+    ({"LANG": "zh_CN.UTF-8"}, "zh_CN"),
+    ({"LANGUAGE": "fr:zh_TW", "LANG": "en_US.UTF-8"}, "zh_CN"),  # LANGUAGE is a list, best first
+    ({"LC_ALL": "de_DE.UTF-8", "LANG": "zh_CN.UTF-8"}, "en"),  # LC_ALL wins; no German catalog: the source
+    ({"LANG": "C.UTF-8"}, "en"),
+    ({}, "en"),
+])
+def test_the_language_comes_from_the_environment_as_gettext_reads_it(env, lang):
+    assert i18n.language_from_env(env) == lang
+
+
+def test_an_unknown_language_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"unknown language 'fr'; choose one of en, zh_CN"):
+        i18n.set_language("fr")
+
+
+def test_the_cli_speaks_chinese_with_lang_or_the_environment_and_leaves_the_caller_in_its_own(capsys,
+                                                                                             monkeypatch):
+    from core import cli
+
+    assert cli.main(["runs", "--lang", "zh_CN"]) == 0
+    assert "条训练记录" in capsys.readouterr().err
+    for var in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    assert cli.main(["train"]) == 2  # no --data
+    assert capsys.readouterr().err.startswith("错误：")
+    assert i18n.current_language() == "en"
+
+
+# --- the app ------------------------------------------------------------------------------------------
+
+def _app(query: dict | None = None, locale: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query or {})
+    if locale:
+        at.context["locale"] = locale
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _sidebar(at) -> str:
+    return "\n".join(str(e.value) for e in at.sidebar.markdown)
+
+
+def test_the_app_with_lang_zh_cn_in_the_url_shows_the_sidebar_in_chinese():
+    at = _app({"lang": "zh_CN"})
+    side = _sidebar(at)
+    assert "**数据集：**" in side and "**设备：**" in side and "Dataset" not in side
+    assert at.sidebar.segmented_control(key="lang_switch").value == "zh_CN"
+
+
+def test_a_chinese_browser_gets_chinese_without_pinning_it_in_the_url():
+    at = _app(locale="zh-CN")
+    assert "**数据集：**" in _sidebar(at)
+    assert "lang" not in at.query_params  # a shared link follows its reader's browser
+
+
+def test_switching_the_language_pins_it_in_the_url_and_keeps_the_rest_of_the_session():
+    at = _app()
+    assert "**Dataset:**" in _sidebar(at)
+    at.session_state["unsaved_note"] = "keep me"
+    sid = at.session_state["sid"]
+    at.sidebar.segmented_control(key="lang_switch").set_value("zh_CN").run()
+    assert not at.exception, at.exception
+    assert (at.session_state["lang"], at.query_params["lang"]) == ("zh_CN", "zh_CN")
+    assert (at.session_state["sid"], at.session_state["unsaved_note"]) == (sid, "keep me")
+    assert at.query_params["sid"] == sid
+    # AppTest reruns the page alone (not streamlit_app.py), so the sidebar is checked on a reload of the URL
+    reloaded = _app(dict(at.query_params))
+    assert "**数据集：**" in _sidebar(reloaded) and reloaded.session_state["sid"] == sid
+
+
+def test_an_unknown_language_in_the_url_falls_back_to_the_browser_and_leaves_the_url():
+    at = _app({"lang": "fr"}, locale="zh-CN")
+    assert "**数据集：**" in _sidebar(at)
+    assert "lang" not in at.query_params
