@@ -524,5 +524,7 @@ def test_a_deep_link_on_a_fresh_server_still_goes_through_the_app_navigation(sha
     at.switch_page("pages/4_train.py").run()  # the tab's very first request is the deep link
     assert not at.exception
     assert "draft" in at.session_state  # streamlit_app.py ran: shared state was set up
-    assert at.number_input(key="train_epochs").value == services.defaults()["epochs"]
+    # the draft the shared state set up, filled by the default recipe (balanced) for this dataset
+    assert at.number_input(key="train_epochs").value == at.session_state["draft"]["epochs"]
+    assert at.session_state["draft"].get("preset", "balanced") == "balanced"
     assert "**Dataset:** " + shapes_ds in texts(at.markdown)  # the app's own sidebar, not the old one

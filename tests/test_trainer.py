@@ -14,7 +14,7 @@ import torch
 from core.models import backbones
 from core.models import freezing
 from core.storage import runs
-from core.train import loop
+from core.train import feed, loop
 from core.techniques import fit
 from core.train.control import Control, TrainingDiverged
 
@@ -181,7 +181,7 @@ def test_early_stopping_restores_the_best_epoch(digits_dir, tiny_config):
     pre = loaded.preprocessing
     ds = CachedDataset(split.val, ImageCache([p for p, _ in split.train + split.val], pre), eval_transform(pre))
     fwd = loop._Forward(loaded.model, pre, torch.device("cpu"), None, False, False)
-    got = loop.evaluate(fwd, torch.utils.data.DataLoader(ds, batch_size=64), criterion=torch.nn.CrossEntropyLoss())
+    got = feed.evaluate(fwd, torch.utils.data.DataLoader(ds, batch_size=64), criterion=torch.nn.CrossEntropyLoss())
     assert got["loss"] == pytest.approx(epochs[0]["val_loss"], abs=1e-4)
     assert got["acc"] == pytest.approx(epochs[0]["val_acc"], abs=1e-6)
 

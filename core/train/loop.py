@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from core.models import backbones
 from core.data import datasets
@@ -26,11 +25,14 @@ from core.config import RunConfig
 from core.train import checkpoints, events
 from core.train.control import Control, Stopped, TrainingDiverged
 from core.train.technique import Technique
+from core.train.feed import (EMBED_BATCH, Forward as _Forward, Rows as _Rows, Samples as _Samples,
+                             Views as _Views, chunks as _chunks, drop_short_batch, embed_rows as _embed_rows,
+                             epoch_image_size, loader as _loader, per_rank_batch, to_device as _to)
+from core.train.schedule import (RESTART_FACTOR, Budget as _Budget, active_groups, make_optimizer, make_scheduler,
+                                 restart_schedule, schedule_end as _schedule_end)
 
 Event = dict
 OnEvent = Callable[[Event], None]
-
-EMBED_BATCH = 64  # images per forward pass when features are computed once (benchmarks/bench_engine.py uses it too)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -64,107 +66,6 @@ def _amp_dtype(device: torch.device, enabled: bool):
     if not enabled or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def make_optimizer(config: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def make_scheduler(config: RunConfig, opt: torch.optim.Optimizer, total_steps: int):
-    if config.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
-                                                   total_steps=max(total_steps, 1), pct_start=0.25)
-    if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1), eta_min=0.0)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
-class _Forward:
-    """Maps a loader batch to logits: images through the whole model, or cached features through the head."""
-
-    def __init__(self, model, pre, device, amp_dtype, channels_last, features: bool, prepare=None):
-        self.model, self.pre, self.device = model, pre, device
-        self.amp_dtype, self.channels_last, self.features = amp_dtype, channels_last, features
-        self.prepare = prepare or datasets.normalize  # the technique's (Technique.prepare): images by default
-        self.size = None  # progressive resizing: the side training images are resized to this epoch (None = as loaded)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        if self.features:
-            return self.model.head(x)
-        if self.size and x.shape[-1] != self.size:  # on the device, from the decoded crop: no second decode
-            x = nn.functional.interpolate(x.float(), size=(self.size, self.size), mode="bilinear",
-                                          antialias=True, align_corners=False)
-        x = self.prepare(x, self.pre)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model(x)
-
-
-@torch.no_grad()
-def evaluate(forward: _Forward, loader, criterion=None) -> dict:
-    """Loss, accuracy and per-sample probabilities over a loader (model in eval mode by the caller)."""
-    losses, probs, labels = [], [], []
-    for x, y in loader:
-        logits = forward(x).float()
-        y = y.to(logits.device)
-        if criterion is not None:
-            losses.append(nn.functional.cross_entropy(logits, y, reduction="sum").item())
-        probs.append(torch.softmax(logits, 1).cpu())
-        labels.append(y.cpu())
-    p = torch.cat(probs) if probs else torch.zeros(0, 1)
-    t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    n = max(len(t), 1)
-    return {"loss": sum(losses) / n, "acc": float((p.argmax(1) == t).float().mean()) if len(t) else 0.0,
-            "probs": p, "labels": t}
-
-
-@torch.no_grad()
-def embed(model, loader, pre, device, on_progress=None,
-          channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Body features for every image of a loader (body in eval mode): the cached-features fast path."""
-    model.body.eval()
-    feats, labels, done = [], [], 0
-    for x, y in loader:
-        x = datasets.normalize(x.to(device), pre)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats.append(model.body(x).float().cpu())
-        labels.append(y)
-        done += len(y)
-        if on_progress:
-            on_progress(done)
-    return torch.cat(feats), torch.cat(labels)
-
-
-def _loader(dataset, batch_size, shuffle, config, device, seed=0, generator: torch.Generator | None = None,
-            drop_last: bool = False):
-    # One generator per run drives shuffling and worker seeds; it is saved in last.pt so a resumed
-    # run draws the same batches as an uninterrupted one.
-    g = generator
-    if g is None:
-        g = torch.Generator()
-        g.manual_seed(seed)
-    kw = {}
-    # Cached features are already tensors in memory: worker processes would only add start-up and IPC.
-    if config.num_workers > 0 and not isinstance(dataset, (torch.utils.data.TensorDataset, _Rows)):
-        kw = {"num_workers": config.num_workers, "persistent_workers": True}
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                       pin_memory=device.type == "cuda", drop_last=drop_last, **kw)
-
-
-def active_groups(config: RunConfig, target: list[str], epoch: int) -> list[str]:
-    """Groups that learn during ``epoch`` (0-based) under the gradual-unfreezing settings."""
-    if config.unfreeze_after <= 0 or epoch >= config.unfreeze_after and config.unfreeze_mode == "all":
-        return list(target)
-    if epoch < config.unfreeze_after:
-        return ["head"]
-    body = [g for g in target if g != "head"]
-    n = min(epoch - config.unfreeze_after + 1, len(body))  # one more group per epoch, from the head toward the stem
-    return body[len(body) - n:] + ["head"]
 
 
 def _environment(device: torch.device) -> dict:
@@ -241,84 +142,6 @@ def fit(config: RunConfig, technique: Technique, on_event: OnEvent | None = None
     with locks.hold(run.path):  # one trainer per run, across processes; the kernel frees it if this one dies
         return logged_run(run, on_event, lambda emit: _fit(config, technique, emit, control, run, resume, cleanup),
                           technique.stopped_message, cleanup=cleanup)
-
-
-class _Samples(torch.utils.data.Dataset):
-    """(image view, {target: row}) pairs from the decode-once cache."""
-
-    def __init__(self, paths: list[str], targets: dict[str, torch.Tensor], cache, transform):
-        self.paths, self.targets, self.cache, self.transform = paths, targets, cache, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        return self.transform(self.cache.get(self.paths[i])), {k: v[i] for k, v in self.targets.items()}
-
-
-class _Rows(torch.utils.data.Dataset):
-    """(cached feature row, {target: row}) pairs: the head-only fast path."""
-
-    def __init__(self, feats: torch.Tensor, targets: dict[str, torch.Tensor]):
-        self.feats, self.targets = feats, targets
-
-    def __len__(self) -> int:
-        return len(self.feats)
-
-    def __getitem__(self, i: int):
-        return self.feats[i], {k: v[i] for k, v in self.targets.items()}
-
-
-class _Views(_Rows):
-    """(one of an image's cached views, {target: row}): each epoch draws one view per image (``set_epoch``)."""
-
-    def __init__(self, feats: torch.Tensor, targets: dict[str, torch.Tensor], seed: int):
-        super().__init__(feats, targets)
-        self.seed = seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # reproducible, and the same on resume
-        self.pick = torch.randint(self.feats.shape[1], (len(self.feats),), generator=g)
-
-    def __getitem__(self, i: int):
-        return self.feats[i, self.pick[i]], {k: v[i] for k, v in self.targets.items()}
-
-
-def epoch_image_size(config: RunConfig, full: int, epoch: int) -> int | None:
-    """Progressive resizing: the side of training images in ``epoch`` (0-based), growing linearly from
-    ``progressive_resize * full`` to ``full`` at the last epoch, in steps of 8 px; None = full size."""
-    if config.progressive_resize >= 1 or config.epochs < 2:
-        return None
-    frac = config.progressive_resize + (1 - config.progressive_resize) * epoch / (config.epochs - 1)
-    side = max(32, int(round(full * frac / 8)) * 8)
-    return side if side < full else None
-
-
-def _to(y: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in y.items()}
-
-
-def _chunks(x: torch.Tensor, y: dict, size: int):
-    """(x, y) in pieces of ``size`` samples: a batch that does not fit goes through in chunks."""
-    ys = {k: v.split(size) for k, v in y.items()}
-    for i, xc in enumerate(x.split(size)):
-        yield xc, {k: v[i] for k, v in ys.items()}
-
-
-def drop_short_batch(technique: Technique, n_train: int, batch_size: int) -> bool:
-    """Whether training drops the short last batch: always for techniques that need it, else whenever the
-    training set fills more than one batch (never down to zero steps)."""
-    # A 2-image last batch with trainable BatchNorm gives a loss spike at every epoch end (issue 16); fastai
-    # and the PyTorch reference scripts drop it. Under DDP each rank's shard holds ceil(n / world) >= its
-    # per-rank batch whenever n > batch_size, so every rank still takes at least one step.
-    return technique.drop_last or n_train > batch_size
-
-
-def per_rank_batch(batch_size: int, world: int) -> int:
-    """Under DDP each of ``world`` processes takes this many samples per step, so the global batch (and with
-    it the number of steps and the learning-rate schedule) stays what one process would use."""
-    return max(1, -(-batch_size // world))
 
 
 @torch.no_grad()
@@ -623,54 +446,6 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
     return result
 
 
-RESTART_FACTOR = 0.5  # peak of a restarted schedule relative to the first one (SGDR-style warm restarts decay it)
-
-
-def _schedule_end(state: dict, step: int) -> int | None:
-    """The step at which a saved schedule ends (it began at ``step - last_epoch``); None for a constant one."""
-    length = state.get("T_max") or state.get("total_steps")
-    return None if length is None else step - int(state["last_epoch"]) + int(length)
-
-
-def restart_schedule(config: RunConfig, opt: torch.optim.Optimizer, steps: int):
-    """A new schedule of the config's kind over ``steps`` more steps, peaking at RESTART_FACTOR times the first
-    schedule's peak: the finished schedule had annealed to ~0, and rising back to the full peak would undo
-    much of what the first run learned."""
-    for g in opt.param_groups:
-        peak = g.get("max_lr", g.get("initial_lr", g["lr"])) * RESTART_FACTOR
-        g["lr"] = g["initial_lr"] = peak
-    return make_scheduler(config, opt, steps)
-
-
-class _Budget:
-    """The run's time budget: whether it is spent, and whether another epoch of a kind would still fit."""
-
-    def __init__(self, seconds: float, t0: float):
-        self.seconds, self.t0, self.times = float(seconds), t0, {}
-
-    @property
-    def on(self) -> bool:
-        return self.seconds > 0
-
-    def elapsed(self) -> float:
-        return time.time() - self.t0
-
-    def spent(self) -> bool:
-        return self.on and self.elapsed() > self.seconds
-
-    def record(self, kind, seconds: float) -> None:
-        """One finished epoch's duration; ``kind`` separates cached-feature epochs from image epochs."""
-        self.times.setdefault(kind, []).append(seconds)
-
-    def next_fits(self, kind) -> bool:
-        """Whether an epoch of ``kind`` would end within the budget (unknown kinds are tried; the check
-        between steps stops them)."""
-        seen = self.times.get(kind)
-        if not seen:
-            return not self.spent()
-        return self.elapsed() + sum(seen) / len(seen) <= self.seconds
-
-
 def _warm_start(config, technique, model, cached, data, cache, pre, device, ddp, emit, channels_last) -> dict | None:
     """The linear-probe warm start: the technique fits its head on frozen-body features of the training
     images (eval transform), reusing the cached features when the loop computed them."""
@@ -704,20 +479,3 @@ def _warm_start(config, technique, model, cached, data, cache, pre, device, ddp,
     return found
 
 
-@torch.no_grad()
-def _embed_rows(model, loader, pre, device, on_progress, channels_last: bool,
-                prepare=None) -> dict[str, torch.Tensor]:
-    """Body features (under "_x") and the targets of every sample of a loader, in order."""
-    model.body.eval()
-    rows: dict[str, list] = {"_x": []}
-    done = 0
-    for x, y in loader:
-        x = (prepare or datasets.normalize)(x.to(device), pre)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        rows["_x"].append(model.body(x).float().cpu())
-        for k, v in y.items():
-            rows.setdefault(k, []).append(v)
-        done += len(x)
-        on_progress(done)
-    return {k: torch.cat(v) for k, v in rows.items()}

@@ -16,7 +16,7 @@ from torch import nn
 from core.models import backbones
 from core.data import datasets
 from core.models import freezing
-from core.train import loop
+from core.train import feed, loop
 from core.config import RunConfig
 
 
@@ -67,7 +67,7 @@ def lr_find(config: RunConfig, on_progress: Callable[[int, int], None] | None = 
         ds = datasets.CachedDataset(split.train, cache, datasets.eval_transform(pre) if use_features
                                 else datasets.train_transform(pre, augment))
         if use_features:
-            f, y = loop.embed(model, loop._loader(ds, 64, False, config, device), pre, device)
+            f, y = feed.embed(model, loop._loader(ds, 64, False, config, device), pre, device)
             ds = torch.utils.data.TensorDataset(f, y)
         loader = loop._loader(ds, config.batch_size, True, config, device, seed=config.seed)
         forward = loop._Forward(model, pre, device, loop._amp_dtype(device, config.amp), False, use_features)

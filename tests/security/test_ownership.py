@@ -116,7 +116,8 @@ def test_a_shared_draft_link_gives_the_other_user_a_draft_of_their_own(alice, bo
     assert json.loads(saved)["owner"] == ALICE and json.loads(saved)["epochs"] == 7
     bob_tab = tab("bob", "4_train", sid=sid, ds=bob["ds"])  # alice pasted her URL where bob could read it
     assert bob_tab.session_state["sid"] != sid
-    assert bob_tab.number_input(key="train_epochs").value == services.defaults()["epochs"]
+    fresh = tab("bob", "4_train", ds=bob["ds"])  # what bob sees with no link at all: his own recipe's choice
+    assert bob_tab.number_input(key="train_epochs").value == fresh.number_input(key="train_epochs").value != 7
     bob_tab.number_input(key="train_epochs").set_value(2).run()
     assert (workspace.sub("drafts") / f"{sid}.json").read_text() == saved  # alice's draft is untouched
     with pytest.raises(ValueError, match="not found"):
