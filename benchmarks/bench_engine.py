@@ -219,13 +219,13 @@ def _train_seconds(run_dir) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-class", type=int, default=100, help="images per class of the shapes sample (3 classes)")
-    ap.add_argument("--image-size", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--per-class", type=int, default=100, help="images per class of the shapes sample (3 classes; default 100)")
+    ap.add_argument("--image-size", type=int, default=96, help="network input side in pixels, 32..1024 (default 96)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed repeats per row; the best is kept (default 2)")
+    ap.add_argument("--finetune-epochs", type=int, default=2, help="epochs of the fine-tuning rows (default 2)")
     ap.add_argument("--only", default="abcde", help="sections to run, e.g. 'c' (default all: abcde)")
     ap.add_argument("--fastai-path", default=os.environ.get("FASTAI_PATH", ""),
-                    help="folder where fastai was installed with pip --target (section e's peer row)")
+                    help="folder where fastai was installed with pip --target (section e's peer row; default $FASTAI_PATH or empty = skip the row)")
     a = ap.parse_args()
 
     home = tempfile.mkdtemp(prefix="ts-bench-engine-")

@@ -118,11 +118,12 @@ def run_preset(data: Path, preset: str, budget: float, int8: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: one tiny dataset, the quick preset only")
-    ap.add_argument("--presets", default=",".join(PRESET_NAMES))
+    ap.add_argument("--quick", action="store_true", help="smoke run: one tiny dataset, the quick preset only (default off)")
+    ap.add_argument("--presets", default=",".join(PRESET_NAMES),
+                    help="comma-separated presets to run, from quick, balanced, best (default all three)")
     ap.add_argument("--budgets", default="quick=15,balanced=30,best=45",
-                    help="seconds of time budget per preset (the presets' own defaults are minutes)")
-    ap.add_argument("--no-int8", action="store_true", help="skip the int8 export of the balanced runs")
+                    help="seconds of time budget per preset, name=seconds (default quick=15,balanced=30,best=45; the presets' own defaults are 60/300/1200 s)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 export of the balanced runs (default: export and compare)")
     a = ap.parse_args()
 
     home = tempfile.mkdtemp(prefix="ts-bench-quality-")

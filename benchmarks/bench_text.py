@@ -135,8 +135,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=48, help="topic sentences per class for training (default 48)")
     ap.add_argument("--epochs", type=int, default=10, help="epochs of the Transfer Studio runs (default 10)")
-    ap.add_argument("--finetune", action="store_true", help="also fine-tune the last two blocks (slower)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: few texts, 2 epochs, topics only")
+    ap.add_argument("--finetune", action="store_true", help="also fine-tune the last two blocks (slower; default off)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: few texts, 2 epochs, topics only (default off)")
     a = ap.parse_args()
     if a.quick:
         a.per_class, a.epochs = 12, 2
