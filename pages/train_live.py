@@ -123,8 +123,9 @@ def recipe(ds: str, draft: dict) -> None:
         common.set_fields(**plan["fields"], trainable_groups=None)
     st.markdown(f"**Expected time: about {_fmt_s(plan['expected_s'])}** on this machine · stops at "
                 f"{_fmt_s(plan['budget_s'])} with the best weights so far")
-    st.dataframe([{"choice": k, "value": str(plan["fields"].get(k)), "why": r}
-                  for k, r in plan["reasons"].items()], key="train_plan_table", hide_index=True, width="stretch")
+    # a static table wraps the reasons (a data grid cut them at the column's edge)
+    st.table([{"choice": k, "value": str(plan["fields"].get(k)), "why": r} for k, r in plan["reasons"].items()],
+             hide_index=True)
     st.caption("Every setting below starts at the recipe's choice; what you change there wins.")
 
 
