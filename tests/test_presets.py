@@ -166,7 +166,7 @@ def test_the_train_page_offers_the_recipe_first_with_reasons_and_applies_the_cho
     at = app("4_train", ds=name)
     assert at.radio(key="train_preset").value == "balanced"
     assert any("Expected time: about" in m.value for m in at.markdown)
-    table = next(d.value for d in at.dataframe if "why" in d.value.columns)
+    table = next(t.value for t in at.table if "why" in t.value.columns)  # a static table: it wraps the reasons
     assert {"image_size", "epochs", "trainable", "probe_init"} <= set(table["choice"])
     assert at.session_state["draft"]["preset"] == "balanced" and at.session_state["draft"]["probe_init"]
     at.radio(key="train_preset").set_value("quick").run()
