@@ -35,18 +35,15 @@ with tab_zip:
     if up is not None and st.session_state.get("_quick_zip_done") != up.file_id:
         st.session_state["_quick_zip_done"] = up.file_id  # one import per upload, not one per rerun
         try:
-            name, skipped = de.import_upload(up, up.name, de.unique_name(up.name.rsplit(".", 1)[0]),
-                                             progress=common.progress_bar(), owner=common.owner())
+            name, skipped = data_tools.import_zip(up)
             _imported(name, f"Imported {up.name}" + (f"; {len(skipped)} file(s) left out." if skipped else "."))
         except ValueError as e:  # IngestError: the message says what to fix
             st.error(common.md(e))
 with tab_folder:
     files = st.file_uploader("Dataset folder", accept_multiple_files="directory", key="quick_folder")
     if files and st.button("Import this folder", key="quick_import_folder"):
-        top = files[0].name.replace("\\", "/").split("/")[0]
         try:
-            name, _ = de.import_files(((f.name, f) for f in files), de.unique_name(top or "folder"),
-                                      progress=common.progress_bar(), owner=common.owner())
+            name = data_tools.import_folder(files)
             _imported(name, f"Imported {len(files)} files.")
         except ValueError as e:
             st.error(common.md(e))

@@ -40,8 +40,7 @@ with tab_zip:
         target = current if append and current else de.unique_name(up.name)
         try:
             # keeps a copy of the upload (deleted at once if it is rejected) and imports from that copy
-            name, skipped = de.import_upload(up, up.name, target, append=bool(append and current),
-                                             progress=common.progress_bar(), owner=common.owner())
+            name, skipped = data_tools.import_zip(up, target, append=bool(append and current))
             common.set_dataset(name)
             common.flash(f"Imported {up.name} into dataset '{name}'"
                          + (f"; {len(skipped)} file(s) left out (see the health report)." if skipped else "."))
@@ -52,11 +51,8 @@ with tab_zip:
 with tab_folder:
     files = st.file_uploader("Dataset folder", accept_multiple_files="directory", key="data_folder")
     if files and st.button("Import this folder", key="data_import_folder"):
-        top = files[0].name.replace("\\", "/").split("/")[0]
         try:
-            # the file objects themselves: core spools them to disk one by one (no second copy in memory)
-            name, _ = de.import_files(((f.name, f) for f in files), de.unique_name(top or "folder"),
-                                      progress=common.progress_bar(), owner=common.owner())
+            name = data_tools.import_folder(files)
             common.set_dataset(name)
             common.flash(f"Imported {len(files)} files into dataset '{name}'.")
             st.rerun()

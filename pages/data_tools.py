@@ -8,6 +8,22 @@ from core.app.engine import edits as de, ingest
 from pages import common
 
 
+def import_zip(up, target: str | None = None, append: bool = False) -> tuple[str, list]:
+    """(dataset name, files left out) for an uploaded .zip, into ``target`` or a new dataset named after the file;
+    an IngestError (a ValueError) says what to fix."""
+    target = target or de.unique_name(up.name.rsplit(".", 1)[0])
+    return de.import_upload(up, up.name, target, append=append, progress=common.progress_bar(), owner=common.owner())
+
+
+def import_folder(files, fallback: str = "folder") -> str:
+    """The new dataset made from an uploaded folder's files, named after its top folder (else ``fallback``)."""
+    top = files[0].name.replace("\\", "/").split("/")[0]
+    # the file objects themselves: core spools them to disk one by one (no second copy in memory)
+    name, _ = de.import_files(((f.name, f) for f in files), de.unique_name(top or fallback),
+                              progress=common.progress_bar(), owner=common.owner())
+    return name
+
+
 @st.cache_data(show_spinner="Scanning the dataset…", max_entries=16)
 def _scan(ds: str, signature: str) -> tuple[dict, dict]:
     index = de.scan(ds)

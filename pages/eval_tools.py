@@ -9,8 +9,8 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
-from core.app.engine import edits as de, runs
-from pages import common
+from core.app.engine import runs
+from pages import common, data_tools
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -120,12 +120,9 @@ def _upload_test_set() -> None:
         try:
             if up is not None and st.session_state.get("_eval_test_zip_done") != up.file_id:
                 st.session_state["_eval_test_zip_done"] = up.file_id  # one import per upload, not per rerun
-                name, _ = de.import_upload(up, up.name, de.unique_name(up.name.rsplit(".", 1)[0]),
-                                           progress=common.progress_bar(), owner=common.owner())
+                name, _ = data_tools.import_zip(up)
             elif files and st.button("Import this folder as a test set", key="eval_test_import_folder"):
-                top = files[0].name.replace("\\", "/").split("/")[0]
-                name, _ = de.import_files(((f.name, f) for f in files), de.unique_name(top or "test-set"),
-                                          progress=common.progress_bar(), owner=common.owner())
+                name = data_tools.import_folder(files, "test-set")
             else:
                 return
         except ValueError as e:  # IngestError: the message says what to fix

@@ -98,6 +98,22 @@ def browser_page():
         browser.close()
 
 
+def _choose(page, key: str, option: str, exact: bool = False) -> None:
+    """Pick ``option`` in the select box with widget key ``key``; a rerun that redraws the page (the recipe's
+    speed probe, a number just entered) can close the list before the click, so open it again (3 tries)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(3):
+        page.locator(f".st-key-{key}").click()
+        choice = page.get_by_role("option", name=option, exact=exact)
+        try:
+            choice.click(timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+
+
 def _goto_step(page, title: str) -> None:
     page.get_by_role("link", name=title).first.click()
     page.get_by_role("heading", name=title).first.wait_for()
@@ -124,10 +140,8 @@ def test_upload_train_download_and_reload_in_browser(server, browser_page, shape
     epochs = page.locator(".st-key-train_epochs input")  # widgets are found by their explicit keys
     epochs.fill("1")
     epochs.press("Enter")
-    page.locator(".st-key-train_image_size").click()
-    page.get_by_role("option", name="64 px").click()
-    page.locator(".st-key-train_augment").click()
-    page.get_by_role("option", name="none", exact=True).click()
+    _choose(page, "train_image_size", "64 px")
+    _choose(page, "train_augment", "none", exact=True)
     page.locator(".st-key-train_start button").click()
     # the live view: progress and the per-step loss chart appear, then the run finishes
     page.get_by_text("Training loss per step").first.wait_for(timeout=180_000)

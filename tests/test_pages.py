@@ -524,7 +524,9 @@ def test_a_deep_link_on_a_fresh_server_still_goes_through_the_app_navigation(sha
     at.switch_page("pages/4_train.py").run()  # the tab's very first request is the deep link
     assert not at.exception
     assert "draft" in at.session_state  # streamlit_app.py ran: shared state was set up
-    # the draft the shared state set up, filled by the default recipe (balanced) for this dataset
-    assert at.number_input(key="train_epochs").value == at.session_state["draft"]["epochs"]
-    assert at.session_state["draft"].get("preset", "balanced") == "balanced"
+    # the draft the shared state set up, filled by the default recipe (balanced) for this dataset (the plan's
+    # speed probe is cached per process, so this plan is the one the page made)
+    plan = services.preset_plan(services.dataset_dir(shapes_ds), "balanced")
+    assert at.session_state["draft"]["preset"] == "balanced"
+    assert at.number_input(key="train_epochs").value == plan["fields"]["epochs"]
     assert "**Dataset:** " + shapes_ds in texts(at.markdown)  # the app's own sidebar, not the old one

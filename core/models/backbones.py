@@ -23,6 +23,7 @@ from torch import nn
 
 from core.storage import cards, runs
 from core.data.preprocess import Preprocessing
+from core.models.net import TransferNet
 from core.models import text_backbones  # the text family: get()/known() answer for its names too (issue 17)
 
 
@@ -50,18 +51,6 @@ class BackboneSpec:
     architecture: tuple = ()                    # (module, callable, *args): builds the bare network, no weights;
                                                 # exported cards carry it so a bundle's predict.py needs no registry
     weights_file: str = ""                      # adapted backbones: the body's weights (a run's file)
-
-
-class TransferNet(nn.Module):
-    """A pretrained body and a fresh linear head: ``logits = head(body(x))``."""
-
-    def __init__(self, body: nn.Module, head: nn.Module):
-        super().__init__()
-        self.body = body
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 def _seq(prefix: str, idx) -> tuple:

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.models.net import TransferNet
+
 DEFAULT = "all_minilm_l6_v2"
 HUB_HOST = "huggingface.co"
 
@@ -192,18 +194,6 @@ class TextEncoder(nn.Module):
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-class TextNet(nn.Module):
-    """A pretrained text body and a fresh head: ``logits = head(body(ids))`` (TransferNet's shape)."""
-
-    def __init__(self, body: nn.Module, head: nn.Module):
-        super().__init__()
-        self.body = body
-        self.head = head
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(ids))
-
-
 def build_body(name: str, pretrained: bool = True, source: str | None = None) -> TextEncoder:
     """The encoder with its pretrained weights (or the same architecture randomly initialised); ``source``: a
     folder with the encoder's config (an export) instead of the registry's."""
@@ -221,9 +211,9 @@ def build_body(name: str, pretrained: bool = True, source: str | None = None) ->
     return TextEncoder(model, cfg.pad_token_id if cfg.pad_token_id is not None else 0)
 
 
-def build_model(name: str, num_classes: int, pretrained: bool = True, source: str | None = None) -> TextNet:
-    """A TextNet: the encoder's body and a linear head over its sentence embedding."""
-    return TextNet(build_body(name, pretrained, source), nn.Linear(get(name).dim, num_classes))
+def build_model(name: str, num_classes: int, pretrained: bool = True, source: str | None = None) -> TransferNet:
+    """A TransferNet: the encoder's body and a linear head over its sentence embedding."""
+    return TransferNet(build_body(name, pretrained, source), nn.Linear(get(name).dim, num_classes))
 
 
 def table() -> list[dict]:

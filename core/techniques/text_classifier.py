@@ -17,20 +17,8 @@ from core.data.preprocess import Preprocessing
 from core.models import text_backbones
 from core.storage import runs
 from core.techniques.classifier import Classifier, _class_weights
+from core.train.feed import Rows  # token id rows are in-memory tensors, as cached features are
 from core.train.technique import Data
-
-
-class _Tokens(torch.utils.data.Dataset):
-    """(token id row, {target: row}) pairs."""
-
-    def __init__(self, ids: torch.Tensor, targets: dict[str, torch.Tensor]):
-        self.ids, self.targets = ids, targets
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int):
-        return self.ids[i], {k: v[i] for k, v in self.targets.items()}
 
 
 def content_hash(table: text_data.TextTable) -> str:
@@ -92,8 +80,8 @@ class TextClassifier(Classifier):
         n = len(data.train) + len(data.val)
         emit("phase", phase="tokenizing texts", done=0, total=n)
         tok = text_backbones.tokenizer(config.backbone)
-        train = _Tokens(text_backbones.tokenize(tok, data.train, config.max_length), data.train_targets)
-        val = _Tokens(text_backbones.tokenize(tok, data.val, config.max_length), data.val_targets)
+        train = Rows(text_backbones.tokenize(tok, data.train, config.max_length), data.train_targets)
+        val = Rows(text_backbones.tokenize(tok, data.val, config.max_length), data.val_targets)
         emit("phase", phase="tokenizing texts", done=n, total=n)
         return train, val, train  # nothing random happens to a text: the plain training view is the same
 
