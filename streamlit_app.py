@@ -40,9 +40,9 @@ def main() -> None:
 
     # Quick start comes first, unnumbered: one screen beside the guided steps, which keep their numbers.
     path, title, icon = common.PAGES["quick"]
-    pages = [st.Page(path, title=title, icon=icon)]
+    pages = [st.Page(path, title=_(title), icon=icon)]
     steps = [page for key, page in common.PAGES.items() if key != "quick"]
-    pages += [st.Page(path, title=f"{i} · {title}", icon=icon, default=(i == 1))
+    pages += [st.Page(path, title=f"{i} · {_(title)}", icon=icon, default=(i == 1))
               for i, (path, title, icon) in enumerate(steps, start=1)]
     nav = st.navigation(pages)
 
@@ -51,9 +51,9 @@ def main() -> None:
         _field(_("Dataset:"), common.md(common.dataset() or "—"))
         job, run = common.current_job(), common.current_run()
         if job is not None:
-            _field(_("Job:"), f"`{job.id[:15]}` · {job.status()}")
+            _field(_("Job:"), f"`{job.id[:15]}` · {common.status_text(job.status())}")
         elif run is not None:
-            _field(_("Run:"), f"`{run.id[:15]}` · {run.status()}")
+            _field(_("Run:"), f"`{run.id[:15]}` · {common.status_text(run.status())}")
         else:
             _field(_("Job:"), _("none yet"))
         _field(_("Device:"), common.device())

@@ -7,6 +7,7 @@ For every dataset: a linear probe (scikit-learn logistic regression on frozen Ef
 same train/validation split, computed in this run) and, for each preset, ``core.train.presets.plan`` ->
 ``fit`` -> validation accuracy, wall time of the whole run and the plan's expected time; for the "balanced" run
 also the int8 export's validation accuracy next to fp32 (``core.results.formats.int8_summary``).
+``--tta`` adds each model's validation accuracy with flip and with multi-crop test-time augmentation.
 
 Datasets: scikit-learn digits (8x8 images stored at 64 px, trained at whatever size the preset picks), Pillow
 shapes, a low-data subset of each, and "photos": crops of the two photographs scikit-learn ships
@@ -95,8 +96,9 @@ def linear_probe(data: Path, seed: int = 0, val_fraction: float = 0.2) -> dict:
             "n_train": len(ytr), "n_val": len(yva)}
 
 
-def run_preset(data: Path, preset: str, budget: float, int8: bool) -> dict:
-    """plan -> fit -> accuracy and wall time (planning included); optionally the int8 export's accuracy."""
+def run_preset(data: Path, preset: str, budget: float, int8: bool, tta: bool = False) -> dict:
+    """plan -> fit -> accuracy and wall time (planning included); optionally the int8 export's accuracy and the
+    validation accuracy with flip and multi-crop test-time augmentation (after the wall time is taken)."""
     from core.config import RunConfig
     from core.results import formats
     from core.techniques import fit
@@ -108,8 +110,12 @@ def run_preset(data: Path, preset: str, budget: float, int8: bool) -> dict:
     res = fit(RunConfig(data=str(data), preset=preset, **fields))
     out = {"val_acc": res["val_accuracy"], "wall_s": time.perf_counter() - t0, "expected_s": plan.expected_s,
            "epochs_run": res.get("epochs_run"), "fields": {k: plan.fields[k] for k in
-                                                           ("backbone", "image_size", "trainable", "epochs")
+                                                           ("backbone", "image_size", "trainable", "epochs", "lr")
                                                            if k in plan.fields}}
+    if tta:
+        from core.results import metrics
+
+        out["tta"] = {m: metrics.evaluate_run(res["run_dir"], tta=m)["accuracy"] for m in ("flip", "multicrop")}
     if int8:
         q = formats.int8_summary(formats.export(res["run_dir"], "int8")) or {}
         out["int8"] = {k: q.get(k) for k in ("fp32_val_accuracy", "int8_val_accuracy", "method", "within_tolerance")}
@@ -123,6 +129,8 @@ def main() -> None:
                     help="comma-separated presets to run, from quick, balanced, best (default all three)")
     ap.add_argument("--budgets", default="quick=15,balanced=30,best=45",
                     help="seconds of time budget per preset, name=seconds (default quick=15,balanced=30,best=45; the presets' own defaults are 60/300/1200 s)")
+    ap.add_argument("--tta", action="store_true", help="also evaluate every preset's model with flip and multi-crop "
+                                                       "test-time augmentation (default off)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 export of the balanced runs (default: export and compare)")
     a = ap.parse_args()
 
@@ -136,8 +144,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     sets = build_sets(Path(home) / "data", a.quick)
     rows = []
+    print("probe: scikit-learn logistic regression on frozen EfficientNet-Lite0 features at 224 px")
     print(f"{'dataset':<11} {'train/val':>9} {'preset':<9} {'val acc':>7} {'probe':>6} {'diff':>6} {'wall s':>7} "
-          f"{'expect s':>8}  int8 / fp32")
+          f"{'expect s':>8} {'px':>4} {'learns':<7} [--tta: flip, multi-crop acc]  int8 / fp32")
     for ds, path in sets.items():
         probe = linear_probe(path)
         print(f"{ds:<11} {probe['n_train']:>4}/{probe['n_val']:<4} {'probe':<9} {probe['val_acc']:7.3f} "
@@ -145,12 +154,15 @@ def main() -> None:
         rows.append({"dataset": ds, "preset": "linear-probe", **probe})
         for preset in names:
             r = run_preset(path, preset, budgets.get(preset, 30.0), int8=preset == ("quick" if a.quick else "balanced")
-                           and not a.no_int8)
+                           and not a.no_int8, tta=a.tta)
             q = r.get("int8")
             q_text = f"{q['int8_val_accuracy']:.3f} / {q['fp32_val_accuracy']:.3f} ({q['method']})" if q and \
                 q.get("int8_val_accuracy") is not None else ""
+            if "tta" in r:
+                q_text = f"flip {r['tta']['flip']:.3f} mcrop {r['tta']['multicrop']:.3f}  {q_text}"
             print(f"{ds:<11} {'':>9} {preset:<9} {r['val_acc']:7.3f} {probe['val_acc']:6.3f} "
-                  f"{r['val_acc'] - probe['val_acc']:+6.3f} {r['wall_s']:7.1f} {r['expected_s']:8.1f}  {q_text}",
+                  f"{r['val_acc'] - probe['val_acc']:+6.3f} {r['wall_s']:7.1f} {r['expected_s']:8.1f} "
+                  f"{r['fields'].get('image_size') or 0:>4} {r['fields'].get('trainable', ''):<7} {q_text}",
                   flush=True)
             rows.append({"dataset": ds, "preset": preset, "probe_acc": probe["val_acc"], **r})
     print(f"total wall time {time.perf_counter() - t_all:.0f} s")

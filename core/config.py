@@ -9,20 +9,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.i18n import N_, _
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "constant")
 AUGMENTS = ("none", "light", "strong", "custom")  # presets are bundles of the aug_* fields (core.data.augment)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EARLY_STOPPING_METRICS = ("val_acc", "val_loss")
 UNFREEZE_MODES = ("all", "gradual")
-TECHNIQUES = ("classifier", "distill", "multitask", "simclr", "text")  # plug-ins of the one loop: core.techniques
+TECHNIQUES = ("classifier", "distill", "multitask", "simclr", "text",  # plug-ins of the one loop: core.techniques
+              "text_distill", "text_multitask", "text_pretrain")
+TEXT_TECHNIQUES = ("text", "text_distill", "text_multitask", "text_pretrain")  # those that train text backbones
 PRESETS = ("quick", "balanced", "best")  # recipes of core.train.presets
 _TRAINABLE_RE = re.compile(r"^(head|all|last-\d+)$")
 
 
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise ValueError(_("{field} must be one of {choices}; got {value}").format(
+            field=name, choices=", ".join(map(str, choices)), value=repr(value)))
 
 
 MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
@@ -31,24 +36,26 @@ MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mss
 def _check_tracking(c) -> None:
     """Experiment-tracking fields: values only; a missing package is a warning at start (core.train.tracking)."""
     if not isinstance(c.tensorboard, bool):
-        raise ValueError(f"tensorboard must be true or false; got {c.tensorboard!r}")
+        raise ValueError(_("{field} must be true or false; got {value}").format(field="tensorboard",
+                                                                                value=repr(c.tensorboard)))
     uri = c.mlflow_uri
     if not isinstance(uri, str):
-        raise ValueError(f"mlflow_uri must be a string (empty = MLflow off); got {uri!r}")
+        raise ValueError(_("mlflow_uri must be a string (empty = MLflow off); got {value}").format(value=repr(uri)))
     if uri:
         from urllib.parse import urlsplit
 
         scheme = "databricks" if uri == "databricks" else urlsplit(uri).scheme.split("+")[0].lower()
         if scheme not in MLFLOW_SCHEMES or any(ch.isspace() for ch in uri):
-            raise ValueError(f"mlflow_uri must be empty (MLflow off) or a tracking URI starting with "
-                             f"{', '.join(s + ':' for s in MLFLOW_SCHEMES)}; got {uri!r} — e.g. "
-                             f"http://127.0.0.1:5000 for `mlflow server`, or file:///absolute/folder")
+            raise ValueError(_("mlflow_uri must be empty (MLflow off) or a tracking URI starting with {schemes}; got "
+                               "{value} — e.g. http://127.0.0.1:5000 for `mlflow server`, or "
+                               "file:///absolute/folder").format(schemes=", ".join(s + ":" for s in MLFLOW_SCHEMES),
+                                                                 value=repr(uri)))
         if scheme in ("http", "https") and not urlsplit(uri).hostname:
-            raise ValueError(f"mlflow_uri {uri!r} names no host; write it as http://HOST:PORT, "
-                             f"e.g. http://127.0.0.1:5000")
+            raise ValueError(_("mlflow_uri {value} names no host; write it as http://HOST:PORT, e.g. "
+                               "http://127.0.0.1:5000").format(value=repr(uri)))
     if not isinstance(c.mlflow_experiment, str) or not c.mlflow_experiment.strip():
-        raise ValueError(f"mlflow_experiment must be a non-empty name (default transfer-studio); "
-                         f"got {c.mlflow_experiment!r}")
+        raise ValueError(_("mlflow_experiment must be a non-empty name (default transfer-studio); got {value}").format(
+            value=repr(c.mlflow_experiment)))
 
 
 POLICIES = ("none", "randaugment", "trivialaugment")
@@ -68,15 +75,18 @@ class AugmentSettings:
     def validate(self) -> "AugmentSettings":
         """Raise ValueError naming the setting, its valid range and the value that arrived."""
         if not isinstance(self.flip, bool):
-            raise ValueError(f"aug_flip must be true or false; got {self.flip!r}")
+            raise ValueError(_("{field} must be true or false; got {value}").format(field="aug_flip",
+                                                                                    value=repr(self.flip)))
         checks = (("aug_rotation", self.rotation, 0.0, 180.0),
                   ("aug_color_jitter", self.color_jitter, 0.0, 1.0),
                   ("aug_scale_min", self.scale_min, 0.05, 1.0))
         for name, value, lo, hi in checks:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-                raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}]; got {value!r}")
+                raise ValueError(_("{field} must be a number in [{min}, {max}]; got {value}").format(
+                    field=name, min=f"{lo:g}", max=f"{hi:g}", value=repr(value)))
         if self.policy not in POLICIES:
-            raise ValueError(f"aug_policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
+            raise ValueError(_("{field} must be one of {choices}; got {value}").format(
+                field="aug_policy", choices=", ".join(POLICIES), value=repr(self.policy)))
         return self
 
     @property
@@ -144,7 +154,7 @@ class RunConfig:
     mlflow_uri: str = ""              # MLflow tracking URI: http(s)://host:port, file:///dir, sqlite:///x.db; "" = off
     mlflow_experiment: str = "transfer-studio"  # MLflow experiment the runs go to (created when missing)
     dataset: str = ""                 # the dataset's display name in listings and cards; "" = the data folder's name
-    technique: str = "classifier"     # "classifier" | "distill" | "multitask" | "simclr" | "text": what the loop trains
+    technique: str = "classifier"     # "classifier" | "distill" | "multitask" | "simclr" | "text" | "text_distill" | "text_multitask" | "text_pretrain": what the loop trains
     # technique "text": a sentence encoder from core.models.text_backbones on a CSV/TSV/JSONL of text,label
     max_length: int = 128             # text: tokens kept per text (longer texts are cut), 8..512
     # technique "distill": a finished classifier teaches this run's (smaller) student
@@ -158,6 +168,8 @@ class RunConfig:
     sources: list[str] | None = None  # simclr: image folders / .zips / sample:NAME to adapt on; None = data
     simclr_temperature: float = 0.2   # simclr: NT-Xent temperature > 0 (SimCLR uses 0.1-0.5)
     simclr_projection_dim: int = 128  # simclr: width of the projection head's output, 8..4096
+    # technique "text_pretrain": continued masked-language-model pretraining on unlabelled text
+    mlm_probability: float = 0.15     # text_pretrain: share of tokens masked per text (BERT's 0.15), 0.05..0.5
 
     def validate(self) -> "RunConfig":
         """Raise ValueError naming the field, the valid choices and the value that arrived."""
@@ -165,9 +177,10 @@ class RunConfig:
         _choice("technique", self.technique, TECHNIQUES)
         # Whether the backbone exists is the registry's to say: core.models.backbones.check(config).
         if not isinstance(self.backbone, str) or not self.backbone:
-            raise ValueError(f"backbone must be a backbone name; got {self.backbone!r}")
+            raise ValueError(_("backbone must be a backbone name; got {value}").format(value=repr(self.backbone)))
         if self.trainable_groups is None and not _TRAINABLE_RE.match(str(self.trainable)):
-            raise ValueError(f"trainable must be one of head, last-N (e.g. last-2), all; got {self.trainable!r}")
+            raise ValueError(_("trainable must be one of head, last-N (e.g. last-2), all; got {value}").format(
+                value=repr(self.trainable)))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("augment", self.augment, AUGMENTS)
@@ -177,44 +190,60 @@ class RunConfig:
         for name, lo in (("epochs", 1), ("batch_size", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+                raise ValueError(_("{field} must be an integer >= {min}; got {value}").format(field=name, min=lo,
+                                                                                              value=repr(v)))
         if not (isinstance(self.num_workers, int) and self.num_workers >= 0):
-            raise ValueError(f"num_workers must be an integer >= 0; got {self.num_workers!r}")
+            raise ValueError(_("{field} must be an integer >= {min}; got {value}").format(
+                field="num_workers", min=0, value=repr(self.num_workers)))
         if not (isinstance(self.image_size, int) and (self.image_size == 0 or 32 <= self.image_size <= 1024)):
-            raise ValueError(f"image_size must be 0 (backbone default) or 32..1024; got {self.image_size!r}")
+            raise ValueError(_("image_size must be 0 (backbone default) or 32..1024; got {value}").format(
+                value=repr(self.image_size)))
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0; got {self.lr!r}")
+            raise ValueError(_("{field} must be > 0; got {value}").format(field="lr", value=repr(self.lr)))
         if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}")
+            raise ValueError(_("{field} must be in {range}; got {value}").format(field="lr_decay", range="(0, 1]",
+                                                                                 value=repr(self.lr_decay)))
         if not 0 < self.val_fraction <= 0.9:
-            raise ValueError(f"val_fraction must be in (0, 0.9]; got {self.val_fraction!r}")
+            raise ValueError(_("{field} must be in {range}; got {value}").format(
+                field="val_fraction", range="(0, 0.9]", value=repr(self.val_fraction)))
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
+            raise ValueError(_("{field} must be in {range}; got {value}").format(
+                field="label_smoothing", range="[0, 1)", value=repr(self.label_smoothing)))
         if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0")
+            raise ValueError(_("weight_decay and grad_clip must be >= 0"))
         if self.early_stopping_patience < 0:
-            raise ValueError(f"early_stopping_patience must be >= 0; got {self.early_stopping_patience!r}")
+            raise ValueError(_("{field} must be >= 0; got {value}").format(
+                field="early_stopping_patience", value=repr(self.early_stopping_patience)))
         if self.early_stopping_min_delta < 0:
-            raise ValueError(f"early_stopping_min_delta must be >= 0; got {self.early_stopping_min_delta!r}")
+            raise ValueError(_("{field} must be >= 0; got {value}").format(
+                field="early_stopping_min_delta", value=repr(self.early_stopping_min_delta)))
         _choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
         _choice("unfreeze_mode", self.unfreeze_mode, UNFREEZE_MODES)
         if not (isinstance(self.unfreeze_after, int) and 0 <= self.unfreeze_after < self.epochs):
-            raise ValueError(f"unfreeze_after must be an integer in 0..epochs-1 ({self.epochs - 1}); "
-                             f"got {self.unfreeze_after!r}")
+            raise ValueError(_("unfreeze_after must be an integer in 0..epochs-1 ({max}); got {value}").format(
+                max=self.epochs - 1, value=repr(self.unfreeze_after)))
         if self.unfreeze_after and self.trainable == "head" and not self.trainable_groups:
-            raise ValueError("unfreeze_after needs layer groups to unfreeze, but trainable is 'head'; "
-                             "set trainable to last-N or all, or unfreeze_after to 0")
+            raise ValueError(_("unfreeze_after needs layer groups to unfreeze, but trainable is 'head'; "
+                               "set trainable to last-N or all, or unfreeze_after to 0"))
         if not 0 < self.unfreeze_lr_factor <= 1:
-            raise ValueError(f"unfreeze_lr_factor must be in (0, 1]; got {self.unfreeze_lr_factor!r}")
+            raise ValueError(_("{field} must be in {range}; got {value}").format(
+                field="unfreeze_lr_factor", range="(0, 1]", value=repr(self.unfreeze_lr_factor)))
         if not (isinstance(self.cached_views, int) and 0 <= self.cached_views <= 16):
-            raise ValueError(f"cached_views must be an integer in 0..16 (0 = off); got {self.cached_views!r}")
+            raise ValueError(_("cached_views must be an integer in 0..16 (0 = off); got {value}").format(
+                value=repr(self.cached_views)))
         if not 0.25 <= self.progressive_resize <= 1:
-            raise ValueError(f"progressive_resize must be in [0.25, 1] (1 = off); got {self.progressive_resize!r}")
+            raise ValueError(_("progressive_resize must be in [0.25, 1] (1 = off); got {value}").format(
+                value=repr(self.progressive_resize)))
         if self.time_budget_s < 0:
-            raise ValueError(f"time_budget_s must be >= 0 seconds (0 = no budget); got {self.time_budget_s!r}")
+            raise ValueError(_("time_budget_s must be >= 0 seconds (0 = no budget); got {value}").format(
+                value=repr(self.time_budget_s)))
         _choice("preset", self.preset, ("", "custom") + PRESETS)
         if not (isinstance(self.max_length, int) and 8 <= self.max_length <= 512):
-            raise ValueError(f"max_length must be an integer in 8..512 (tokens per text); got {self.max_length!r}")
+            raise ValueError(_("max_length must be an integer in 8..512 (tokens per text); got {value}").format(
+                value=repr(self.max_length)))
+        if not 0.05 <= self.mlm_probability <= 0.5:
+            raise ValueError(_("mlm_probability must be in [0.05, 0.5] (BERT masks 0.15); got {value}").format(
+                value=repr(self.mlm_probability)))
         _check_tracking(self)
         return self
 
@@ -227,13 +256,14 @@ class RunConfig:
         """Build from a dict, rejecting unknown keys by name (configs saved before typed technique fields
         carried them in a free-form ``extra`` dict: those are read into the typed fields)."""
         if not isinstance(d, dict):
-            raise ValueError(f"a config must be an object of field: value; got {type(d).__name__}")
+            raise ValueError(_("a config must be an object of field: value; got {type}").format(type=type(d).__name__))
         if "extra" in d:
             d = _from_legacy_extra(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
+            raise ValueError(_("unknown config field(s) {fields}; valid fields: {valid}").format(
+                fields=", ".join(unknown), valid=", ".join(sorted(known))))
         return cls(**d)
 
     def to_json(self) -> str:
@@ -246,9 +276,9 @@ class RunConfig:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"config is not valid JSON: {e}") from None
+            raise ValueError(_("config is not valid JSON: {error}").format(error=e)) from None
         if not isinstance(d, dict):
-            raise ValueError("config JSON must be an object of field: value")
+            raise ValueError(_("config JSON must be an object of field: value"))
         return cls.from_dict(d)
 
     @classmethod
@@ -263,12 +293,12 @@ def _expected(annotation: str) -> tuple[str, callable]:
     optional_list = lambda kind: (lambda v: v is None or (isinstance(v, list)  # noqa: E731
                                                          and all(kind(x) for x in v)))
     table = {
-        "str": ("a string", lambda v: isinstance(v, str)),
-        "bool": ("true or false", lambda v: isinstance(v, bool)),
-        "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-        "float": ("a number", number),
-        "list[str] | None": ("a list of strings or null", optional_list(lambda x: isinstance(x, str))),
-        "list[float] | None": ("a list of numbers or null", optional_list(number)),
+        "str": (N_("a string"), lambda v: isinstance(v, str)),
+        "bool": (N_("true or false"), lambda v: isinstance(v, bool)),
+        "int": (N_("an integer"), lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        "float": (N_("a number"), number),
+        "list[str] | None": (N_("a list of strings or null"), optional_list(lambda x: isinstance(x, str))),
+        "list[float] | None": (N_("a list of numbers or null"), optional_list(number)),
     }
     return table[annotation]
 
@@ -279,7 +309,8 @@ def _check_types(c: RunConfig) -> None:
         words, ok = _expected(str(f.type))
         value = getattr(c, f.name)
         if not ok(value):
-            raise ValueError(f"{f.name} must be {words}; got {value!r} ({type(value).__name__})")
+            raise ValueError(_("{field} must be {expected}; got {value} ({type})").format(
+                field=f.name, expected=_(words), value=repr(value), type=type(value).__name__))
 
 
 def _from_legacy_extra(d: dict) -> dict:
@@ -288,7 +319,8 @@ def _from_legacy_extra(d: dict) -> dict:
     d = dict(d)
     extra = d.pop("extra") or {}
     if not isinstance(extra, dict):
-        raise ValueError(f"extra must be an object (configs of older versions); got {extra!r}")
+        raise ValueError(_("extra must be an object (configs of older versions); got {value}").format(
+            value=repr(extra)))
     moved = {"dataset": extra.get("dataset"), "technique": extra.get("technique"), "teacher": extra.get("teacher"),
              "distill_alpha": extra.get("alpha"), "distill_temperature": extra.get("temperature")
              if extra.get("technique") == "distill" else None,

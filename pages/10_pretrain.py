@@ -5,32 +5,35 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
+from core.app.engine import i18n
 from pages import common, technique_tools as tt
 
+_ = i18n.gettext
+
 common.entrypoint()
-st.title("10 · Pretrain")
-st.write("Self-supervised pretraining adapts an ImageNet backbone to your own kind of images (microscopy, "
-         "X-rays, satellite tiles) from the pictures alone, without labels, by teaching it that two random views "
-         "of one image belong together. Use it when your images look unlike everyday photos and you have many "
-         "more images than labels; on photo-like data or tiny budgets it may not help.")
+st.title(_("10 · Pretrain"))
+st.write(_("Self-supervised pretraining adapts an ImageNet backbone to your own kind of images (microscopy, "
+           "X-rays, satellite tiles) from the pictures alone, without labels, by teaching it that two random views "
+           "of one image belong together. Use it when your images look unlike everyday photos and you have many "
+           "more images than labels; on photo-like data or tiny budgets it may not help."))
 
 ds = common.require_dataset()
 d = common.draft()
 base = d["backbone"]
 if str(base).startswith("adapted:"):
-    st.info(f"The chosen backbone ({common.md(base)}) is already adapted. Pick a registry backbone to adapt on the Backbone "
-            f"step.")
-    common.link("backbone", "Go to 2 · Backbone")
+    st.info(_("The chosen backbone ({backbone}) is already adapted. Pick a registry backbone to adapt on the "
+              "Backbone step.").format(backbone=common.md(base)))
+    common.link("backbone", _("Go to 2 · Backbone"))
     st.stop()
 
-st.write(f"Adapts **{common.md(base)}** (from the Backbone step) on the images of **{common.md(ds)}**; the labels "
-         f"are not used.")
+st.write(_("Adapts **{backbone}** (from the Backbone step) on the images of **{dataset}**; the labels are not "
+           "used.").format(backbone=common.md(base), dataset=common.md(ds)))
 c1, c2, c3 = st.columns(3)
-epochs = c1.number_input("Epochs", 1, 500, 5, key="pretrain_epochs")
-batch = c2.number_input("Batch size", 2, 1024, 32, key="pretrain_batch",
-                        help="The other images of a batch are the negatives: larger batches give a harder task.")
-temperature = c3.number_input("Temperature", 0.05, 1.0, 0.2, 0.05, key="pretrain_temperature",
-                              help="Softmax temperature of the NT-Xent loss (SimCLR uses 0.1-0.5).")
+epochs = c1.number_input(_("Epochs"), 1, 500, 5, key="pretrain_epochs")
+batch = c2.number_input(_("Batch size"), 2, 1024, 32, key="pretrain_batch",
+                        help=_("The other images of a batch are the negatives: larger batches give a harder task."))
+temperature = c3.number_input(_("Temperature"), 0.05, 1.0, 0.2, 0.05, key="pretrain_temperature",
+                              help=_("Softmax temperature of the NT-Xent loss (SimCLR uses 0.1-0.5)."))
 
 run, job, active = tt.current("simclr")
 
@@ -45,7 +48,7 @@ def pretrain_config():
     return cfg
 
 
-if st.button("Start pretraining", key="pretrain_start", type="primary", disabled=active):
+if st.button(_("Start pretraining"), key="pretrain_start", type="primary", disabled=active):
     tt.start(pretrain_config, "pretrain")
 
 
@@ -54,9 +57,10 @@ def draw(run, events, status) -> None:
         st.plotly_chart(charts.contrastive_curves(events), key="pretrain_chart", width="stretch")
     if status == "finished":
         result = run.result() or {}
-        st.success(f"Done. The adapted backbone **{common.md(result.get('backbone_name', 'adapted:' + base))}** now appears "
-                   f"on the Backbone page: choose it there and fine-tune it like any other.")
-        common.link("backbone", "Go to 2 · Backbone")
+        st.success(_("Done. The adapted backbone **{backbone}** now appears on the Backbone page: choose it there "
+                     "and fine-tune it like any other.").format(
+            backbone=common.md(result.get("backbone_name", "adapted:" + base))))
+        common.link("backbone", _("Go to 2 · Backbone"))
 
 
 tt.live("simclr", "pretrain", draw)

@@ -8,17 +8,23 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
-from pages import common, eval_tools
+from core.app.engine import i18n
+from pages import common, eval_tools, text_results
+
+_ = i18n.gettext
 
 common.entrypoint()
-st.title("5 · Evaluate")
-st.write("The best checkpoint of a run is scored on the validation images it never trained on. Precision: of "
-         "the images predicted as a class, how many are right; recall: of the images of a class, how many "
-         "are found; F1 combines both.")
+st.title(_("5 · Evaluate"))
+st.write(_("The best checkpoint of a run is scored on the validation images it never trained on. Precision: of "
+           "the images predicted as a class, how many are right; recall: of the images of a class, how many "
+           "are found; F1 combines both."))
 run = common.require_run("eval")
+if text_results.is_text_run(run):  # issue 17: a text classifier's report, texts in place of images
+    text_results.evaluate(run)
+    st.stop()
 
 
-@st.cache_data(show_spinner="Evaluating the checkpoint on the validation images…", max_entries=8)
+@st.cache_data(show_spinner=_("Evaluating the checkpoint on the validation images…"), max_entries=8)
 def evaluation(run_dir: str, mtime: float, owner: str | None) -> dict:
     return services.evaluate_run(run_dir, owner)  # the owner is part of the cache key: one user's result each
 
@@ -31,27 +37,30 @@ except (ValueError, OSError) as e:  # OSError: a file of the run is missing (spl
 
 classes = rep["classes"]
 c1, c2, c3 = st.columns(3)
-c1.metric("Validation accuracy", f"{rep['accuracy']:.1%}")
-c2.metric("Macro F1", f"{rep['averages']['macro']['f1']:.1%}")
-c3.metric("Validation images", len(rep["items"]))
+c1.metric(_("Validation accuracy"), i18n.format_percent(rep["accuracy"]))
+c2.metric(_("Macro F1"), i18n.format_percent(rep["averages"]["macro"]["f1"]))
+c3.metric(_("Validation images"), len(rep["items"]))
 
 tab_class, tab_confusion, tab_curves, tab_mistakes, tab_try, tab_test = st.tabs(
-    ["Per class", "Confusion matrix", "ROC · PR · calibration", "Mistakes", "Try it on new images",
-     "Test on another dataset"])
+    [_("Per class"), _("Confusion matrix"), _("ROC · PR · calibration"), _("Mistakes"), _("Try it on new images"),
+     _("Test on another dataset")])
 with tab_class:
     table = pd.DataFrame(rep["per_class"]).set_index("class")
     support = int(table["support"].sum())
-    for avg in ("macro", "weighted"):
-        table.loc[f"{avg} avg"] = {**rep["averages"][avg], "support": support}
+    for avg, row in (("macro", _("macro avg")), ("weighted", _("weighted avg"))):
+        table.loc[row] = {**rep["averages"][avg], "support": support}
     table[["precision", "recall", "f1"]] *= 100  # shown as percentages with three significant digits
-    pct = st.column_config.NumberColumn(format="%.1f %%")
+    def pct(label: str):
+        return st.column_config.NumberColumn(label, format="%.1f %%")
     st.dataframe(table, key="eval_table", width="stretch", height=min(36 * (len(table) + 1) + 4, 640),
-                 column_config={"precision": pct, "recall": pct, "f1": pct,
-                                "support": st.column_config.NumberColumn(format="%d")})
+                 column_config={"_index": st.column_config.Column(_("class")), "precision": pct(_("precision")),
+                                "recall": pct(_("recall")), "f1": pct(_("F1")),
+                                "support": st.column_config.NumberColumn(_("support"), format="%d",
+                                                                         help=_("Validation images of the class"))})
     st.plotly_chart(charts.per_class_bars(rep["per_class"]), key="eval_per_class", width="stretch")
 
 with tab_confusion:
-    normalize = st.toggle("Show fractions of each true class", key="eval_normalize")
+    normalize = st.toggle(_("Show fractions of each true class"), key="eval_normalize")
     eval_tools.confusion_explorer(rep, classes, normalize)
 
 with tab_curves:
@@ -60,20 +69,25 @@ with tab_curves:
     st.plotly_chart(charts.pr_curves(curves["pr"]), key="eval_pr", width="stretch")
     cal = curves["calibration"]
     st.plotly_chart(charts.reliability(cal), key="eval_reliability", width="stretch")
-    st.caption(f"Expected calibration error {cal['ece']:.3f}: on average the model's confidence differs from its "
-               f"accuracy by {cal['ece']:.1%}. Mean confidence {cal['mean_confidence']:.1%} vs accuracy "
-               f"{cal['accuracy']:.1%} — {'over' if cal['mean_confidence'] > cal['accuracy'] else 'under'}confident.")
+    calibration = (_("Expected calibration error {ece}: on average the model's confidence differs from its accuracy "
+                     "by {gap}. Mean confidence {confidence} vs accuracy {accuracy} — overconfident.")
+                   if cal["mean_confidence"] > cal["accuracy"] else
+                   _("Expected calibration error {ece}: on average the model's confidence differs from its accuracy "
+                     "by {gap}. Mean confidence {confidence} vs accuracy {accuracy} — underconfident."))
+    st.caption(calibration.format(ece=f"{cal['ece']:.3f}", gap=i18n.format_percent(cal["ece"]),
+                                  confidence=i18n.format_percent(cal["mean_confidence"]),
+                                  accuracy=i18n.format_percent(cal["accuracy"])))
 
 with tab_mistakes:
-    st.caption("Highest loss first: the images the model was most confidently wrong about. Look for wrong "
-               "labels, ambiguous images and classes that need more examples.")
+    st.caption(_("Highest loss first: the images the model was most confidently wrong about. Look for wrong "
+                 "labels, ambiguous images and classes that need more examples."))
     eval_tools.gallery(services.top_losses(rep, limit=24, wrong_only=True),
-                       empty="Every validation image is classified correctly.")
+                       empty=_("Every validation image is classified correctly."))
 
 with tab_try:
     eval_tools.try_it(run, classes)
 
 with tab_test:
     eval_tools.test_set(run)
-common.link("review", "Mislabelled images? 11 · Review labels")
-common.link("export", "Next: 6 · Export")
+common.link("review", _("Mislabelled images? 11 · Review labels"))
+common.link("export", _("Next: 6 · Export"))

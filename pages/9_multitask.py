@@ -7,22 +7,25 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
-from core.app.engine import owners, runs, workspace
+from core.app.engine import i18n, owners, runs, workspace
 from pages import common, technique_tools as tt
 
+_ = i18n.gettext
+
 common.entrypoint()
-st.title("9 · Multi-task")
-st.write("Multi-task learning trains one backbone with a separate head for each label of an image (say species "
-         "and health), so every task shares what the others teach the features. Use it when your images carry "
-         "several related labels, or some labels are scarce and can lean on a better-labelled task.")
+st.title(_("9 · Multi-task"))
+st.write(_("Multi-task learning trains one backbone with a separate head for each label of an image (say species "
+           "and health), so every task shares what the others teach the features. Use it when your images carry "
+           "several related labels, or some labels are scarce and can lean on a better-labelled task."))
 
 ds = common.dataset()
-options = ["Upload a zip (CSV + images)"] + ([f"The CSV in dataset {common.md(ds)}"] if ds else [])
-choice = st.radio("Data", options, key="mt_source", horizontal=True,
-                  help="A CSV with a filename column and one column per task; an empty cell means no label.")
+options = [_("Upload a zip (CSV + images)")] + ([_("The CSV in dataset {name}").format(name=common.md(ds))] if ds
+                                                else [])
+choice = st.radio(_("Data"), options, key="mt_source", horizontal=True,
+                  help=_("A CSV with a filename column and one column per task; an empty cell means no label."))
 source = None
-if choice.startswith("Upload"):
-    up = st.file_uploader("Zip with one CSV and the images it names", type=["zip"], key="mt_upload")
+if choice == options[0] or choice not in options:  # the upload (a choice from the other language is stale)
+    up = st.file_uploader(_("Zip with one CSV and the images it names"), type=["zip"], key="mt_upload")
     if up is not None:
         payload = up.getvalue()
         # named by owner and content: the same upload on every rerun is written once, into a folder of its owner
@@ -37,37 +40,41 @@ if choice.startswith("Upload"):
 else:
     source = str(services.dataset_dir(ds, common.owner()))
 if source is None:
-    st.info("Multi-task training needs images with several label columns: upload a zip holding a CSV "
-            "(filename, task_a, task_b, ...) and its images, or choose a dataset that has such a CSV on the "
-            "Data step.")
-    common.link("data", "Go to 1 · Data")
+    st.info(_("Multi-task training needs images with several label columns: upload a zip holding a CSV "
+              "(filename, task_a, task_b, ...) and its images, or choose a dataset that has such a CSV on the "
+              "Data step."))
+    common.link("data", _("Go to 1 · Data"))
     st.stop()
 
 try:
     table = services.task_table(source, owner=common.owner())
 except ValueError as e:
     st.error(common.md(e))
-    common.link("data", "Go to 1 · Data")
+    common.link("data", _("Go to 1 · Data"))
     st.stop()
-st.caption(f"{table['rows']} images with at least one label; "
-           + ", ".join(f"{common.md(t)}: {len(c)} classes" for t, c in table["tasks"].items()))
+st.caption(i18n.ngettext("{n} image with at least one label; {tasks}", "{n} images with at least one label; {tasks}",
+                         table["rows"]).format(
+    n=table["rows"], tasks=", ".join(i18n.ngettext("{task}: {n} class", "{task}: {n} classes", len(c)).format(
+        task=common.md(t), n=len(c)) for t, c in table["tasks"].items())))
 if table["skipped"]:
-    with st.expander(f"{len(table['skipped'])} rows left out"):
+    with st.expander(i18n.ngettext("{n} row left out", "{n} rows left out", len(table["skipped"])).format(
+            n=len(table["skipped"]))):
         st.text("\n".join(table["skipped"][:200]))
 
 d = common.draft()
-tasks = st.multiselect("Tasks", list(table["tasks"]), default=list(table["tasks"]), key="mt_tasks")
+tasks = st.multiselect(_("Tasks"), list(table["tasks"]), default=list(table["tasks"]), key="mt_tasks")
 cols = st.columns(max(len(tasks), 1))
-weights = {t: cols[i].number_input(f"Weight of {common.md(t)}", 0.0, 10.0, 1.0, 0.1, key=f"mt_weight_{t}")
+weights = {t: cols[i].number_input(_("Weight of {task}").format(task=common.md(t)), 0.0, 10.0, 1.0, 0.1, key=f"mt_weight_{t}")
            for i, t in enumerate(tasks)}
-epochs = st.number_input("Epochs", 1, 500, int(d["epochs"]), key="mt_epochs")
-st.caption(f"Backbone {common.md(d['backbone'])} with the layer and optimizer settings of your draft. "
-           f"Loss = sum over tasks of weight × cross-entropy, over the rows labelled for that task.")
+epochs = st.number_input(_("Epochs"), 1, 500, int(d["epochs"]), key="mt_epochs")
+st.caption(_("Backbone {backbone} with the layer and optimizer settings of your draft. Loss = sum over tasks of "
+             "weight × cross-entropy, over the rows labelled for that task.").format(
+    backbone=common.md(d["backbone"])))
 
 run, job, active = tt.current("multitask")
 ready = bool(tasks) and any(w > 0 for w in weights.values())
 if not ready:
-    st.warning("Choose at least one task with a weight above 0.")
+    st.warning(_("Choose at least one task with a weight above 0."))
 
 
 def multitask_config():
@@ -79,7 +86,7 @@ def multitask_config():
     return cfg
 
 
-if st.button("Start multi-task training", key="mt_start", type="primary", disabled=active or not ready):
+if st.button(_("Start multi-task training"), key="mt_start", type="primary", disabled=active or not ready):
     tt.start(multitask_config, "mt")
 
 
@@ -89,9 +96,10 @@ def draw(run, events, status) -> None:
         st.plotly_chart(charts.task_curves(events), key="mt_chart_tasks", width="stretch")
         last = epochs_ev[-1]
         st.dataframe([{"task": t, **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}}
-                      for t, m in last["tasks"].items()], key="mt_task_table", hide_index=True, width="stretch")
+                      for t, m in last["tasks"].items()], key="mt_task_table", hide_index=True, width="stretch",
+                     column_config={"task": st.column_config.TextColumn(_("task"))})
     if status == "finished":
-        st.success("Done. The checkpoint carries every task's head; export it on the Export step.")
+        st.success(_("Done. The checkpoint carries every task's head; export it on the Export step."))
 
 
 tt.live("multitask", "mt", draw)

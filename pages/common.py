@@ -13,28 +13,34 @@ import time
 
 import streamlit as st
 
-from core.app import services
-from core.app.engine import runs
+from core.app import services, text_services
+from core.app.engine import i18n, runs
 from pages.markup import md
 from pages.signin import gate, owner, user_box  # owner() is every page's common.owner()
 
+_, N_ = i18n.gettext, i18n.N_  # N_ marks the tables below; their values are translated where shown
+
 PAGES = {
-    "quick": ("pages/0_quick.py", "Quick start", ":material/bolt:"),  # beside the numbered steps (issue 16)
-    "data": ("pages/1_data.py", "Data", ":material/folder_open:"),
-    "backbone": ("pages/2_backbone.py", "Backbone", ":material/account_tree:"),
-    "layers": ("pages/3_layers.py", "Layers", ":material/layers:"),
-    "train": ("pages/4_train.py", "Train", ":material/model_training:"),
-    "evaluate": ("pages/5_evaluate.py", "Evaluate", ":material/fact_check:"),
-    "export": ("pages/6_export.py", "Export", ":material/download:"),
-    "runs": ("pages/7_runs.py", "Runs", ":material/history:"),
-    "distill": ("pages/8_distill.py", "Distill", ":material/compress:"),
-    "multitask": ("pages/9_multitask.py", "Multi-task", ":material/call_split:"),
-    "pretrain": ("pages/10_pretrain.py", "Pretrain", ":material/auto_awesome:"),
-    "review": ("pages/11_review.py", "Review labels", ":material/rule:"),
+    "quick": ("pages/0_quick.py", N_("Quick start"), ":material/bolt:"),  # beside the numbered steps (issue 16)
+    "data": ("pages/1_data.py", N_("Data"), ":material/folder_open:"),
+    "backbone": ("pages/2_backbone.py", N_("Backbone"), ":material/account_tree:"),
+    "layers": ("pages/3_layers.py", N_("Layers"), ":material/layers:"),
+    "train": ("pages/4_train.py", N_("Train"), ":material/model_training:"),
+    "evaluate": ("pages/5_evaluate.py", N_("Evaluate"), ":material/fact_check:"),
+    "export": ("pages/6_export.py", N_("Export"), ":material/download:"),
+    "runs": ("pages/7_runs.py", N_("Runs"), ":material/history:"),
+    "distill": ("pages/8_distill.py", N_("Distill"), ":material/compress:"),
+    "multitask": ("pages/9_multitask.py", N_("Multi-task"), ":material/call_split:"),
+    "pretrain": ("pages/10_pretrain.py", N_("Pretrain"), ":material/auto_awesome:"),
+    "review": ("pages/11_review.py", N_("Review labels"), ":material/rule:"),
 }
 _URL_KEYS = ("ds", "job", "sid")
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{32}$")  # runs.new_id()
 ACTIVE = ("queued", "running", "paused")
+# A job's / run's status as shown (stored and compared in English: Job.status(), Run.status())
+STATUS = {"created": N_("created"), "queued": N_("queued"), "running": N_("running"), "paused": N_("paused"),
+          "finished": N_("finished"), "failed": N_("failed"), "stopped": N_("stopped"),
+          "interrupted": N_("interrupted")}
 
 
 def entrypoint() -> None:
@@ -96,7 +102,8 @@ def init() -> None:
         ss["draft_sid"] = ss["sid"]
     if ss.get("job") and current_run() is None and current_job() is None:
         # a deep link to a run that is gone, or is not this user's: the same answer for both
-        ss["_not_found"] = f"Run {str(ss['job'])[:64]} was not found in your workspace; pick one on the Runs page."
+        ss["_not_found"] = _("Run {run} was not found in your workspace; pick one on the Runs page.").format(
+            run=str(ss["job"])[:64])
         ss.pop("job", None)
         qp.pop("job", None)
     if ss.get("ds") and dataset() is None:
@@ -128,7 +135,11 @@ def set_dataset(name: str | None) -> None:
         changed = st.session_state.get("ds") != name
         st.session_state["ds"] = name
         st.query_params["ds"] = name
+        if changed and is_text(name):  # a text dataset starts from the text recipe (pages/text_steps.py)
+            set_fields(**text_services.text_fields())
+            return
         if changed:  # propose layer and augmentation defaults that suit this dataset's size
+            set_fields(**text_services.image_fields(draft()))  # after a text dataset: image choices again
             try:
                 rec = services.recommend(services.dataset_action("class_counts", name, owner=owner()))
             except ValueError:
@@ -137,6 +148,11 @@ def set_dataset(name: str | None) -> None:
     else:
         st.session_state.pop("ds", None)
         st.query_params.pop("ds", None)
+
+
+def is_text(name: str | None = None) -> bool:
+    """Whether ``name`` (default: the current dataset) is a text dataset; the steps then show pages/text_steps.py."""
+    return text_services.is_text_dataset(name or dataset(), owner())
 
 
 def set_job(job_id: str | None) -> None:
@@ -163,16 +179,21 @@ def dataset() -> str | None:
 def link(step: str, label: str | None = None) -> None:
     """A link to one step of the flow."""
     path, title, icon = PAGES[step]
-    st.page_link(path, label=label or f"Go to {title}", icon=icon)
+    st.page_link(path, label=label or _("Go to {title}").format(title=_(title)), icon=icon)
+
+
+def status_text(status: str | None) -> str:
+    """A job's or run's status in the session's language (an unknown one as it is)."""
+    return _(STATUS[status]) if status in STATUS else str(status)
 
 
 def require_dataset() -> str:
     """The current dataset, or say it is missing, link to the Data step and stop."""
     name = dataset()
     if name is None:
-        st.info("This step needs a dataset, and none is chosen yet. Pick a sample or upload images "
-                "on the Data step first.")
-        link("data", "Go to 1 · Data")
+        st.info(_("This step needs a dataset, and none is chosen yet. Pick a sample or upload images "
+                  "on the Data step first."))
+        link("data", _("Go to 1 · Data"))
         st.stop()
     return name
 
@@ -225,11 +246,12 @@ def show_damaged(current: str | None = None) -> None:
     """Say which runs are damaged and why (they are left out of the choices); the others keep working."""
     bad = damaged_runs()
     if current in bad:
-        st.error(f"Run {current[:15]} is damaged and cannot be used: {md(bad[current])}. Delete it on the "
-                 f"Runs page, or restore its files.")
+        st.error(_("Run {run} is damaged and cannot be used: {problem}. Delete it on the Runs page, or restore "
+                   "its files.").format(run=current[:15], problem=md(bad[current])))
     others = {k: v for k, v in bad.items() if k != current}
     if others:
-        with st.expander(f"{len(others)} damaged run(s) left out"):
+        with st.expander(i18n.ngettext("{n} damaged run left out", "{n} damaged runs left out",
+                                       len(others)).format(n=len(others))):
             for rid, why in others.items():
                 st.caption(f"{rid[:15]}: {md(why)}")
 
@@ -244,7 +266,7 @@ def technique_of(run: runs.Run) -> str | None:
 
 
 # Runs whose checkpoint is not one classifier: they are evaluated and exported on their own pages.
-OWN_PAGE = {"multitask": ("multitask", "Go to 9 · Multi-task"), "simclr": ("pretrain", "Go to 10 · Pretrain")}
+OWN_PAGE = {"multitask": ("multitask", N_("Go to 9 · Multi-task")), "simclr": ("pretrain", N_("Go to 10 · Pretrain"))}
 
 
 def require_run(step: str) -> runs.Run:
@@ -255,14 +277,14 @@ def require_run(step: str) -> runs.Run:
     show_damaged(current)
     if kinds.get(current) in OWN_PAGE:
         step_, label = OWN_PAGE[kinds[current]]
-        st.info(f"The current run ({md(kinds[current])}) is not one classifier: its results and downloads are "
-                f"on its own page. Below: the classifier runs.")
-        link(step_, label)
+        st.info(_("The current run ({technique}) is not one classifier: its results and downloads are on its "
+                  "own page. Below: the classifier runs.").format(technique=md(kinds[current])))
+        link(step_, _(label))
     if not ids:
-        st.info("This step needs a trained model, and no run has a checkpoint yet. Train one first.")
-        link("train", "Go to 4 · Train")
+        st.info(_("This step needs a trained model, and no run has a checkpoint yet. Train one first."))
+        link("train", _("Go to 4 · Train"))
         st.stop()
-    choice = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, key=f"{step}_run",
+    choice = st.selectbox(i18n.pgettext("noun", "Run"), ids, index=ids.index(current) if current in ids else 0, key=f"{step}_run",
                           format_func=run_label)
     return services.open_run(choice, owner())
 
@@ -270,8 +292,9 @@ def require_run(step: str) -> runs.Run:
 def run_label(run_id: str) -> str:
     """A short human label for a run id."""
     s = runs.Run(runs.root() / run_id).summary()
-    acc = f", val acc {s['best_val_acc']:.1%}" if s.get("best_val_acc") is not None else ""
-    return f"{run_id[:15]} · {s.get('backbone')} · {s['status']}{acc}"
+    acc = _(", validation accuracy {acc}").format(acc=i18n.format_percent(s["best_val_acc"])) \
+        if s.get("best_val_acc") is not None else ""
+    return f"{run_id[:15]} · {s.get('backbone')} · {status_text(s['status'])}{acc}"
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -288,7 +311,7 @@ def thumbnail(path: str, px: int = 96):
 
 def progress_bar():
     """A progress bar and the ``progress(stage, done, total)`` callback that fills it, with rate and ETA."""
-    bar = st.progress(0.0, text="starting…")
+    bar = st.progress(0.0, text=_("starting…"))
     t0 = time.time()
 
     def update(stage: str, done: int, total: int) -> None:
@@ -296,7 +319,8 @@ def progress_bar():
         rate = done / elapsed
         eta = (total - done) / rate if rate > 0 else 0
         bar.progress(min(done / max(total, 1), 1.0),
-                     text=f"{stage}: {done:,} / {total:,} · {rate:,.0f}/s · about {eta:.0f} s left")
+                     text=_("{stage}: {done} / {total} · {rate}/s · about {eta} s left").format(
+                         stage=_(stage) if stage else stage, done=f"{done:,}", total=f"{total:,}", rate=f"{rate:,.0f}", eta=f"{eta:.0f}"))
     return update
 
 

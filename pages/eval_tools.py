@@ -9,11 +9,13 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
-from core.app.engine import runs
+from core.app.engine import i18n, runs
 from pages import common, data_tools
 
+_ = i18n.gettext
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+
+@st.cache_resource(show_spinner=_("Loading the model…"), max_entries=4)
 def model(path: str, mtime: float):
     """A loaded model, cached until its weights file changes."""
     return services.load_model(path)
@@ -27,8 +29,9 @@ def gallery(items: list[dict], empty: str, columns: int = 6) -> None:
     cols = st.columns(columns)
     for i, it in enumerate(items):
         cols[i % columns].image(common.thumbnail(it["path"], 112), width=112,
-                                caption=f"true {common.md(it['true_class'])} → {common.md(it['pred_class'])} "
-                                        f"({it['confidence']:.0%})")
+                                caption=_("true {true} → {predicted} ({confidence})").format(
+                                    true=common.md(it["true_class"]), predicted=common.md(it["pred_class"]),
+                                    confidence=i18n.format_percent(it["confidence"], 0)))
 
 
 def _clicked(event) -> tuple[int, int] | None:
@@ -64,32 +67,36 @@ def confusion_explorer(rep: dict, classes: list[str], normalize: bool) -> None:
         else:
             del ss["eval_cell"]  # left from another run: open on this run's largest mistake instead
     if not any(i != j for i, j in (map(int, c.split(",")) for c in cells)):
-        st.success("No errors: every validation image is on the diagonal (predicted as its true class).")
-    st.caption("Click a cell to see its images, or choose one here (largest mistake first).")
-    cell = st.selectbox("Cell", cells, key="eval_cell", format_func=lambda c: _cell_label(c, matrix, classes))
+        st.success(_("No errors: every validation image is on the diagonal (predicted as its true class)."))
+    st.caption(_("Click a cell to see its images, or choose one here (largest mistake first)."))
+    cell = st.selectbox(_("Cell"), cells, key="eval_cell", format_func=lambda c: _cell_label(c, matrix, classes))
     if cell is None:
         return
     t, p = map(int, cell.split(","))
     gallery(services.cell_items(rep, t, p),
-            empty=f"No validation image of {classes[t]} was predicted as {classes[p]}.")
+            empty=_("No validation image of {true} was predicted as {predicted}.").format(true=classes[t],
+                                                                                          predicted=classes[p]))
 
 
 def _cell_label(cell: str, matrix: list[list[int]], classes: list[str]) -> str:
     t, p = map(int, cell.split(","))
-    kind = "correct" if t == p else "mistakes"
-    return f"true {classes[t]} → predicted {classes[p]}: {matrix[t][p]} image(s), {kind}"
+    text = (i18n.ngettext("true {true} → predicted {predicted}: {n} image, correct",
+                          "true {true} → predicted {predicted}: {n} images, correct", matrix[t][p]) if t == p else
+            i18n.ngettext("true {true} → predicted {predicted}: {n} image, mistakes",
+                          "true {true} → predicted {predicted}: {n} images, mistakes", matrix[t][p]))
+    return text.format(true=classes[t], predicted=classes[p], n=matrix[t][p])
 
 
 def try_it(run: runs.Run, classes: list[str]) -> None:
     """Upload images or take a picture; show the top-k classes and, on request, where the model looked."""
     a, b = st.columns(2)
-    top_k = a.slider("Show the top k classes", 1, min(5, len(classes)), min(3, len(classes)), key="eval_top_k")
-    cam = b.toggle("Show where the model looked (Grad-CAM)", key="eval_gradcam",
-                   help="Highlights the image regions that raised the predicted class's score the most.")
-    uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "bmp", "webp", "gif", "tif", "tiff"],
+    top_k = a.slider(_("Show the top k classes"), 1, min(5, len(classes)), min(3, len(classes)), key="eval_top_k")
+    cam = b.toggle(_("Show where the model looked (Grad-CAM)"), key="eval_gradcam",
+                   help=_("Highlights the image regions that raised the predicted class's score the most."))
+    uploads = st.file_uploader(_("Images"), type=["jpg", "jpeg", "png", "bmp", "webp", "gif", "tif", "tiff"],
                                accept_multiple_files=True, key="eval_upload")
-    shot = (st.camera_input("Take a picture", key="eval_camera")
-            if st.toggle("Use the camera", key="eval_use_camera") else None)  # asks for camera access only on demand
+    shot = (st.camera_input(_("Take a picture"), key="eval_camera")
+            if st.toggle(_("Use the camera"), key="eval_use_camera") else None)  # asks for camera access only on demand
     images = list(uploads or []) + ([shot] if shot is not None else [])
     if not images:
         return
@@ -105,23 +112,24 @@ def try_it(run: runs.Run, classes: list[str]) -> None:
         if cam:
             img.seek(0)
             ex = services.explain(m, img, top_k=top_k)
-            mid.image(ex.overlay, width=160, caption=f"Grad-CAM for {common.md(ex.target)}, on the centre crop: "
-                                                     f"the model saw only this square, not the rest of the photo")
-        right.markdown(f"**{common.md(p['label'])}** ({p['confidence']:.1%})")
-        right.dataframe(pd.DataFrame(p["top_k"], columns=["class", "probability"]), hide_index=True,
+            mid.image(ex.overlay, width=160, caption=_("Grad-CAM for {label}, on the centre crop: the model saw only "
+                                                       "this square, not the rest of the photo").format(
+                                                         label=common.md(ex.target)))
+        right.markdown(f"**{common.md(p['label'])}** ({i18n.format_percent(p['confidence'])})")
+        right.dataframe(pd.DataFrame(p["top_k"], columns=[_("class"), _("probability")]), hide_index=True,
                         key=f"eval_pred_{img.file_id}")
 
 
 def _upload_test_set() -> None:
     """A .zip or folder uploaded here becomes a dataset of this user; the current dataset stays as it is."""
-    with st.expander("Upload a test set (.zip or folder, laid out like the Data step's uploads)"):
-        up = st.file_uploader("Test set .zip", type=["zip"], key="eval_test_zip")
-        files = st.file_uploader("Test set folder", accept_multiple_files="directory", key="eval_test_folder")
+    with st.expander(_("Upload a test set (.zip or folder, laid out like the Data step's uploads)")):
+        up = st.file_uploader(_("Test set .zip"), type=["zip"], key="eval_test_zip")
+        files = st.file_uploader(_("Test set folder"), accept_multiple_files="directory", key="eval_test_folder")
         try:
             if up is not None and st.session_state.get("_eval_test_zip_done") != up.file_id:
                 st.session_state["_eval_test_zip_done"] = up.file_id  # one import per upload, not per rerun
-                name, _ = data_tools.import_zip(up)
-            elif files and st.button("Import this folder as a test set", key="eval_test_import_folder"):
+                name = data_tools.import_zip(up)[0]
+            elif files and st.button(_("Import this folder as a test set"), key="eval_test_import_folder"):
                 name = data_tools.import_folder(files, "test-set")
             else:
                 return
@@ -129,7 +137,7 @@ def _upload_test_set() -> None:
             st.error(common.md(e))
             return
         st.session_state["eval_test_ds"] = name  # chosen below; never made the current dataset (common.dataset())
-        common.flash(f"Imported test set '{name}'. The current dataset is unchanged.")
+        common.flash(_("Imported test set '{name}'. The current dataset is unchanged.").format(name=name))
         st.rerun()
 
 
@@ -141,7 +149,7 @@ def _trained_on(run: runs.Run) -> str:
         return ""
 
 
-@st.cache_data(show_spinner="Comparing the test images with the run's images…", max_entries=16)
+@st.cache_data(show_spinner=_("Comparing the test images with the run's images…"), max_entries=16)
 def _overlap(run_dir: str, name: str, signature: str, owner: str | None) -> dict | str:
     """The content overlap of a test set with a run, or the reason it cannot test the run (a str)."""
     try:
@@ -152,18 +160,19 @@ def _overlap(run_dir: str, name: str, signature: str, owner: str | None) -> dict
 
 def test_set(run: runs.Run) -> None:
     """Score the model on a held-out dataset: uploaded here, never the run's own, overlaps flagged and left out."""
-    st.caption("A test set the model never saw, not even for choosing the best epoch, gives the honest final "
-               "number. Its class folders must be named like the training classes; others are left out. "
-               "Images identical to ones this run trained or validated on are left out of the score.")
+    st.caption(_("A test set the model never saw, not even for choosing the best epoch, gives the honest final "
+                 "number. Its class folders must be named like the training classes; others are left out. "
+                 "Images identical to ones this run trained or validated on are left out of the score."))
     common.show_flash()
     _upload_test_set()
     trained = _trained_on(run)
     have = sorted(common.datasets(), key=lambda n: n == trained)  # the run's own dataset last, never the default
     if not have:
-        st.info("No dataset in the workspace yet: upload a test set above.")
+        st.info(_("No dataset in the workspace yet: upload a test set above."))
         return
-    name = st.selectbox("Test dataset", have, index=None, key="eval_test_ds", placeholder="Choose a test set",
-                        format_func=lambda n: f"{n} (this run trained on it)" if n == trained else n)
+    name = st.selectbox(_("Test dataset"), have, index=None, key="eval_test_ds", placeholder=_("Choose a test set"),
+                        format_func=lambda n: _("{name} (this run trained on it)").format(name=n) if n == trained
+                        else n)
     if name is None:
         return
     found = _overlap(str(run.path), name, services.dataset_action("signature", name, owner=common.owner()),
@@ -172,14 +181,16 @@ def test_set(run: runs.Run) -> None:
         st.error(common.md(found))
         return
     if found["n_overlap"]:
-        st.warning(f"{found['n_overlap']} of the {found['n_total']} images of {common.md(name)} are copies of "
-                   f"images this run trained or validated on (same file contents). They are left out: the test "
-                   f"accuracy counts only the {found['n_total'] - found['n_overlap']} images the run never saw. "
-                   "Examples: " + "; ".join(f"{common.md(Path(e['test']).name)} = {common.md(Path(e['seen']).name)}"
-                                           for e in found["examples"]))
-    if st.button("Evaluate on this dataset", key="eval_test_run"):
+        st.warning(_("{n} of the {total} images of {name} are copies of images this run trained or validated on "
+                     "(same file contents). They are left out: the test accuracy counts only the {unseen} images "
+                     "the run never saw. Examples: {examples}").format(
+            n=found["n_overlap"], total=found["n_total"], name=common.md(name),
+            unseen=found["n_total"] - found["n_overlap"],
+            examples="; ".join(f"{common.md(Path(e['test']).name)} = {common.md(Path(e['seen']).name)}"
+                               for e in found["examples"])))
+    if st.button(_("Evaluate on this dataset"), key="eval_test_run"):
         try:
-            with st.spinner("Predicting every image of the test set…"):
+            with st.spinner(_("Predicting every image of the test set…")):
                 st.session_state["_eval_test"] = (run.id, name, services.evaluate_on(
                     run.path, services.dataset_dir(name, common.owner()), common.owner()))
         except ValueError as e:
@@ -193,17 +204,19 @@ def test_set(run: runs.Run) -> None:
 def _test_report(rep: dict) -> None:
     """Accuracy, counts and the confusion matrix of a test-set evaluation."""
     a, b, c = st.columns(3)
-    a.metric("Test accuracy", f"{rep['accuracy']:.1%}",
-             help="Over the images the run never saw: copies of its training or validation images are left out.")
-    b.metric("Images evaluated", rep["n_evaluated"])
-    c.metric("Images left out (unknown class)", rep["n_ignored"])
+    a.metric(_("Test accuracy"), i18n.format_percent(rep["accuracy"]),
+             help=_("Over the images the run never saw: copies of its training or validation images are left out."))
+    b.metric(_("Images evaluated"), rep["n_evaluated"])
+    c.metric(_("Images left out (unknown class)"), rep["n_ignored"])
     if rep.get("n_overlap"):
-        st.caption(f"Also left out: {rep['n_overlap']} copies of images the run trained or validated on.")
+        st.caption(_("Also left out: {n} copies of images the run trained or validated on.").format(
+            n=rep["n_overlap"]))
     if rep["unknown_classes"]:
-        st.warning("Classes the model does not know were left out: "
-                   + ", ".join(f"{common.md(k)} ({v})" for k, v in rep["unknown_classes"].items()))
+        st.warning(_("Classes the model does not know were left out: {classes}").format(
+            classes=", ".join(f"{common.md(k)} ({v})" for k, v in rep["unknown_classes"].items())))
     if rep["missing_classes"]:
-        st.info("No test images for: " + ", ".join(common.md(c) for c in rep["missing_classes"]))
+        st.info(_("No test images for: {classes}").format(
+            classes=", ".join(common.md(c) for c in rep["missing_classes"])))
     fig = charts.confusion(rep["confusion"], rep["classes"])
     fig.update_xaxes(type="category").update_yaxes(type="category")
     st.plotly_chart(fig, key="eval_test_confusion", width="stretch")

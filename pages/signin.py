@@ -11,8 +11,10 @@ import json
 
 import streamlit as st
 
-from core.app.engine import owners
+from core.app.engine import i18n, owners
 from pages.markup import md
+
+_ = i18n.gettext
 
 USER_COOKIE = "_streamlit_user"  # the cookie Streamlit's OIDC callback sets (streamlit.web.server.server_util)
 
@@ -46,7 +48,7 @@ def owner() -> str | None:
 
 def display_name() -> str:
     """What the sidebar calls the signed-in user (for people to read, never to decide anything)."""
-    return str(st.user.get("name") or st.user.get("email") or "signed in")
+    return str(st.user.get("name") or st.user.get("email") or _("signed in"))
 
 
 def providers() -> list[str | None]:
@@ -62,16 +64,16 @@ def providers() -> list[str | None]:
 def sign_in_screen() -> None:
     """The only thing a visitor sees before signing in."""
     st.title("Transfer Studio")
-    st.write("This Transfer Studio is shared. Sign in to see your own datasets, runs and models; "
-             "nobody else sees them, and you do not see theirs.")
+    st.write(_("This Transfer Studio is shared. Sign in to see your own datasets, runs and models; "
+               "nobody else sees them, and you do not see theirs."))
     for name in providers():
-        label = f"Sign in with {md(name)}" if name else "Sign in"
+        label = _("Sign in with {provider}").format(provider=md(name)) if name else _("Sign in")
         if st.button(label, key=f"sign_in_{name or 'default'}", type="primary", icon=":material/login:"):
             try:
                 st.login(name) if name else st.login()
             except Exception as e:  # Authlib missing, an incomplete [auth] section: the operator's to fix
-                st.error(f"Sign-in is not set up correctly on this server: {md(e)} (see the README, "
-                         f"'Deploying for several people').")
+                st.error(_("Sign-in is not set up correctly on this server: {problem} (see the README, "
+                           "'Deploying for several people').").format(problem=md(e)))
             st.stop()
 
 
@@ -86,7 +88,7 @@ def gate() -> None:
         owner()
     except ValueError as e:  # signed in, but the provider sent no subject: no way to tell users apart
         st.error(md(str(e)))
-        if st.button("Sign out", key="sign_out_no_subject"):
+        if st.button(_("Sign out"), key="sign_out_no_subject"):
             st.logout()
         st.stop()
 
@@ -95,9 +97,9 @@ def user_box() -> None:
     """Sidebar: who is signed in, and the sign-out button (nothing in single-user mode)."""
     if not auth_configured():
         return
-    st.markdown(f"**Signed in:** {md(display_name())}")
-    st.caption(f"Account key `{owner()}`")
-    if st.button("Sign out", key="sign_out", icon=":material/logout:"):
+    st.markdown("**" + _("Signed in:") + "** " + md(display_name()))
+    st.caption(_("Account key {key}").format(key=f"`{owner()}`"))
+    if st.button(_("Sign out"), key="sign_out", icon=":material/logout:"):
         st.logout()
         st.stop()  # the browser is on its way to the provider's sign-out; nothing below is for anyone
 

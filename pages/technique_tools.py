@@ -4,7 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core.app import services
+from core.app.engine import i18n
 from pages import common
+
+_ = i18n.gettext
 
 
 def current(technique: str):
@@ -21,7 +24,7 @@ def start(make_config, key: str) -> None:
     try:  # building the config checks that its data and backbone are this user's
         job = services.start_job(common.job_manager(), make_config(), owner=common.owner())
     except ValueError as e:
-        st.error(f"Could not start: {common.md(e)}")
+        st.error(_("Could not start: {error}").format(error=common.md(e)))
         return
     common.set_job(job.id)
     st.session_state.pop(f"{key}_result", None)
@@ -30,29 +33,31 @@ def start(make_config, key: str) -> None:
 
 def live(technique: str, key: str, draw) -> None:
     """Status, progress and ``draw(run, events, status)`` for the current run of ``technique``; polls while active."""
-    _, _, active = current(technique)
+    active = current(technique)[2]
 
     @st.fragment(run_every=1.0 if active else None)
     def body() -> None:
-        run, job, _ = current(technique)
+        run, job = current(technique)[:2]
         if run is None:
-            st.caption("No run of this kind yet: choose the settings above and press Start.")
+            st.caption(_("No run of this kind yet: choose the settings above and press Start."))
             return
         status = job.status() if job is not None else run.status()
         if active and status not in common.ACTIVE:
             st.rerun()  # it just ended: redraw the whole page (buttons, results) and stop polling
         events = run.events()
-        st.subheader(f"Run {run.id[:15]} — {status}")
+        st.subheader(_("Run {run} — {status}").format(run=run.id[:15], status=common.status_text(status)))
         steps = [e for e in events if e.get("type") == "step"]
         if steps and status in common.ACTIVE:
             s = steps[-1]
             st.progress(min(s["step"] / max(s["total_steps"], 1), 1.0),
-                        text=f"step {s['step']} / {s['total_steps']} · epoch {s['epoch']}")
-            if job is not None and st.button("Stop", key=f"{key}_stop"):
+                        text=_("step {step} / {total} · epoch {epoch}").format(step=s["step"], total=s["total_steps"],
+                                                                               epoch=s["epoch"]))
+            if job is not None and st.button(_("Stop"), key=f"{key}_stop"):
                 job.stop()
         if status == "failed":
             end = next((e for e in reversed(events) if e.get("type") == "end"), {})
-            st.error(f"The run failed: {common.md((job.error if job is not None else None) or end.get('message'))}")
+            st.error(_("The run failed: {error}").format(
+                error=common.md((job.error if job is not None else None) or end.get("message"))))
         draw(run, events, status)
 
     body()

@@ -6,8 +6,10 @@ import streamlit as st
 from core.app import charts
 from core.app.engine import edits as de
 from core.app import services
-from core.app.engine import POLICIES, PRESETS
+from core.app.engine import POLICIES, PRESETS, i18n
 from pages import common, data_tools
+
+_, N_ = i18n.gettext, i18n.N_
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -18,14 +20,14 @@ def _preview(path: str, backbone: str, size: int, augment: str, seed: int, aug: 
 def augment_grid(ds: str, draft: dict) -> None:
     """Eight augmented versions of one image of the dataset, as training will see them."""
     try:
-        index, _ = data_tools.scan_and_check(ds)
+        index, _health = data_tools.scan_and_check(ds)
     except ValueError as e:
-        st.info(f"No preview: {common.md(e)}")
+        st.info(_("No preview: {problem}").format(problem=common.md(e)))
         return
     paths = [p for ps in de.gallery(index, 1).values() for p in ps]
     a, b = st.columns([3, 1])
-    path = a.selectbox("Image", paths, key="train_preview_image", format_func=lambda p: p.rsplit("/", 2)[-2])
-    seed = b.number_input("Preview seed", 0, 999, 0, key="train_preview_seed")
+    path = a.selectbox(_("Image"), paths, key="train_preview_image", format_func=lambda p: p.rsplit("/", 2)[-2])
+    seed = b.number_input(_("Preview seed"), 0, 999, 0, key="train_preview_seed")
     aug = tuple(sorted((k, v) for k, v in draft.items() if k.startswith("aug_")))
     images = _preview(path, draft["backbone"], int(draft["image_size"]), draft["augment"], int(seed), aug)
     st.image(images, width=112, caption=[f"#{i + 1}" for i in range(len(images))])
@@ -41,30 +43,32 @@ def start_custom(draft: dict, augment: str) -> None:
 def custom_augment(draft: dict) -> None:
     """The custom augmentation settings (the aug_* config fields)."""
     a, b, c = st.columns(3)
-    flip = a.checkbox("Random horizontal flip", bool(draft["aug_flip"]), key="train_aug_flip",
-                      help="Off for images whose left and right differ in meaning (text, arrows).")
-    rotation = b.slider("Random rotation (± degrees)", 0, 180, int(draft["aug_rotation"]), 5, key="train_aug_rotation")
-    jitter = c.slider("Colour jitter strength", 0.0, 1.0, float(draft["aug_color_jitter"]), 0.1,
-                      key="train_aug_color_jitter", help="Brightness, contrast, saturation and hue; 0 = off.")
-    scale = a.slider("Random crop: smallest share of the image kept", 0.05, 1.0, float(draft["aug_scale_min"]), 0.05,
-                     key="train_aug_scale_min", help="1.0 = always the centre crop.")
-    policy = b.selectbox("Automatic policy", POLICIES, index=POLICIES.index(draft["aug_policy"]),
-                         key="train_aug_policy", help="RandAugment / TrivialAugment apply random photometric "
-                                                      "and geometric operations from a fixed list.")
+    flip = a.checkbox(_("Random horizontal flip"), bool(draft["aug_flip"]), key="train_aug_flip",
+                      help=_("Off for images whose left and right differ in meaning (text, arrows)."))
+    rotation = b.slider(_("Random rotation (± degrees)"), 0, 180, int(draft["aug_rotation"]), 5, key="train_aug_rotation")
+    jitter = c.slider(_("Colour jitter strength"), 0.0, 1.0, float(draft["aug_color_jitter"]), 0.1,
+                      key="train_aug_color_jitter", help=_("Brightness, contrast, saturation and hue; 0 = off."))
+    scale = a.slider(_("Random crop: smallest share of the image kept"), 0.05, 1.0, float(draft["aug_scale_min"]), 0.05,
+                     key="train_aug_scale_min", help=_("1.0 = always the centre crop."))
+    policy = b.selectbox(_("Automatic policy"), POLICIES, index=POLICIES.index(draft["aug_policy"]),
+                         key="train_aug_policy", format_func=lambda p: _("none") if p == "none" else p,
+                         help=_("RandAugment / TrivialAugment apply random photometric and geometric operations "
+                                "from a fixed list."))
     common.set_fields(aug_flip=bool(flip), aug_rotation=float(rotation), aug_color_jitter=float(jitter),
                       aug_scale_min=float(scale), aug_policy=policy)
 
 
 def lr_finder(config) -> None:
     """Run the learning-rate sweep on demand, chart it, and offer to use its suggestion."""
-    st.caption("Trains briefly while the learning rate grows from 1e-7 to 10 and records the loss; a good rate is "
-               "where the loss falls fastest. The model and the run history are left untouched.")
+    st.caption(_("Trains briefly while the learning rate grows from 1e-7 to 10 and records the loss; a good rate "
+                 "is where the loss falls fastest. The model and the run history are left untouched."))
     key = config.to_json()
-    if st.button("Run the sweep", key="train_lr_find"):
-        bar = st.progress(0.0, text="sweeping…")
+    if st.button(_("Run the sweep"), key="train_lr_find"):
+        bar = st.progress(0.0, text=_("sweeping…"))
         try:
             result = services.lr_find(config, on_progress=lambda d, t: bar.progress(min(d / max(t, 1), 1.0),
-                                                                                   text=f"step {d} / {t}"))
+                                                                                   text=_("step {done} / {total}").format(
+                                                                                       done=d, total=t)))
         except ValueError as e:
             st.error(common.md(e))
             return
@@ -73,17 +77,17 @@ def lr_finder(config) -> None:
     if not found:
         return
     if found[0] != key:
-        st.caption("The settings changed since the last sweep; run it again for a current suggestion.")
+        st.caption(_("The settings changed since the last sweep; run it again for a current suggestion."))
     result = found[1]
     st.plotly_chart(charts.lr_finder(result), key="train_lr_chart", width="stretch")
-    st.write(f"Suggested learning rate: **{result['suggestion']:.2e}**")
-    if st.button("Use the suggestion", key="train_lr_use"):
+    st.write(_("Suggested learning rate: {lr}").format(lr=f"**{result['suggestion']:.2e}**"))
+    if st.button(_("Use the suggestion"), key="train_lr_use"):
         common.set_fields(lr=float(result["suggestion"]))
         st.session_state.pop("train_lr", None)  # let the number box pick up the new value
         st.rerun()
 
 
-RECIPES = {"balanced": "Balanced (recommended)", "quick": "Quick", "best": "Best", "custom": "Custom"}
+RECIPES = {"balanced": N_("Balanced (recommended)"), "quick": N_("Quick"), "best": N_("Best"), "custom": N_("Custom")}
 # widgets below that show a recipe's fields: forgotten when a recipe is applied, so they show its values
 _WIDGETS = ("train_epochs", "train_batch_size", "train_lr", "train_image_size", "train_optimizer", "train_scheduler",
             "train_augment", "train_label_smoothing", "train_weight_decay")
@@ -96,11 +100,11 @@ def recipe(ds: str, draft: dict) -> None:
     c1, c2 = st.columns([3, 1])
     # a new draft records no recipe yet: it starts with balanced, as the CLI does without flags
     current = draft.get("preset") if draft.get("preset") in RECIPES else "balanced"
-    choice = c1.radio("Recipe", list(RECIPES), index=list(RECIPES).index(current), key="train_preset",
-                      horizontal=True, format_func=RECIPES.get,
-                      help="Quick: the head only, about a minute. Balanced: fine-tunes the last layers. Best: a "
-                           "larger backbone and more epochs. Custom: only the settings below.")
-    budget = c2.number_input("Time budget (seconds, 0 = the recipe's)", 0, 86_400, 0, step=60, key="train_budget")
+    choice = c1.radio(_("Recipe"), list(RECIPES), index=list(RECIPES).index(current), key="train_preset",
+                      horizontal=True, format_func=lambda r: _(RECIPES[r]),
+                      help=_("Quick: the head only, about a minute. Balanced: fine-tunes the last layers. Best: a "
+                             "larger backbone and more epochs. Custom: only the settings below."))
+    budget = c2.number_input(_("Time budget (seconds, 0 = the recipe's)"), 0, 86_400, 0, step=60, key="train_budget")
     if choice == "custom":
         common.set_fields(preset="custom", time_budget_s=float(budget))
         return
@@ -108,12 +112,12 @@ def recipe(ds: str, draft: dict) -> None:
     plans = st.session_state.setdefault("train_plans", {})
     if key not in plans:
         keep = {} if draft["backbone"] in _OWN_BODIES else {"backbone": draft["backbone"]}  # the user's pick
-        with st.spinner("Measuring this machine's speed for the recipe…"):
+        with st.spinner(_("Measuring this machine's speed for the recipe…")):
             try:
                 plans[key] = services.preset_plan(services.dataset_dir(ds, common.owner()), choice, budget or None,
                                                   owner=common.owner(), overrides=keep)
             except ValueError as e:
-                st.error(f"The recipe cannot be planned: {common.md(e)}")
+                st.error(_("The recipe cannot be planned: {problem}").format(problem=common.md(e)))
                 return
     plan = plans[key]
     # applied once per choice: the draft remembers it (a reload keeps what the user changed afterwards)
@@ -121,12 +125,12 @@ def recipe(ds: str, draft: dict) -> None:
         for w in _WIDGETS:
             st.session_state.pop(w, None)
         common.set_fields(**plan["fields"], trainable_groups=None)
-    st.markdown(f"**Expected time: about {_fmt_s(plan['expected_s'])}** on this machine · stops at "
-                f"{_fmt_s(plan['budget_s'])} with the best weights so far")
-    # a static table wraps the reasons (a data grid cut them at the column's edge)
-    st.table([{"choice": k, "value": str(plan["fields"].get(k)), "why": r} for k, r in plan["reasons"].items()],
-             hide_index=True)
-    st.caption("Every setting below starts at the recipe's choice; what you change there wins.")
+    st.markdown(_("**Expected time: about {expected}** on this machine · stops at {budget} with the best weights "
+                  "so far").format(expected=_fmt_s(plan["expected_s"]), budget=_fmt_s(plan["budget_s"])))
+    # a static table wraps the reasons (a data grid cut them at the column's edge); its headers in the session's language
+    st.table([{_("choice"): k, _("value"): str(plan["fields"].get(k)), _("why"): r}
+              for k, r in plan["reasons"].items()], hide_index=True)
+    st.caption(_("Every setting below starts at the recipe's choice; what you change there wins."))
 
 
 def more(run) -> None:
@@ -134,10 +138,11 @@ def more(run) -> None:
     verdict = services.unfinished(run.path, common.owner())
     if not verdict:
         return
-    st.warning(f"This model looks unfinished: {common.md(verdict['message'])}.")
+    st.warning(_("This model looks unfinished: {why}.").format(why=common.md(verdict["message"])))
     c1, c2 = st.columns([1, 3])
-    n = c1.number_input("More epochs", 1, 500, int(verdict["more_epochs"]), key="train_more_n")
-    if c2.button(f"Train {int(n)} more epochs", key="train_more"):
+    n = c1.number_input(_("More epochs"), 1, 500, int(verdict["more_epochs"]), key="train_more_n")
+    if c2.button(i18n.ngettext("Train {n} more epoch", "Train {n} more epochs", int(n)).format(n=int(n)),
+                 key="train_more"):
         try:
             job = services.train_more(common.job_manager(), run.id, int(n), owner=common.owner())
         except ValueError as e:
@@ -145,6 +150,11 @@ def more(run) -> None:
             return
         common.set_job(job.id)
         st.rerun()
+
+
+# the epoch table's columns (event keys) and their headers as shown
+_EPOCH_COLUMNS = {"epoch": N_("epoch"), "train_loss": N_("training loss"), "train_acc": N_("training accuracy"),
+                  "val_loss": N_("validation loss"), "val_acc": N_("validation accuracy"), "time_s": N_("time (s)")}
 
 
 def _fmt_s(s: float | None) -> str:
@@ -161,64 +171,70 @@ def monitor(active: bool) -> None:
     def live() -> None:
         job, run = common.current_job(), common.current_run()
         if run is None:
-            st.caption("No training run yet: choose the settings above and press Start training.")
+            st.caption(_("No training run yet: choose the settings above and press Start training."))
             return
         status = job.status() if job is not None else run.status()
         if active and status not in common.ACTIVE:
             st.rerun()  # the job just ended: redraw the buttons and stop polling
         events = run.events()  # the run's log on disk holds the full history, resumes included
-        st.subheader(f"Run {run.id[:15]} — {status}")
+        st.subheader(_("Run {run} — {status}").format(run=run.id[:15], status=common.status_text(status)))
         problem = run.problem()
         if problem:
-            st.error(f"Some of this run's files are damaged: {common.md(problem)}. What is intact is shown below.")
+            st.error(_("Some of this run's files are damaged: {problem}. What is intact is shown below.").format(
+                problem=common.md(problem)))
         if status == "running" and not any(e.get("type") == "start" for e in events):
-            st.caption("Starting the training process: loading the engine and the data…")
+            st.caption(_("Starting the training process: loading the engine and the data…"))
         if status == "queued":
             pos = common.job_manager().queue_position(job.id)
-            st.info(f"Waiting in the queue (position {pos}): other jobs are using the machine.")
+            st.info(_("Waiting in the queue (position {pos}): other jobs are using the machine.").format(pos=pos))
         if status in ("interrupted", "failed", "stopped") and not active and common.resumable(run, job):
-            st.warning("This run stopped without finishing (its process ended or was killed). Press Resume to "
-                       "continue from the last completed epoch (from the start when none completed).")
+            st.warning(_("This run stopped without finishing (its process ended or was killed). Press Resume to "
+                         "continue from the last completed epoch (from the start when none completed)."))
         last = events[-1] if events else {}
         steps = [e for e in events if e.get("type") == "step"]
         epochs = [e for e in events if e.get("type") == "epoch"]
         if last.get("type") == "phase" and last.get("total"):
             st.progress(min(last["done"] / last["total"], 1.0),
-                        text=f"{last['phase']}: {last['done']} / {last['total']}")
+                        text=f"{_(last['phase']) if last['phase'] else ''}: {last['done']} / {last['total']}")
         if steps:
             s = steps[-1]
             st.progress(min(s["step"] / max(s["total_steps"], 1), 1.0),
-                        text=f"step {s['step']} / {s['total_steps']} · epoch {s['epoch']} · "
-                             f"{s['images_per_s']:.0f} images/s · ETA {_fmt_s(s['eta_s'] if active else 0)}")
+                        text=(_("step {step} / {steps} · epoch {epoch} · {rate} texts/s · ETA {eta}")
+                              if common.technique_of(run) == "text" else  # a text run counts texts
+                              _("step {step} / {steps} · epoch {epoch} · {rate} images/s · ETA {eta}")).format(
+                            step=s["step"], steps=s["total_steps"], epoch=s["epoch"], rate=f"{s['images_per_s']:.0f}",
+                            eta=_fmt_s(s["eta_s"] if active else 0)))
         if epochs:
             e = epochs[-1]
             c1, c2, c3, c4 = st.columns(4)
-            c1.metric("Epoch", f"{e['epoch']} / {e['epochs']}")
-            c2.metric("Validation accuracy", f"{e['val_acc']:.1%}")
-            c3.metric("Best validation accuracy", f"{max(x['val_acc'] for x in epochs):.1%}")
-            c4.metric("Validation loss", f"{e['val_loss']:.3f}")
+            c1.metric(_("Epoch"), f"{e['epoch']} / {e['epochs']}")
+            c2.metric(_("Validation accuracy"), i18n.format_percent(e["val_acc"]))
+            c3.metric(_("Best validation accuracy"), i18n.format_percent(max(x["val_acc"] for x in epochs)))
+            c4.metric(_("Validation loss"), f"{e['val_loss']:.3f}")
         for e in events:
             if e.get("type") == "early_stop":
                 st.info(common.md(e.get("message", "")))
         end = next((e for e in reversed(events) if e.get("type") == "end"), None)
         if status == "failed":
-            st.error(f"Training failed: {common.md((job.error if job is not None else None) or (end or {}).get('message'))}")
+            st.error(_("Training failed: {error}").format(
+                error=common.md((job.error if job is not None else None) or (end or {}).get("message"))))
             tb = (job.traceback if job is not None else None) or (end or {}).get("traceback")
             if tb:
-                with st.expander("Traceback"):
+                with st.expander(_("Traceback")):
                     st.code(tb, language="text")
         elif status == "finished":
-            st.success("Training finished. The best epoch's weights are saved with the run.")
+            st.success(_("Training finished. The best epoch's weights are saved with the run."))
             more(run)
-            common.link("evaluate", "Next: 5 · Evaluate")
+            common.link("evaluate", _("Next: 5 · Evaluate"))
         elif status == "stopped":
-            st.info("Stopped by you; the best checkpoint so far is kept.")
+            st.info(_("Stopped by you; the best checkpoint so far is kept."))
         if steps:
             st.plotly_chart(charts.step_loss(events), key="train_chart_loss", width="stretch")
         if epochs:
             st.plotly_chart(charts.epoch_curves(events), key="train_chart_epochs", width="stretch")
-            st.dataframe([{k: e[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "time_s")}
-                          for e in epochs], key="train_epoch_table", hide_index=True, width="stretch")
+            st.dataframe([{k: e[k] for k in _EPOCH_COLUMNS} for e in epochs], key="train_epoch_table",
+                         hide_index=True, width="stretch",
+                         column_config={k: _(label) for k, label in _EPOCH_COLUMNS.items()})  # keys stay the metric keys
         if steps:
             st.plotly_chart(charts.learning_rate(events), key="train_chart_lr", width="stretch")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -201,3 +202,81 @@ def test_upload_over_the_size_limit_is_refused_with_a_message(tmp_path, browser_
         # nothing was ingested and the app still answers: the Data step still asks for a dataset
         page.get_by_text("No dataset chosen yet").first.wait_for()
         assert not (home / "datasets").exists() or not any((home / "datasets").iterdir())
+
+
+def _english_of(*files: str) -> list[str]:
+    """Stretches of English prose of these source files' messages that a Chinese screen must not show: each msgid
+    that has a Chinese translation, cut at its {placeholders}, without Markdown marks; pieces of two words or more."""
+    from babel.messages import extract
+
+    from core import i18n
+
+    zh = i18n.translations("zh_CN")
+    pieces = set()
+    for name in files:
+        with open(ROOT / name, "rb") as f:
+            for _line, message, _comments, _context in extract.extract("python", f):
+                msgid = message[0] if isinstance(message, tuple) else message
+                if not msgid or zh.gettext(msgid) == msgid:  # kept as it is in both languages
+                    continue
+                for piece in re.split(r"\{[^{}]*\}", re.sub(r"[*`]", "", msgid)):
+                    piece = piece.strip(" .,:;·—()'")
+                    if len(re.findall(r"[A-Za-z]{2,}", piece)) >= 2 and len(piece) >= 10:
+                        pieces.add(piece)
+    return sorted(pieces)
+
+
+def _shows_no_english(page, pieces: list[str]) -> None:
+    text = page.locator("[data-testid='stMain']").inner_text() + "\n" + page.locator(
+        "[data-testid='stSidebar']").inner_text()
+    left = [p for p in pieces if p in text]
+    assert not left, f"English source text on a Chinese screen: {left}"
+
+
+def test_the_flow_in_chinese_shows_chinese_labels_and_switching_language_keeps_dataset_and_job(
+        server, browser_page):
+    """?lang=zh_CN: the Data step with a sample and a 1-epoch run on the Train step with its live chart, in Chinese;
+    the sidebar switch to English and back keeps the dataset and the job (only the language changes)."""
+    url, home = server
+    page = browser_page
+    page.goto(url + "/?lang=zh_CN")
+
+    # 1 · 数据: the sidebar, the navigation and the step speak Chinese
+    page.get_by_role("heading", name="1 · 数据").first.wait_for()
+    sidebar = page.locator("[data-testid='stSidebar']")
+    for label in ("语言", "数据集：", "设备：", "4 · 训练", "快速开始"):
+        sidebar.get_by_text(label).first.wait_for()
+    _choose(page, "data_sample", "shapes — 圆形、正方形、三角形")
+    page.locator(".st-key-data_use_sample button").click()
+    page.get_by_role("heading", name="数据集：sample-shapes").first.wait_for(timeout=120_000)
+    page.get_by_text("健康报告").first.wait_for()
+    _shows_no_english(page, _english_of("streamlit_app.py", "pages/common.py", "pages/1_data.py",
+                                        "pages/data_tools.py", "pages/lang.py"))
+
+    # 4 · 训练: one epoch, small images, no augmentation; the live chart appears, the run finishes
+    _goto_step(page, "4 · 训练")
+    epochs = page.locator(".st-key-train_epochs input")
+    epochs.fill("1")
+    epochs.press("Enter")
+    _choose(page, "train_image_size", "64 px")
+    _choose(page, "train_augment", "无", exact=True)
+    page.locator(".st-key-train_start button").click()
+    page.locator(".st-key-train_chart_loss .js-plotly-plot").first.wait_for(timeout=180_000)
+    page.get_by_text("已完成").first.wait_for(timeout=300_000)
+    for label in ("训练完成", "最佳验证集准确率", "轮次", "开始训练"):
+        page.get_by_text(label).first.wait_for()
+    _shows_no_english(page, _english_of("streamlit_app.py", "pages/common.py", "pages/4_train.py",
+                                        "pages/train_live.py", "pages/lang.py"))
+    before = dict(p.split("=", 1) for p in page.url.split("?", 1)[1].split("&"))
+    assert before["lang"] == "zh_CN" and before["ds"] == "sample-shapes" and before["job"]
+
+    # the switch: English and back; the dataset, the job and the page stay
+    page.locator(".st-key-lang_switch").get_by_role("button", name="English").click()
+    page.get_by_role("heading", name="4 · Train").first.wait_for()
+    sidebar.get_by_text("Dataset:").first.wait_for()
+    assert "sample-shapes" in sidebar.inner_text() and before["job"][:15] in sidebar.inner_text()
+    page.get_by_text("Training finished").first.wait_for()
+    page.locator(".st-key-lang_switch").get_by_role("button", name="简体中文").click()
+    page.get_by_role("heading", name="4 · 训练").first.wait_for()
+    after = dict(p.split("=", 1) for p in page.url.split("?", 1)[1].split("&"))
+    assert after == before

@@ -205,3 +205,111 @@ def test_an_unknown_language_in_the_url_falls_back_to_the_browser_and_leaves_the
     at = _app({"lang": "fr"}, locale="zh-CN")
     assert "**数据集：**" in _sidebar(at)
     assert "lang" not in at.query_params
+
+
+# --- the CLI's help, the model card, plans and training events (helper I4) -------------------------------
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_ENGLISH_RUN = re.compile(r"\b[a-z]{2,}(?: [a-z]{2,}){2,}\b")  # three English words in a row: a sentence left over
+
+
+def _flag_entries(help_text: str) -> dict[str, str]:
+    """Flag -> its help text, from argparse's --help output (argparse's own -h left out)."""
+    out, flag = {}, None
+    for line in help_text.split("\n\n", 1)[1].splitlines():  # after the usage block
+        if not line.startswith(" "):  # a section's title ("options:", a group's)
+            flag = None
+        elif line.startswith("  -"):
+            invocation, _, text = line.strip().partition("  ")
+            flag = invocation.split()[0].rstrip(",")
+            flag = None if flag == "-h" else flag
+            if flag:
+                out[flag] = text.strip()
+        elif flag:
+            out[flag] = f"{out[flag]} {line.strip()}".strip()
+    return out
+
+
+def test_python_m_core_train_help_with_lang_zh_cn_explains_every_flag_in_chinese():
+    import subprocess
+    import sys
+
+    def helps(*lang):
+        done = subprocess.run([sys.executable, "-m", "core", "train", "--help", *lang], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env={k: v for k, v in __import__("os").environ.items()
+                                                           if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")})
+        assert done.returncode == 0, done.stderr
+        return done.stdout, _flag_entries(done.stdout)
+
+    zh_text, zh = helps("--lang", "zh_CN")
+    en_text, en = helps()
+    assert set(zh) == set(en) and {"--epochs", "--lr", "--preset", "--groups", "--mlflow-uri", "--lang"} <= set(zh)
+    assert "（默认 5）" in zh["--epochs"] and "(default 5)" in en["--epochs"]  # every help states its default
+    english = {flag: text for flag, text in zh.items()
+               if not _CJK.search(text) or _ENGLISH_RUN.search(re.sub(r"`[^`]*`|\"[^\"]*\"", "", text))}
+    assert not english, "flags whose help is (partly) English under --lang zh_CN — add a RunConfig comment to " \
+                        f"core/cli.py _FIELD_HELP or wrap the help in _(), then translate it: {english}"
+    assert "实验跟踪" in zh_text and not _CJK.search(en_text)
+
+
+def test_an_exported_model_card_is_written_in_chinese_with_english_field_names(shapes_dir, tiny_config, tmp_path):
+    import json
+    import zipfile
+
+    from core.results import formats
+    from core.techniques import fit
+
+    run_dir = fit(tiny_config(shapes_dir, epochs=1))["run_dir"]
+    cards = {}
+    for lang in ("en", "zh_CN"):
+        with i18n.language(lang), zipfile.ZipFile(formats.export(run_dir, "bundle", tmp_path / f"{lang}.zip")) as z:
+            cards[lang] = (z.read("MODEL_CARD.md").decode("utf-8"), json.loads(z.read("model_card.json")))
+    (en_md, en_json), (zh_md, zh_json) = cards["en"], cards["zh_CN"]
+    assert en_md.startswith("# Model card: efficientnet_lite0 for 3 classes") and "Confusion matrix" in en_md
+    assert zh_md.startswith("# 模型卡片：efficientnet_lite0，3 个类别")
+    for heading in ("## 类别", "## 输入", "## 评估（验证集，", "混淆矩阵（行：真实类别，列：预测类别）", "| 类别 | 精确率 | 召回率 | F1 值 |",
+                    "## 数据", "## 训练配置", "## 使用方法"):
+        assert heading in zh_md, heading
+    assert not re.search(r"^## [A-Za-z]|Confusion matrix|Exported by", zh_md, re.M)
+    assert all(c in zh_md for c in ("circle", "square", "triangle"))  # the user's class names stay as they are
+    assert set(zh_json) == set(en_json) and zh_json["classes"] == en_json["classes"]  # the JSON card: same fields
+    assert zh_json["input"] == en_json["input"]  # its contract (and its words) do not depend on the language
+
+
+def test_a_preset_plan_gives_its_reasons_in_the_language_it_is_shown_in(monkeypatch):
+    from core.train import presets
+
+    stats = {"counts": {str(c): 40 for c in range(10)}, "sides": [32] * 64, "n": 400, "n_train": 320, "n_val": 80}
+    monkeypatch.setattr(presets, "dataset_stats", lambda data, sample=64: dict(stats))
+    monkeypatch.setattr(presets, "throughput", lambda backbone, size, device="auto", trainable="head", batch=8:
+                        (4000.0, 1200.0))
+    monkeypatch.setattr(presets, "_with_found_lr", lambda data, fields, reasons, *a: (fields, reasons))
+    plans = {}
+    for lang in ("en", "zh_CN"):
+        with i18n.language(lang):
+            p = presets.plan("unused", "balanced", time_budget_s=300, device="cpu", overrides={"seed": 3})
+            plans[lang] = (p, presets.describe(p))
+    (en, en_text), (zh, zh_text) = plans["en"], plans["zh_CN"]
+    assert en.fields == zh.fields and set(en.reasons) == set(zh.reasons) and len(zh.reasons) >= 10
+    assert not any(_CJK.search(r) for r in en.reasons.values())
+    left = {k: r for k, r in zh.reasons.items() if not _CJK.search(r) or _ENGLISH_RUN.search(r)}
+    assert not left, f"plan reasons left in English under zh_CN: {left}"
+    assert zh.reasons["seed"] == "由你设定" and en.reasons["seed"] == "set by you"
+    assert zh_text.startswith("预设方案 balanced：预计约") and en_text.startswith("preset balanced: expected about")
+
+
+def test_a_training_event_is_stored_in_english_and_shown_in_the_readers_language():
+    import json
+
+    from core.i18n import N_
+    from core.train import events
+
+    ev = events.event("budget", 1.0, **events.said(
+        N_("stopped at the time budget of {budget:g} s after epoch {epoch} of {epochs}; keeping epoch {best}"),
+        budget=30.0, epoch=2, epochs=5, best=1))
+    stored = json.loads(json.dumps(ev))  # as events.jsonl keeps it
+    assert stored["message"] == "stopped at the time budget of 30 s after epoch 2 of 5; keeping epoch 1"
+    with i18n.language("zh_CN"):
+        assert events.text(stored) == "在第 2/5 轮后达到 30 秒的时间预算而停止；保留第 1 轮"
+        assert events.text({"type": "warning", "message": "an old run's warning"}) == "an old run's warning"
+    assert events.text(stored) == stored["message"]

@@ -55,7 +55,9 @@ def test_every_preset_plans_a_valid_config_with_a_reason_per_choice(digits_dir):
         p = presets.plan(digits_dir, name, device="cpu")
         config = backbones.check(RunConfig(data=str(digits_dir), **p.fields).validate())
         assert config.preset == name and config.probe_init
-        assert config.image_size == 64  # the digits are 64-px images
+        # the digits are 64-px images, but 120 of them fit every default budget at the native size
+        assert config.image_size == backbones.get(config.backbone).preprocessing.crop_size
+        assert p.reasons["image_size"].startswith("upsampled to")
         assert set(p.fields) - {"preset", "cache_features", "optimizer", "unfreeze_mode"} <= set(p.reasons)
         assert p.expected_s > 0 and p.budget_s == presets.DEFAULT_BUDGET_S[name]
     assert presets.plan(digits_dir, "quick", device="cpu").fields["trainable"] == "head"
@@ -112,6 +114,90 @@ def test_the_quick_preset_trains_and_records_its_choices(digits_dir):
     assert result["val_accuracy"] > 0.5  # digits, 10 classes: chance is 0.1
 
 
+def _fake_data_and_machine(monkeypatch, n: int, side: int = 32):
+    """``n`` images of ``side`` px in 10 classes, and a CPU-like speed that falls with the pixel count."""
+    from core.train import presets
+
+    per = n // 10
+    stats = {"counts": {str(c): per for c in range(10)}, "sides": [side] * 64, "n": per * 10,
+             "n_train": per * 8, "n_val": per * 2}
+    monkeypatch.setattr(presets, "dataset_stats", lambda data, sample=64: dict(stats))
+
+    def throughput(backbone, size, device="auto", trainable="head", batch=8):
+        scale = (64 / size) ** 2  # 224 px costs 12x what 64 px costs
+        return 400.0 * scale, (400.0 if trainable == "head" else 120.0) * scale
+    monkeypatch.setattr(presets, "throughput", throughput)
+    monkeypatch.setattr(presets, "_with_found_lr", lambda data, fields, reasons, *a: (fields, reasons))
+
+
+def test_a_few_hundred_small_images_within_a_generous_budget_are_upsampled_to_the_native_size(monkeypatch):
+    from core.train import presets
+
+    _fake_data_and_machine(monkeypatch, 300)
+    for name in ("quick", "balanced"):
+        p = presets.plan("unused", name, time_budget_s=300, device="cpu")
+        assert p.fields["image_size"] == 224
+        assert p.reasons["image_size"] == ("upsampled to 224 px: 300 images fit the budget at 224 px; pretrained "
+                                           "features are stronger at their native size")
+        assert p.expected_s <= 300
+    assert presets.plan("unused", "balanced", time_budget_s=300, device="cpu").fields["trainable"] == "last-2"
+
+
+def test_many_small_images_under_a_tight_budget_keep_their_small_size(monkeypatch):
+    from core.train import presets
+
+    _fake_data_and_machine(monkeypatch, 20000)
+    p = presets.plan("unused", "quick", time_budget_s=120, device="cpu")
+    assert p.fields["image_size"] == 64
+    assert "224 px would not fit the budget of 120 s" in p.reasons["image_size"]
+    # a size the user chose is theirs, even when the native size would fit
+    _fake_data_and_machine(monkeypatch, 300)
+    p = presets.plan("unused", "quick", time_budget_s=300, device="cpu", overrides={"image_size": 96})
+    assert p.fields["image_size"] == 96 and p.reasons["image_size"] == "set by you"
+
+
+def test_a_fine_tuning_plan_runs_the_lr_finder_once_and_its_rate_lands_in_the_run_config(digits40, monkeypatch):
+    from core.config import RunConfig
+    from core.train import lr_finder, presets
+
+    calls = []
+    real = lr_finder.lr_find
+
+    def counted(config, *a, **kw):
+        calls.append(config)
+        out = real(config, *a, **kw)
+        out["suggestion"] = 2.5e-4  # within the limits, so the plan must take it as it is
+        return out
+    monkeypatch.setattr(lr_finder, "lr_find", counted)
+    monkeypatch.setattr(presets, "_FOUND", {})
+    p = presets.plan(digits40, "balanced", time_budget_s=100000, device="cpu", overrides={"image_size": 64})
+    assert p.fields["trainable"] == "last-2" and len(calls) == 1
+    assert calls[0].trainable == "last-2" and calls[0].probe_init and calls[0].image_size == 64
+    config = RunConfig(data=str(digits40), **p.fields).validate()
+    assert config.lr == 2.5e-4
+    assert "LR finder" in p.reasons["lr"] and "suggested 0.00025" in p.reasons["lr"]
+    presets.plan(digits40, "balanced", time_budget_s=100000, device="cpu", overrides={"image_size": 64})
+    assert len(calls) == 1  # the same data and recipe: the sweep is not run again
+    quick = presets.plan(digits40, "quick", device="cpu", overrides={"image_size": 64})
+    assert len(calls) == 1 and "skips the LR finder" in quick.reasons["lr"]
+
+
+def test_the_finders_suggestion_is_kept_within_the_rates_a_probe_fitted_head_tolerates(monkeypatch):
+    from core.train import lr_finder, presets
+
+    stats = {"n": 100, "n_train": 80}
+    fields = {"backbone": "efficientnet_lite0", "image_size": 64, "trainable": "last-2", "lr": 3e-4}
+    for suggestion, expected, word in ((0.05, presets.LR_LIMITS[1], "capped"), (1e-7, presets.LR_LIMITS[0], "raised"),
+                                       (4e-4, 4e-4, "suggested")):
+        monkeypatch.setattr(presets, "_FOUND", {})
+        monkeypatch.setattr(lr_finder, "lr_find", lambda config, **kw: {"suggestion": suggestion})
+        got, why = presets._with_found_lr("d", fields, {"lr": "x"}, stats, (1000.0, 1000.0), 300.0, "cpu")
+        assert got["lr"] == pytest.approx(expected) and word in why["lr"]
+    # too slow a machine for the budget: no sweep, the recipe's rate, and the reason says so
+    got, why = presets._with_found_lr("d", fields, {"lr": "x"}, stats, (10.0, 1.0), 300.0, "cpu")
+    assert got["lr"] == 3e-4 and "skipped" in why["lr"]
+
+
 def _cli_config(argv: list[str]):
     from core import cli
 
@@ -122,7 +208,7 @@ def _cli_config(argv: list[str]):
 def test_the_cli_uses_the_balanced_preset_when_no_training_flag_is_given(digits_dir, capsys):
     config = _cli_config(["--data", str(digits_dir), "--device", "cpu"])
     assert config.preset == "balanced" and config.probe_init and config.label_smoothing == 0.1
-    assert config.image_size == 64
+    assert config.image_size == 224  # 120 small digits fit the budget at Lite0's native size
     printed = capsys.readouterr().err
     assert "preset balanced: expected about" in printed and "image_size" in printed
 
@@ -147,7 +233,8 @@ def test_a_cli_training_run_records_the_presets_choices_in_config_json(digits_di
 
     from core import cli
 
-    assert cli.main(["train", "--data", str(digits_dir), "--preset", "quick", "--device", "cpu", "--epochs", "1"]) == 0
+    assert cli.main(["train", "--data", str(digits_dir), "--preset", "quick", "--device", "cpu", "--epochs", "1",
+                     "--image-size", "64"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     saved = json.loads((Path(result["run_dir"]) / "config.json").read_text())
     assert saved["preset"] == "quick" and saved["probe_init"] is True and saved["epochs"] == 1

@@ -62,3 +62,66 @@ def test_tta_torchscript_matches_and_tta_is_refused_where_it_cannot_live(run_dir
     assert np.abs(got - np.array(metrics.evaluate_run(run_dir, tta=True)["probs"])).max() <= 1e-4
     with pytest.raises(ValueError, match="test-time augmentation is built into torchscript and onnx exports"):
         formats.export(run_dir, "int8", tmp_path / "q.pt", tta=True)
+
+
+def _tiny_net() -> torch.nn.Module:
+    """A position-sensitive classifier (a linear map of every pixel): different crops give different outputs."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 5)).eval()
+
+
+def test_multicrop_averages_the_softmax_of_the_centre_and_four_corner_crops_of_the_enlarged_image():
+    from core.results import tta
+
+    net, x = _tiny_net(), torch.rand(4, 3, 32, 32)
+    big = torch.nn.functional.interpolate(x, size=(37, 37), mode="bilinear", align_corners=False)  # 32 * 1.15
+    crops = [big[..., 2:34, 2:34], big[..., :32, :32], big[..., :32, 5:], big[..., 5:, :32], big[..., 5:, 5:]]
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(net(c), 1) for c in crops]).mean(0)
+        got = metrics.tta_probs(net, x, "multicrop")
+        plain = torch.softmax(net(x), 1)
+    assert len(tta.multicrop_views(x)) == 5
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, plain, atol=1e-3)  # the views really differ from the image
+
+
+def test_multicrop_is_the_identity_when_every_crop_is_the_same_image():
+    net = _tiny_net()
+    x = torch.rand(3, 3, 1, 1).expand(3, 3, 32, 32).contiguous()  # one colour per image: every crop equals it
+    with torch.no_grad():
+        assert torch.allclose(metrics.tta_probs(net, x, "multicrop"), torch.softmax(net(x), 1), atol=1e-6)
+
+
+def test_multicrop_evaluation_and_exports_agree_and_bad_modes_are_refused(run_dir):
+    rep = metrics.evaluate_run(run_dir, tta="multicrop")
+    assert rep["tta_mode"] == "multicrop" and (run_dir / "evaluation_multicrop.json").exists()
+    flip = metrics.evaluate_run(run_dir, tta="flip")
+    assert flip["tta_mode"] == "flip" and not np.allclose(rep["probs"], flip["probs"], atol=1e-5)
+    _, x = _val_batch(run_dir)
+    for fmt in ("torchscript", "onnx"):
+        out = formats.export(run_dir, fmt, tta="multicrop")
+        assert "-multicrop" in out.name and out != formats.default_path(run_dir, fmt, tta="flip")
+        ex = formats.ExportedModel(out)
+        assert "multi-crop" in ex.card["tta"]
+        got = torch.softmax(ex.logits(x), 1).numpy()
+        assert np.abs(got - np.array(rep["probs"])).max() <= 1e-4, fmt
+    with pytest.raises(ValueError, match="must be one of none, flip, multicrop; got 'tencrop'"):
+        metrics.evaluate_run(run_dir, tta="tencrop")
+
+
+def test_the_cli_evaluates_and_exports_with_a_tta_mode_and_a_bare_tta_means_flip(run_dir, capsys):
+    from core import cli
+    from core.results import tta
+
+    assert cli.TTA_MODES == tta.MODES  # the CLI's copy (kept torch-free for --help) follows the engine
+    assert cli.main(["evaluate", "--model", str(run_dir), "--tta", "multicrop"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["tta"] == "multicrop"
+    assert printed["accuracy"] == metrics.evaluate_run(run_dir, tta="multicrop")["accuracy"]
+    assert cli.parser().parse_args(["export", "--model", "m", "--format", "onnx", "--tta"]).tta == "flip"
+    assert cli.parser().parse_args(["export", "--model", "m", "--format", "onnx"]).tta == "none"
+    assert cli.main(["export", "--model", str(run_dir), "--format", "torchscript", "--tta", "multicrop"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["path"].endswith("-multicrop.torchscript.pt")
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["evaluate", "--model", "m", "--tta", "tencrop"])

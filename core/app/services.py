@@ -30,7 +30,8 @@ EDITABLE = ("backbone", "pretrained", "image_size", "trainable", "trainable_grou
             "name")
 # Settings added to RunConfig by other parts of the engine travel with the draft when present.
 _OPTIONAL = ("early_stopping_metric", "unfreeze_after", "unfreeze_mode", "unfreeze_lr_factor", "tensorboard",
-             "mlflow_uri", "mlflow_experiment", "preset", "probe_init", "time_budget_s", "cache_features", "body_eval")
+             "mlflow_uri", "mlflow_experiment", "preset", "probe_init", "time_budget_s", "cache_features", "body_eval",
+             "max_length")
 EDITABLE += tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("aug_") or f.name in _OPTIONAL)
 
 
@@ -202,6 +203,12 @@ def preset_plan(dataset_dir: str | Path, preset: str = "balanced", time_budget_s
     from core.train import presets
 
     src = dataset_dir if str(dataset_dir).startswith("sample:") else _source(dataset_dir, owner)
+    from core.data import text  # torch-free
+    from core.i18n import _
+
+    if text.is_stored(src):  # the Train step gives a text dataset the text recipe (core.app.text_services)
+        raise ValueError(_("the image recipes measure image backbones and do not apply to text dataset '{name}'; "
+                           "the Train step uses the text recipe for it").format(name=Path(str(src)).name))
     return presets.plan(str(src), preset, time_budget_s, overrides=overrides).to_dict()
 
 
@@ -264,8 +271,11 @@ def group_param_counts(name: str, num_classes: int = 2) -> dict[str, int]:
 
     from core.models import backbones
 
+    from core.models import text_backbones
+
+    build = text_backbones.build_model if text_backbones.is_text(name) else backbones.build_model
     with torch.device("meta"):
-        model = backbones.build_model(name, num_classes, pretrained=False)
+        model = build(name, num_classes, pretrained=False)
     return backbones.param_counts(name, model)
 
 
@@ -545,7 +555,8 @@ def dataset_action(action: str, name: str, *args, owner: str | None = None):
     return getattr(edits, action)(name, *args)
 
 
-# --- text classification (issue 17): what the text pages will call; torch and transformers load lazily ------
+# --- text classification (issue 17): the pages' text doorways are in core/app/text_services.py (which builds on
+# this module, never the other way round); these two stay here for the callers that use them
 
 def is_text_data(path: str | Path) -> bool:
     """Whether an upload is a text dataset (a table of text,label or class folders of .txt files)."""
@@ -570,24 +581,3 @@ def text_health(path: str | Path, val_fraction: float = 0.2, seed: int = 0, max_
     except (ImportError, OSError, RuntimeError):
         pass
     return text.health(table, val_fraction, seed, count_tokens=count, max_length=max_length)
-
-
-def text_backbone_table() -> list[dict]:
-    """One row per text backbone for the chooser (weights: bundled, cached or download)."""
-    from core.models import text_backbones
-
-    return text_backbones.table()
-
-
-def text_evaluate_run(run_dir: str | Path, owner: str | None = None) -> dict:
-    """A text run on its validation split (core.results.text_eval): the image report's keys, items with texts."""
-    from core.results import text_eval
-
-    return text_eval.evaluate_text_run(open_run(run_dir, owner).require_intact(action="evaluated").path)
-
-
-def text_explain(loaded, text: str, target: int | None = None) -> dict:
-    """Per-token integrated-gradients scores of one text toward a class (core.results.text_eval.explain_text)."""
-    from core.results import text_eval
-
-    return text_eval.explain_text(loaded, text, target)

@@ -17,6 +17,8 @@ from core.data.records import (ARCHIVE_EXTENSIONS, ArchiveTooLarge, IngestError,
                                Skipped, ZipSource, _CHUNK, _RATIO_MIN_COMPRESSED, _fmt_bytes, _ignored_reason,
                                _not_image_reason, _suffix, _supported_list)
 from core.data.imageio import display_name, is_image_name
+from core.data.message import Message
+from core.i18n import N_, _
 
 # --------------------------------------------------------------------------------------------
 # Archive extraction
@@ -35,24 +37,24 @@ def extract_archive(
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     dest_real = dest.resolve()
-    name = display_name(src, "the upload")
+    name = display_name(src, _("the upload"))
 
     with _open_zip(src, name) as zf:
         infos = zf.infolist()
         if not infos:
             raise IngestError(
-                f"{name} is an empty zip archive — add your class folders to it and upload again"
+                _("{name} is an empty zip archive — add your class folders to it and upload again").format(name=name)
             )
         if len(infos) > limits.max_members:
             raise IngestError(
-                f"{name} has {len(infos):,} members, above the limit of {limits.max_members:,} "
-                f"(max_members) — split the dataset into several smaller uploads"
+                _("{name} has {n} members, above the limit of {limit} (max_members) — split the dataset into "
+                  "several smaller uploads").format(name=name, n=f"{len(infos):,}", limit=f"{limits.max_members:,}")
             )
         encrypted = [i for i in infos if i.flag_bits & 0x1]
         if encrypted:
             raise IngestError(
-                f"{name}: encrypted zip archives are not supported ('{encrypted[0].filename}' is "
-                f"password-protected); re-create it without a password"
+                _("{name}: encrypted zip archives are not supported ('{member}' is password-protected); re-create "
+                  "it without a password").format(name=name, member=encrypted[0].filename)
             )
 
         skipped: list[Skipped] = []
@@ -68,7 +70,7 @@ def extract_archive(
                 continue  # plain directory entry: folders are created as files land in them
             key = "/".join(parts)
             if key in seen:
-                skipped.append(Skipped(display, "duplicate name in the archive; the first copy was kept"))
+                skipped.append(Skipped(display, Message(N_("duplicate name in the archive; the first copy was kept"))))
                 continue
             seen.add(key)
             if info.file_size > limits.max_member_bytes:
@@ -95,11 +97,11 @@ def extract_archive(
                 progress(done, total_members)
 
     if images == 0:
-        examples = "; ".join(f"'{s.path}': {s.reason}" for s in skipped[:3])
-        hint = f" Left out: {examples}." if examples else ""
+        examples = "; ".join(f"'{s.path}': {s.shown()}" for s in skipped[:3])
+        hint = _(" Left out: {examples}.").format(examples=examples) if examples else ""
         raise IngestError(
-            f"{name} contains no images — expected {_supported_list()} files in one folder per "
-            f"class (or with a labels .csv).{hint}"
+            _("{name} contains no images — expected {types} files in one folder per class (or with a labels "
+              ".csv).").format(name=name, types=_supported_list()) + hint
         )
     return skipped
 
@@ -121,21 +123,22 @@ def _open_zip(src: ZipSource, name: str) -> Iterator[zipfile.ZipFile]:
         size = fp.tell()
         fp.seek(0)
         if size == 0:
-            raise IngestError(f"{name} is empty (0 bytes) — upload the .zip file again")
+            raise IngestError(_("{name} is empty (0 bytes) — upload the .zip file again").format(name=name))
         if not zipfile.is_zipfile(fp):
             if head.startswith(b"PK\x03\x04"):
                 raise IngestError(
-                    f"{name} is a truncated or corrupt zip archive (its table of contents is "
-                    f"missing) — the upload was probably cut off; re-create the zip and upload again"
+                    _("{name} is a truncated or corrupt zip archive (its table of contents is missing) — the upload "
+                      "was probably cut off; re-create the zip and upload again").format(name=name)
                 )
-            raise IngestError(f"{name} is not a zip archive ({_sniff(head)}) — upload a .zip file")
+            raise IngestError(_("{name} is not a zip archive ({what}) — upload a .zip file").format(
+                name=name, what=_sniff(head)))
         fp.seek(0)
         try:
             zf = zipfile.ZipFile(fp)
         except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
             raise IngestError(
-                f"{name} is a truncated or corrupt zip archive ({exc}) — re-create the zip and "
-                f"upload again"
+                _("{name} is a truncated or corrupt zip archive ({error}) — re-create the zip and upload "
+                  "again").format(name=name, error=exc)
             ) from None
         with zf:
             yield zf
@@ -146,7 +149,8 @@ def _seekable(src: ZipSource, name: str) -> Iterator[BinaryIO]:
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.is_file():
-            raise IngestError(f"{name} does not exist or is not a file — check the path to the .zip")
+            raise IngestError(_("{name} does not exist or is not a file — check the path to the .zip").format(
+                name=name))
         with open(path, "rb") as fh:
             yield fh
         return
@@ -170,16 +174,16 @@ def _seekable(src: ZipSource, name: str) -> Iterator[BinaryIO]:
 
 def _sniff(head: bytes) -> str:
     if head.startswith(b"\x1f\x8b"):
-        return "it looks like a gzip / .tar.gz file"
+        return _("it looks like a gzip / .tar.gz file")
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
-        return "it looks like a 7-Zip file"
+        return _("it looks like a 7-Zip file")
     if head.startswith(b"Rar!"):
-        return "it looks like a RAR file"
+        return _("it looks like a RAR file")
     if len(head) >= 262 and head[257:262] == b"ustar":
-        return "it looks like a .tar file"
+        return _("it looks like a .tar file")
     if head.startswith((b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")) or head[8:12] == b"WEBP":
-        return "it looks like a single image; put the images in class folders and zip them"
-    return "unrecognised content"
+        return _("it looks like a single image; put the images in class folders and zip them")
+    return _("unrecognised content")
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:
@@ -204,40 +208,39 @@ def _classify_member(info: zipfile.ZipInfo) -> tuple[list[str] | None, str | Non
     except paths.OutsideError as exc:
         if exc.kind == "empty":
             return None, None  # the archive's own root entry
-        return None, _MEMBER_REFUSALS.get(exc.kind, f"{exc}, not extracted")
+        if exc.kind in _MEMBER_REFUSALS:
+            return None, Message(_MEMBER_REFUSALS[exc.kind])
+        return None, Message(N_("{error}, not extracted"), error=Message(exc.msgid, **exc.params))
     if is_dir:
         return None, None
     if stat.S_ISLNK(info.external_attr >> 16):
-        return None, "symbolic link, not extracted (links could point outside the dataset)"
+        return None, Message(N_("symbolic link, not extracted (links could point outside the dataset)"))
     ignored = _ignored_reason(parts)
     if ignored:
         return None, ignored
     if _suffix(parts[-1]) in ARCHIVE_EXTENSIONS:
-        return None, "nested archives are not opened — extract it and add its folders to the upload"
+        return None, Message(N_("nested archives are not opened — extract it and add its folders to the upload"))
     if _suffix(parts[-1]) in LABEL_EXTENSIONS or is_image_name(parts[-1]):
         return parts, None
     return None, _not_image_reason(parts[-1])
 
 
 _MEMBER_REFUSALS = {
-    "absolute": "absolute path in the archive, not extracted (possible path-traversal attack)",
-    "parent": "path leaves the archive folder ('..'), not extracted (possible path-traversal attack)",
-    "nul": "name contains a NUL byte, not extracted (possible path-traversal attack)",
+    "absolute": N_("absolute path in the archive, not extracted (possible path-traversal attack)"),
+    "parent": N_("path leaves the archive folder ('..'), not extracted (possible path-traversal attack)"),
+    "nul": N_("name contains a NUL byte, not extracted (possible path-traversal attack)"),
 }
 
 
 def _member_too_big(size: int, limits: Limits) -> str:
-    return (
-        f"member is larger than {_fmt_bytes(limits.max_member_bytes)} (max_member_bytes; it holds "
-        f"at least {_fmt_bytes(size)}) — downscale or remove it"
-    )
+    return Message(N_("member is larger than {limit} (max_member_bytes; it holds at least {size}) — downscale or "
+                      "remove it"), limit=_fmt_bytes(limits.max_member_bytes), size=_fmt_bytes(size))
 
 
 def _total_too_big(name: str, total: int, limits: Limits) -> str:
-    return (
-        f"{name} expands to more than {_fmt_bytes(limits.max_total_bytes)} (max_total_bytes; "
-        f"reached {_fmt_bytes(total)}) — split the dataset into smaller uploads or downscale images"
-    )
+    return _("{name} expands to more than {limit} (max_total_bytes; reached {total}) — split the dataset into "
+             "smaller uploads or downscale images").format(name=name, limit=_fmt_bytes(limits.max_total_bytes),
+                                                           total=_fmt_bytes(total))
 
 
 def _check_declared_total(name: str, plan: list[tuple[zipfile.ZipInfo, list[str]]], limits: Limits) -> None:
@@ -245,18 +248,22 @@ def _check_declared_total(name: str, plan: list[tuple[zipfile.ZipInfo, list[str]
     declared = sum(info.file_size for info, _ in plan)
     if declared > limits.max_total_bytes:
         raise ArchiveTooLarge(_total_too_big(name, declared, limits), declared)
-    _check_ratio(f"the archive {name}", declared, sum(info.compress_size for info, _ in plan), limits)
+    _check_ratio(_("the archive {name}").format(name=name), declared, sum(info.compress_size for info, _ in plan),
+                 limits, whole=True)
 
 
-def _check_ratio(display: str, produced: int, compressed: int, limits: Limits) -> None:
+def _check_ratio(display: str, produced: int, compressed: int, limits: Limits, whole: bool = False) -> None:
     ratio = produced / max(compressed, _RATIO_MIN_COMPRESSED)
     if ratio > limits.max_ratio:
-        shown = display if display.startswith("the archive") else f"'{display}'"
+        shown = display if whole else f"'{display}'"
         raise IngestError(
-            f"{shown} expands {ratio:,.0f}x (compression ratio limit max_ratio = "
-            f"{limits.max_ratio:g}) — this looks like a zip bomb; re-create the archive from "
-            f"ordinary image files (flat bitmaps: save them as PNG)"
+            _("{what} expands {ratio}x (compression ratio limit max_ratio = {limit}) — this looks like a zip bomb; "
+              "re-create the archive from ordinary image files (flat bitmaps: save them as PNG)").format(
+                what=shown, ratio=f"{ratio:,.0f}", limit=f"{limits.max_ratio:g}")
         )
+
+
+_OUTSIDE = N_("would be written outside the destination folder, not extracted")
 
 
 def _extract_member(
@@ -273,20 +280,22 @@ def _extract_member(
     limits = state.limits
     rel = "/".join(parts)
     if not paths.is_contained(dest_real, rel):
-        return "would be written outside the destination folder, not extracted"
+        return Message(_OUTSIDE)
     target = dest_real.joinpath(*parts)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return f"cannot create its folder ({exc.strerror or exc}) — a file and a folder share a name"
+        return Message(N_("cannot create its folder ({error}) — a file and a folder share a name"),
+                       error=str(exc.strerror or exc))
     if not paths.is_contained(dest_real, rel):  # re-check now that the parents exist
-        return "would be written outside the destination folder, not extracted"
+        return Message(_OUTSIDE)
     try:
         out = open(target, "xb")
     except FileExistsError:
-        return "a file with this name already exists in the destination; kept the existing one"
+        return Message(N_("a file with this name already exists in the destination; kept the existing one"))
     except (OSError, ValueError) as exc:
-        return f"cannot be written ({getattr(exc, 'strerror', None) or exc}) — rename it"
+        return Message(N_("cannot be written ({error}) — rename it"),
+                       error=str(getattr(exc, "strerror", None) or exc))
 
     written = 0
     reason: str | None = None
@@ -298,23 +307,24 @@ def _extract_member(
                 if state.total > limits.max_total_bytes:
                     raise ArchiveTooLarge(_total_too_big(archive_name, state.total, limits), state.total)
                 _check_ratio(display, written, info.compress_size, limits)
-                _check_ratio(f"the archive {archive_name}", state.total, state.compressed, limits)
+                _check_ratio(_("the archive {name}").format(name=archive_name), state.total, state.compressed,
+                             limits, whole=True)
                 if written > info.file_size:
-                    reason = (
-                        f"holds more data than its header declares ({_fmt_bytes(info.file_size)}) "
-                        f"— the archive is damaged or crafted; re-create it"
-                    )
+                    reason = Message(N_("holds more data than its header declares ({size}) — the archive is damaged "
+                                        "or crafted; re-create it"), size=_fmt_bytes(info.file_size))
                     break
                 if written > limits.max_member_bytes:
                     reason = _member_too_big(written, limits)
                     break
                 out.write(chunk)
     except NotImplementedError as exc:
-        reason = f"uses an unsupported compression method ({exc}) — re-create the zip with standard compression"
+        reason = Message(N_("uses an unsupported compression method ({error}) — re-create the zip with standard "
+                            "compression"), error=str(exc))
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        reason = f"corrupt data in the archive ({exc}) — re-create the zip and upload again"
+        reason = Message(N_("corrupt data in the archive ({error}) — re-create the zip and upload again"),
+                         error=str(exc))
     except OSError as exc:
-        reason = f"cannot be written ({exc.strerror or exc})"
+        reason = Message(N_("cannot be written ({error})"), error=str(exc.strerror or exc))
     except BaseException:
         target.unlink(missing_ok=True)
         raise

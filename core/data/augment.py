@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.config import POLICIES, AugmentSettings
+from core.i18n import _
 
 if TYPE_CHECKING:  # only for annotations: the real import pulls in torch
     from core.data.preprocess import Preprocessing
@@ -51,9 +52,10 @@ def settings_for(source: Any) -> AugmentSettings:
         if source in PRESETS:
             return PRESETS[source]
         if source == "custom":
-            raise ValueError("augment='custom' needs the aug_* settings; pass the RunConfig "
-                             "(or an AugmentSettings) instead of the name")
-        raise ValueError(f"augment must be one of {', '.join(PRESETS)}, custom; got {source!r}")
+            raise ValueError(_("augment='custom' needs the aug_* settings; pass the RunConfig "
+                               "(or an AugmentSettings) instead of the name"))
+        raise ValueError(_("{field} must be one of {choices}; got {value}").format(
+            field="augment", choices=", ".join([*PRESETS, "custom"]), value=repr(source)))
     name = getattr(source, "augment", None)
     if name is None:
         raise ValueError(f"expected a preset name, an AugmentSettings or a RunConfig; "

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from core.data import ingest
+from core.i18n import _
 from core.storage import cache, workspace
 from core.data.preprocess import Preprocessing, to_square  # noqa: F401 (to_square: part of this API)
 from core.data.imageio import open_image
@@ -29,7 +30,8 @@ SAMPLES = ("digits", "shapes")
 def make_sample(name: str, dest: Path, per_class: int = 40, seed: int = 0) -> Path:
     """Write a sample dataset as class folders of PNGs: 'digits' (scikit-learn) or 'shapes' (Pillow)."""
     if name not in SAMPLES:
-        raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+        raise ValueError(_("unknown sample {name}; choose one of {choices}").format(name=repr(name),
+                                                                                   choices=", ".join(SAMPLES)))
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -89,8 +91,8 @@ def resolve(source: str | Path, progress: Callable[[int, int], None] | None = No
     if src.is_dir():
         return src
     if not src.is_file():
-        raise ValueError(f"dataset {str(source)!r} does not exist; give a folder of class folders, a .zip, "
-                         f"or sample:digits / sample:shapes")
+        raise ValueError(_("dataset {name} does not exist; give a folder of class folders, a .zip, "
+                           "or sample:digits / sample:shapes").format(name=repr(str(source))))
     dest = workspace.sub("datasets") / f"zip-{_file_digest(src)}"
     if not (dest / ".complete").exists():
         tmp = dest.with_name(dest.name + ".partial")
@@ -101,14 +103,14 @@ def resolve(source: str | Path, progress: Callable[[int, int], None] | None = No
         except Exception:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        (tmp / ".skipped.json").write_text(json.dumps([s.__dict__ for s in skipped]))
+        (tmp / ".skipped.json").write_text(json.dumps([s.to_dict() for s in skipped]))
         (tmp / ".complete").write_text("")
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
     return dest
 
 
-_INDEX_CACHE_VERSION = 1
+_INDEX_CACHE_VERSION = 2  # 2: skip reasons keep their msgid (shown in the reader's language)
 # Bookkeeping that resolve() writes next to extracted data; not part of the user's dataset.
 _OWN_FILES = frozenset({".complete", ".skipped.json"})
 
@@ -155,7 +157,7 @@ def load_index(source: str | Path, progress=None) -> ingest.DatasetIndex:
     index = _scan_cached(root)
     extra = root / ".skipped.json"
     if extra.exists():
-        index.skipped.extend(ingest.Skipped(**s) for s in json.loads(extra.read_text()))
+        index.skipped.extend(ingest.Skipped.from_dict(s) for s in json.loads(extra.read_text()))
     return index
 
 
@@ -191,8 +193,9 @@ def split(index: ingest.DatasetIndex, val_fraction: float, seed: int) -> Split:
     n_val = max(len(index.classes), int(round(len(rows) * val_fraction)))
     if len(rows) - n_val < len(index.classes):
         # stratification needs one image of every class on each side
-        raise ValueError(f"{len(rows)} images are too few to hold out {n_val} for validation and still train on "
-                         f"every one of the {len(index.classes)} classes; add images or lower val_fraction")
+        raise ValueError(_("{n} images are too few to hold out {n_val} for validation and still train on "
+                           "every one of the {n_classes} classes; add images or lower val_fraction").format(
+                             n=len(rows), n_val=n_val, n_classes=len(index.classes)))
     tr, va = train_test_split(rows, test_size=n_val, random_state=seed, stratify=labels)
     return Split(list(index.classes), [(p, y) for p, y, _ in tr], [(p, y) for p, y, _ in va])
 

@@ -20,31 +20,42 @@ from typing import BinaryIO, Callable, Iterable
 from core.data import ingest, labels, layouts
 from core.storage import owners, quota, workspace
 from core.data.imageio import is_image_name
+from core.data.message import shown
+from core.i18n import N_, _
 
 _FORBIDDEN = re.compile(r"[/\\\x00-\x1f:*?\"<>|]")
 MAX_NAME = 80
 GALLERY_PER_CLASS = 4
 
 
+_WHAT = {"class": N_("class"), "dataset": N_("dataset")}  # what check_name's messages call the name
+
+
 def check_name(name: str, what: str = "class") -> str:
     """Return ``name`` stripped if it is a safe single folder name; ValueError saying why otherwise."""
+    kind = _(_WHAT.get(what, what))
     if not isinstance(name, str):
-        raise ValueError(f"the {what} name must be text, got {type(name).__name__}")
+        raise ValueError(_("the {what} name must be text, got {type}").format(what=kind, type=type(name).__name__))
     clean = name.strip()
     if not clean:
-        raise ValueError(f"the {what} name is empty; type a name such as 'cats'")
+        raise ValueError(_("the {what} name is empty; type a name such as 'cats'").format(what=kind))
     problem = labels.label_problem(clean)
     if problem:
-        raise ValueError(f"the {what} name {name[:60]!r} {problem}; use plain text on one line")
+        raise ValueError(_("the {what} name {name} {problem}; use plain text on one line").format(
+            what=kind, name=repr(name[:60]), problem=shown(problem)))
     if clean in (".", "..") or ".." in clean:
-        raise ValueError(f"the {what} name {name!r} contains '..'; use letters, digits, spaces, '-' or '_'")
+        raise ValueError(_("the {what} name {name} contains '..'; use letters, digits, spaces, '-' or '_'").format(
+            what=kind, name=repr(name)))
     if _FORBIDDEN.search(clean):
-        raise ValueError(f"the {what} name {name!r} contains a path separator or a reserved character "
-                         f"(/ \\ : * ? \" < > |); use letters, digits, spaces, '-' or '_'")
+        raise ValueError(_("the {what} name {name} contains a path separator or a reserved character "
+                           "(/ \\ : * ? \" < > |); use letters, digits, spaces, '-' or '_'").format(
+            what=kind, name=repr(name)))
     if clean.startswith("."):
-        raise ValueError(f"the {what} name {name!r} starts with '.', which hides the folder; remove the dot")
+        raise ValueError(_("the {what} name {name} starts with '.', which hides the folder; remove the dot").format(
+            what=kind, name=repr(name)))
     if len(clean) > MAX_NAME:
-        raise ValueError(f"the {what} name is {len(clean)} characters long; keep it under {MAX_NAME}")
+        raise ValueError(_("the {what} name is {n} characters long; keep it under {max}").format(
+            what=kind, n=len(clean), max=MAX_NAME))
     return clean
 
 
@@ -72,8 +83,9 @@ def dataset_dir(name: str) -> Path:
     """The folder of an existing dataset; ValueError naming the datasets that do exist otherwise."""
     path = root() / check_name(name, "dataset")
     if not path.is_dir():
-        have = ", ".join(list_datasets()) or "none yet"
-        raise ValueError(f"dataset {name!r} does not exist (datasets: {have}); upload one or pick a sample")
+        have = ", ".join(list_datasets()) or _("none yet")
+        raise ValueError(_("dataset {name} does not exist (datasets: {have}); upload one or pick a sample").format(
+            name=repr(name), have=have))
     return path
 
 
@@ -97,7 +109,8 @@ def import_sample(sample: str, per_class: int = 40, owner: str | None = None) ->
     from core.data.datasets import SAMPLES, make_sample  # late import: core.data.datasets brings in torch
 
     if sample not in SAMPLES:
-        raise ValueError(f"unknown sample {sample!r}; choose one of {', '.join(SAMPLES)}")
+        raise ValueError(_("unknown sample {name}; choose one of {choices}").format(name=repr(sample),
+                                                                                   choices=", ".join(SAMPLES)))
     base, n = f"sample-{sample}", 1
     name = base
     while (root() / name).exists() and not owners.visible(root() / name, owner):
@@ -124,7 +137,8 @@ def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False,
     name = check_name(name, "dataset")
     dest = root() / name
     if dest.exists() and not append:
-        raise ValueError(f"dataset {name!r} already exists; choose another name or tick 'append'")
+        raise ValueError(_("dataset {name} already exists; choose another name or tick 'append'").format(
+            name=repr(name)))
     if dest.exists():
         owners.check(dest, owner, "dataset")  # append only to a dataset of one's own
     scratch = workspace.sub("uploads") / f"extract-{secrets.token_hex(8)}"
@@ -135,13 +149,13 @@ def import_zip(src: str | Path | BinaryIO, name: str, append: bool = False,
     try:
         stage = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
         try:
-            skipped = ingest.extract_archive(src, scratch, limits=limits, progress=stage("extracting"))
+            skipped = ingest.extract_archive(src, scratch, limits=limits, progress=stage(N_("extracting")))
         except ingest.ArchiveTooLarge as e:
             if limits.max_total_bytes == ingest.Limits().max_total_bytes:
                 raise
             raise quota.QuotaExceeded(quota.message(owner, quota.usage(owner), quota.limit_bytes(), e.total,
-                                                    "this upload")) from None
-        ingest.scan_folder(scratch, progress=stage("checking images"))  # raises IngestError with what to fix
+                                                    _("this upload"))) from None
+        ingest.scan_folder(scratch, progress=stage(N_("checking images")))  # raises IngestError with what to fix
         if dest.exists():
             ingest.merge_into(dest, scratch)
         else:
@@ -174,7 +188,7 @@ def import_files(files: Iterable[tuple[str, bytes | BinaryIO]], name: str, appen
                         shutil.copyfileobj(payload, out, 1 << 20)
                 n += 1
         if n == 0:
-            raise ValueError("the folder upload holds no files; pick a folder that contains class folders")
+            raise ValueError(_("the folder upload holds no files; pick a folder that contains class folders"))
         return import_zip(spool, name, append=append, progress=progress, owner=owner)
     finally:
         spool.unlink(missing_ok=True)
@@ -241,8 +255,9 @@ def delete_dataset(name: str) -> None:
         except (OSError, ValueError, AttributeError):
             continue
         if data.name and (data.resolve() == real or real in data.resolve().parents):
-            raise ValueError(f"dataset {name!r} is in use: run {run.id} is training on it "
-                             f"({locks.describe(held)}); stop that run first, then delete the dataset")
+            raise ValueError(_("dataset {name} is in use: run {run} is training on it ({holder}); stop that run "
+                               "first, then delete the dataset").format(name=repr(name), run=run.id,
+                                                                       holder=locks.describe(held)))
     doomed = root() / f".{path.name}.{secrets.token_hex(4)}.deleting"
     path.rename(doomed)  # disappears from listings at once, even if removing the files takes a while
     shutil.rmtree(doomed, ignore_errors=True)
@@ -263,8 +278,8 @@ def class_parents(ds_name: str) -> list[Path]:
     base = _base(dataset_dir(ds_name))
     layout, groups = layouts._merge_groups(base)
     if layout == "csv":
-        raise ValueError("this dataset is labelled by a CSV file; edit the CSV to change classes "
-                         "(class folder operations work on folder-per-class datasets)")
+        raise ValueError(_("this dataset is labelled by a CSV file; edit the CSV to change classes "
+                           "(class folder operations work on folder-per-class datasets)"))
     return list(groups.values()) or [base]
 
 
@@ -283,7 +298,8 @@ def _class_folders(ds_name: str, cls: str) -> list[Path]:
     # reaches the disk (delete_class would otherwise remove whatever it names).
     have = class_counts(ds_name)
     if not isinstance(cls, str) or cls not in have:
-        raise ValueError(f"class {cls!r} does not exist in {ds_name} (classes: {', '.join(have) or 'none'})")
+        raise ValueError(_("class {name} does not exist in {dataset} (classes: {have})").format(
+            name=repr(cls), dataset=ds_name, have=", ".join(have) or _("none")))
     return [p / cls for p in class_parents(ds_name) if (p / cls).is_dir()]
 
 
@@ -291,7 +307,8 @@ def add_class(ds_name: str, cls: str) -> Path:
     """Create an empty class folder (in train/ for split datasets); add two or more images next."""
     cls = check_name(cls)
     if cls in class_counts(ds_name):
-        raise ValueError(f"class {cls!r} already exists in {ds_name}; pick another name")
+        raise ValueError(_("class {name} already exists in {dataset}; pick another name").format(
+            name=repr(cls), dataset=ds_name))
     folder = class_parents(ds_name)[0] / cls
     folder.mkdir(parents=True)
     return folder
@@ -304,7 +321,8 @@ def rename_class(ds_name: str, old: str, new: str) -> None:
     if new == old:
         return
     if new in class_counts(ds_name):
-        raise ValueError(f"class {new!r} already exists; merge {old!r} into it instead of renaming")
+        raise ValueError(_("class {new} already exists; merge {old} into it instead of renaming").format(
+            new=repr(new), old=repr(old)))
     for folder in _class_folders(ds_name, old):
         folder.rename(folder.with_name(new))
 
@@ -326,7 +344,7 @@ def merge_classes(ds_name: str, sources: list[str], target: str) -> None:
     target = check_name(target)
     sources = [s for s in sources if s != target]
     if not sources:
-        raise ValueError("choose at least one class to merge that differs from the target class")
+        raise ValueError(_("choose at least one class to merge that differs from the target class"))
     for s in sources:
         _class_folders(ds_name, s)  # every source checked before the first image moves
     for s in sources:

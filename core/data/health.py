@@ -13,6 +13,8 @@ import numpy as np
 from core.data.records import (DatasetIndex, IMBALANCE_WARNING_RATIO, Item, RECOMMENDED_IMAGES_PER_CLASS, SPLITS,
                                Skipped, TINY_SIDE, _GRAY_MODES, _file_sha256, _workers)
 from core.data.imageio import ImageError, open_image
+from core.data.message import Message
+from core.i18n import N_, _, ngettext
 
 # --------------------------------------------------------------------------------------------
 # Health report
@@ -58,7 +60,7 @@ def health_report(index: DatasetIndex, sample_limit: int | None = None) -> dict[
     for item in items:
         digest = _safe_hash(root, item.path)
         if digest is None:
-            missing.append(Skipped(item.path, "file is missing or unreadable — scan the folder again"))
+            missing.append(Skipped(item.path, Message(N_("file is missing or unreadable — scan the folder again"))))
         else:
             hashes[item.path] = digest
 
@@ -126,8 +128,8 @@ def health_report(index: DatasetIndex, sample_limit: int | None = None) -> dict[
         "grayscale": gray,
         "colour": colour,
         "tiny_images": tiny,
-        "unreadable": [s.to_dict() for s in unreadable + missing],
-        "skipped": [s.to_dict() for s in index.skipped],
+        "unreadable": [_shown(s) for s in unreadable + missing],
+        "skipped": [_shown(s) for s in index.skipped],
         "warnings": warnings,
     }
 
@@ -142,12 +144,17 @@ def _even_sample(items: list[Item], limit: int | None) -> list[Item]:
     return [items[int(i * step)] for i in range(limit)]
 
 
+def _shown(s: Skipped) -> dict[str, str]:
+    """A skipped file as the report shows it: its path and the reason in the current language."""
+    return {"path": s.path, "reason": s.shown()}
+
+
 def _look(path: Path) -> tuple[int, int, bool] | str:
     """(width, height, grayscale) of an image, or the reason it cannot be opened."""
     try:
         image = open_image(path)
     except ImageError as exc:
-        return str(exc)
+        return exc.message
     mode = image.info.get("source_mode", "RGB")
     if mode in _GRAY_MODES:
         return image.width, image.height, True
@@ -156,10 +163,6 @@ def _look(path: Path) -> tuple[int, int, bool] | str:
         np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])
     )
     return image.width, image.height, is_gray
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _warnings(
@@ -175,55 +178,53 @@ def _warnings(
     unreadable: list[Skipped],
     split_counts: dict[str, dict[str, int]] | None,
 ) -> list[str]:
+    # in the current language: the report is made for the person looking at it (the page caches it per language)
     out: list[str] = []
     for name, n in counts.items():
         if n < RECOMMENDED_IMAGES_PER_CLASS:
-            out.append(
-                f"class '{name}' has {_plural(n, 'image')}; {RECOMMENDED_IMAGES_PER_CLASS} or more are recommended"
-            )
+            out.append(ngettext("class '{name}' has {n} image; {min} or more are recommended",
+                                "class '{name}' has {n} images; {min} or more are recommended", n).format(
+                name=name, n=n, min=RECOMMENDED_IMAGES_PER_CLASS))
     if ratio is not None and ratio >= IMBALANCE_WARNING_RATIO:
         smallest = min(counts, key=lambda c: counts[c])
-        out.append(
-            f"imbalance ratio {ratio:.1f}: consider class-weighted loss or collecting more of '{smallest}'"
-        )
+        out.append(_("imbalance ratio {ratio}: consider class-weighted loss or collecting more of '{name}'").format(
+            ratio=f"{ratio:.1f}", name=smallest))
     if duplicate_copies:
-        out.append(
-            f"{_plural(duplicate_copies, 'exact duplicate image')} — remove them so validation is honest"
-        )
+        out.append(ngettext("{n} exact duplicate image — remove them so validation is honest",
+                            "{n} exact duplicate images — remove them so validation is honest",
+                            duplicate_copies).format(n=duplicate_copies))
     if conflicting:
-        verb = "carries" if len(conflicting) == 1 else "carry"
-        out.append(
-            f"{_plural(len(conflicting), 'group')} of identical images {verb} different labels "
-            f"— keep one copy under the right class"
-        )
+        out.append(ngettext("{n} group of identical images carries different labels — keep one copy under the "
+                            "right class",
+                            "{n} groups of identical images carry different labels — keep one copy under the "
+                            "right class", len(conflicting)).format(n=len(conflicting)))
     if leaks:
         n_val = sum(len(g["val"]) for g in leaks)
-        verb = "appears" if n_val == 1 else "appear"
-        out.append(
-            f"{_plural(n_val, 'validation image')} also {verb} in train — remove the copies from "
-            f"one side so validation is honest"
-        )
+        out.append(ngettext("{n} validation image also appears in train — remove the copies from one side so "
+                            "validation is honest",
+                            "{n} validation images also appear in train — remove the copies from one side so "
+                            "validation is honest", n_val).format(n=n_val))
     if split_counts is not None:
         for name, n in split_counts["val"].items():
             if n == 0:
-                out.append(f"class '{name}' has no validation images — add some to the val folder")
+                out.append(_("class '{name}' has no validation images — add some to the val folder").format(
+                    name=name))
     if tiny:
-        verb = "is" if len(tiny) == 1 else "are"
-        out.append(
-            f"{_plural(len(tiny), 'image')} {verb} smaller than {TINY_SIDE} px on a side — "
-            f"upscaling may make them unrecognisable; replace them with larger ones"
-        )
+        out.append(ngettext("{n} image is smaller than {side} px on a side — upscaling may make them "
+                            "unrecognisable; replace them with larger ones",
+                            "{n} images are smaller than {side} px on a side — upscaling may make them "
+                            "unrecognisable; replace them with larger ones", len(tiny)).format(
+            n=len(tiny), side=TINY_SIDE))
     if gray and colour:
-        out.append(
-            f"{gray} of {gray + colour} checked images are grayscale — make sure colour is not "
-            f"a shortcut to the label (mix grayscale and colour in every class, or convert all)"
-        )
+        out.append(_("{gray} of {checked} checked images are grayscale — make sure colour is not a shortcut to the "
+                     "label (mix grayscale and colour in every class, or convert all)").format(
+            gray=gray, checked=gray + colour))
     if unreadable:
-        out.append(
-            f"{_plural(len(unreadable), 'image')} could not be read now — scan the folder again"
-        )
+        out.append(ngettext("{n} image could not be read now — scan the folder again",
+                            "{n} images could not be read now — scan the folder again",
+                            len(unreadable)).format(n=len(unreadable)))
     if skipped:
-        out.append(
-            f"{_plural(len(skipped), 'file')} left out of the dataset — see 'skipped' for the reasons"
-        )
+        out.append(ngettext("{n} file left out of the dataset — see 'skipped' for the reasons",
+                            "{n} files left out of the dataset — see 'skipped' for the reasons",
+                            len(skipped)).format(n=len(skipped)))
     return out

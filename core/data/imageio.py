@@ -25,6 +25,9 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.data.message import Message, shown
+from core.i18n import N_
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_IMAGE_MB",
@@ -68,7 +71,14 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
 
 class ImageError(ValueError):
-    """An image file that cannot be used; the message names the file and what to do."""
+    """An image file that cannot be used; the message names the file and what to do.
+
+    str(error) is in the language of the thread that raised it; ``message`` keeps the English Message (a skip
+    reason stores it)."""
+
+    def __init__(self, message: str):
+        super().__init__(shown(message))
+        self.message = message
 
 
 def is_image_name(name: str | os.PathLike) -> bool:
@@ -151,10 +161,10 @@ class _Budget:
 
     def reserve(self, cost: int, total: int, name: str) -> None:
         if cost > total:
-            raise ImageError(
-                f"{name} would need about {cost / 1024**2:,.0f} MB to decode, more than the decode budget of "
-                f"{total / 1024**2:,.0f} MB — downscale it, or raise {DECODE_BUDGET_ENV} if the server has the memory"
-            )
+            raise ImageError(Message(
+                N_("{name} would need about {need} MB to decode, more than the decode budget of {budget} MB — "
+                   "downscale it, or raise {env} if the server has the memory"),
+                name=name, need=f"{cost / 1024**2:,.0f}", budget=f"{total / 1024**2:,.0f}", env=DECODE_BUDGET_ENV))
         with self.cond:
             self.cond.wait_for(lambda: self.used + cost <= total)
             self.used += cost
@@ -183,10 +193,11 @@ def open_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
         with _open_header(fp, name, limit) as im:
             width, height = im.size
             if width * height > limit:
-                raise ImageError(
-                    f"{name} is {width}x{height} = {width * height:,} pixels, above the limit of "
-                    f"{limit:,} — downscale it, or raise {MAX_PIXELS_ENV} if you trust the file"
-                )
+                raise ImageError(Message(
+                    N_("{name} is {width}x{height} = {pixels} pixels, above the limit of {limit} — downscale it, "
+                       "or raise {env} if you trust the file"),
+                    name=name, width=width, height=height, pixels=f"{width * height:,}", limit=f"{limit:,}",
+                    env=MAX_PIXELS_ENV))
             _check_decoded_bytes(im, name)
             cost = _peak_cost(im.mode, width, height)
             _BUDGET.reserve(cost, decode_budget_bytes(), name)
@@ -212,10 +223,11 @@ def _check_decoded_bytes(im: Image.Image, name: str) -> None:
     width, height = im.size
     need, cap = decoded_bytes(im.mode, width, height), max_image_bytes()
     if need > cap:
-        raise ImageError(
-            f"{name} is {width}x{height} in mode {im.mode}, which decodes to {need / 1024**2:,.0f} MB, above the "
-            f"per-image limit of {cap / 1024**2:,.0f} MB — downscale it, or raise {MAX_IMAGE_MB_ENV} if you trust the file"
-        )
+        raise ImageError(Message(
+            N_("{name} is {width}x{height} in mode {mode}, which decodes to {need} MB, above the per-image limit "
+               "of {cap} MB — downscale it, or raise {env} if you trust the file"),
+            name=name, width=width, height=height, mode=im.mode, need=f"{need / 1024**2:,.0f}",
+            cap=f"{cap / 1024**2:,.0f}", env=MAX_IMAGE_MB_ENV))
 
 
 def display_name(source: object, default: str = "the uploaded image") -> str:
@@ -234,11 +246,12 @@ def _as_binary_file(source: ImageSource, name: str) -> tuple[BinaryIO, bool]:
         try:
             return open(source, "rb"), True
         except FileNotFoundError:
-            raise ImageError(f"{name} does not exist — check the path") from None
+            raise ImageError(Message(N_("{name} does not exist — check the path"), name=name)) from None
         except IsADirectoryError:
-            raise ImageError(f"{name} is a folder, not an image file — pass a file") from None
+            raise ImageError(Message(N_("{name} is a folder, not an image file — pass a file"), name=name)) from None
         except OSError as exc:
-            raise ImageError(f"{name} cannot be read ({exc.strerror}) — check its permissions") from None
+            raise ImageError(Message(N_("{name} cannot be read ({error}) — check its permissions"), name=name,
+                                     error=str(exc.strerror))) from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(source)), True
     if not hasattr(source, "read"):
@@ -258,7 +271,7 @@ def _reject_empty(fp: BinaryIO, name: str) -> None:
     first = fp.read(1)
     fp.seek(start)
     if not first:
-        raise ImageError(f"{name} is empty (0 bytes) — re-export or re-download it")
+        raise ImageError(Message(N_("{name} is empty (0 bytes) — re-export or re-download it"), name=name))
 
 
 def _open_header(fp: BinaryIO, name: str, limit: int) -> Image.Image:
@@ -271,32 +284,30 @@ def _open_header(fp: BinaryIO, name: str, limit: int) -> Image.Image:
             warnings.simplefilter(action, Image.DecompressionBombWarning)
             return Image.open(fp)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
-            f"{name} is too large to decode safely ({exc}) — downscale it, or raise "
-            f"{MAX_PIXELS_ENV} if you trust the file"
-        ) from None
+        raise ImageError(Message(
+            N_("{name} is too large to decode safely ({error}) — downscale it, or raise {env} if you trust the file"),
+            name=name, error=str(exc), env=MAX_PIXELS_ENV)) from None
     except UnidentifiedImageError:
         supported = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise ImageError(
-            f"{name} is not a recognised image (expected one of {supported}) "
-            f"— re-save it as PNG or JPEG, or remove it"
-        ) from None
+        raise ImageError(Message(
+            N_("{name} is not a recognised image (expected one of {types}) — re-save it as PNG or JPEG, or remove it"),
+            name=name, types=supported)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(
-            f"{name} is truncated or corrupt ({exc}) — re-export or re-download it, or remove it"
-        ) from None
+        raise ImageError(Message(_CORRUPT, name=name, error=str(exc))) from None
+
+
+_CORRUPT = N_("{name} is truncated or corrupt ({error}) — re-export or re-download it, or remove it")
 
 
 def _load_fully(im: Image.Image, name: str) -> None:
     try:
         im.load()
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name} is too large to decode safely ({exc}) — downscale it") from None
+        raise ImageError(Message(N_("{name} is too large to decode safely ({error}) — downscale it"), name=name,
+                                 error=str(exc))) from None
     except Exception as exc:  # decoders raise OSError, SyntaxError, struct.error, zlib.error, ...
         detail = str(exc) or type(exc).__name__
-        raise ImageError(
-            f"{name} is truncated or corrupt ({detail}) — re-export or re-download it, or remove it"
-        ) from None
+        raise ImageError(Message(_CORRUPT, name=name, error=detail)) from None
 
 
 def _apply_orientation(im: Image.Image) -> Image.Image:
@@ -330,10 +341,9 @@ def _to_rgb(im: Image.Image, name: str) -> Image.Image:
     try:
         return im.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise ImageError(
-            f"{name} uses colour mode {mode!r}, which cannot be converted to RGB ({exc}) "
-            f"— re-save it as an 8-bit RGB PNG or JPEG"
-        ) from None
+        raise ImageError(Message(
+            N_("{name} uses colour mode {mode}, which cannot be converted to RGB ({error}) — re-save it as an "
+               "8-bit RGB PNG or JPEG"), name=name, mode=repr(mode), error=str(exc))) from None
 
 
 def _row_chunks(im: Image.Image):

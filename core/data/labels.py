@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import unicodedata
 
+from core.data.message import Message, shown
+from core.i18n import N_, _
+
 MAX_LABEL = 100
 # Format characters that reorder or hide text (Trojan-source style); other Cf characters, such as
 # the zero-width joiner inside emoji, are harmless and stay allowed.
@@ -20,25 +23,29 @@ class LabelError(ValueError):
 
 
 def label_problem(label: object) -> str | None:
-    """Why ``label`` cannot be a class label (a phrase such as 'is empty'), or None when it can."""
+    """Why ``label`` cannot be a class label (a phrase such as 'is empty': a Message, English as a str), or None
+    when it can."""
     if not isinstance(label, str):
-        return f"is a {type(label).__name__}, not text"
+        return Message(N_("is a {type}, not text"), type=type(label).__name__)
     if not label.strip():
-        return "is empty or only spaces"
+        return Message(N_("is empty or only spaces"))
     for ch in label:
         if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI:
-            what = "a line break" if ch in "\r\n\u2028\u2029\x85" else "a control character"
-            return f"contains {what} (U+{ord(ch):04X})"
+            if ch in "\r\n\u2028\u2029\x85":
+                return Message(N_("contains a line break (U+{code})"), code=f"{ord(ch):04X}")
+            return Message(N_("contains a control character (U+{code})"), code=f"{ord(ch):04X}")
     if len(label.strip()) > MAX_LABEL:
-        return f"is {len(label.strip())} characters long (at most {MAX_LABEL})"
+        return Message(N_("is {n} characters long (at most {max})"), n=len(label.strip()), max=MAX_LABEL)
     return None
 
 
-def check_label(label: object, where: str = "label") -> str:
-    """``label`` stripped of surrounding spaces, or LabelError saying where it came from and which rule it broke."""
+def check_label(label: object, where: str | None = None) -> str:
+    """``label`` stripped of surrounding spaces, or LabelError saying where it came from (default: "label") and
+    which rule it broke."""
     problem = label_problem(label)
     if problem is not None:
-        shown = repr(label if not isinstance(label, str) or len(label) <= 60 else label[:60] + "…")
-        raise LabelError(f"{where} {shown} {problem}; labels must be 1-{MAX_LABEL} characters of "
-                         f"plain text on one line — fix it and try again")
+        value = repr(label if not isinstance(label, str) or len(label) <= 60 else label[:60] + "…")
+        raise LabelError(_("{where} {label} {problem}; labels must be 1-{max} characters of plain text on one line "
+                           "— fix it and try again").format(where=where or _("label"), label=value,
+                                                           problem=shown(problem), max=MAX_LABEL))
     return label.strip()

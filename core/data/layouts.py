@@ -22,6 +22,8 @@ from core.data.records import (DatasetIndex, FILENAME_COLUMNS, IngestError, Item
                                _TRAIN_NAMES, _VAL_NAMES, _file_sha256, _ignored_reason, _not_image_reason, _suffix,
                                _supported_list, _workers)
 from core.data.imageio import ImageError, is_image_name, open_image
+from core.data.message import Message
+from core.i18n import N_, _, ngettext
 
 # --------------------------------------------------------------------------------------------
 # Folder scanning
@@ -43,7 +45,7 @@ class _Found:
     declared_classes: set[str] = field(default_factory=set)
     skipped: list[Skipped] = field(default_factory=list)
     loose_images: int = 0
-    remedy: str = "add images or remove the folder"
+    remedy: str = N_("add images or remove the folder")
 
 
 def scan_folder(
@@ -56,7 +58,8 @@ def scan_folder(
     top = Path(root)
     if not top.is_dir():
         raise IngestError(
-            f"{top} is not a folder — pass the folder that holds the class folders (or extract the .zip first)"
+            _("{folder} is not a folder — pass the folder that holds the class folders (or extract the .zip "
+              "first)").format(folder=top)
         )
     base = _descend(top)
     base_real = base.resolve()
@@ -75,7 +78,7 @@ def scan_folder(
     if progress is not None:
         progress(0, total)
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        for (cand, _), (digest, problem) in zip(jobs, pool.map(inspect, jobs)):
+        for (cand, _path), (digest, problem) in zip(jobs, pool.map(inspect, jobs)):
             checked += 1
             if progress is not None:
                 progress(checked, total)
@@ -106,18 +109,22 @@ def _inspect_file(path: Path, verify: bool, max_pixels: int | None) -> tuple[str
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
+        return None, Message(_UNREADABLE, error=str(exc.strerror or exc))
     if size == 0:
-        return None, f"{path.name} is empty (0 bytes) — re-export or re-download it"
+        return None, Message(N_("{name} is empty (0 bytes) — re-export or re-download it"), name=path.name)
     if verify:
         try:
             open_image(path, max_pixels=max_pixels)
         except ImageError as exc:
-            return None, str(exc)
+            return None, exc.message
     try:
         return _file_sha256(path), None
     except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
+        return None, Message(_UNREADABLE, error=str(exc.strerror or exc))
+
+
+_UNREADABLE = N_("cannot be read ({error})")
+_LINK = N_("symbolic link, not followed (it could point outside the dataset)")
 
 
 def _content_hash(items: list[Item], hashes: dict[str, str]) -> str:
@@ -133,13 +140,14 @@ def _visible(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
-        raise IngestError(f"cannot list {folder} ({exc.strerror or exc}) — check its permissions") from None
+        raise IngestError(_("cannot list {folder} ({error}) — check its permissions").format(
+            folder=folder, error=exc.strerror or exc)) from None
     for entry in entries:
         path = Path(entry.path)
         if entry.name == owners.FILE and entry.is_file(follow_symlinks=False):
             continue  # the workspace's owner record (core.storage.owners), not part of the data
         if entry.is_symlink():
-            other.append((path, "symbolic link, not followed (it could point outside the dataset)"))
+            other.append((path, Message(_LINK)))
             continue
         ignored = _ignored_reason([entry.name])
         if ignored:
@@ -183,7 +191,7 @@ def _detect(base: Path, base_real: Path) -> _Found:
         if table is not None:
             tables.append((lf, table))
         else:
-            unusable.append(Skipped(_rel(lf, base), problem or "unreadable label file"))
+            unusable.append(Skipped(_rel(lf, base), problem or Message(N_("unreadable label file"))))
 
     if tables:
         found = _from_tables(base, base_real, tables)
@@ -227,15 +235,14 @@ def _from_split_folders(
         if d in used:
             continue
         if d == splits.get("test"):
-            found.skipped.append(Skipped(
-                d.name + "/", f"held-out test folder not used; '{splits['val'].name}/' is the validation set"
-            ))
+            found.skipped.append(Skipped(d.name + "/", Message(
+                N_("held-out test folder not used; '{val}/' is the validation set"), val=splits["val"].name)))
         else:
-            found.skipped.append(Skipped(
-                d.name + "/", f"not a split folder (expected '{splits['train'].name}/' and '{splits['val'].name}/'); ignored"
-            ))
+            found.skipped.append(Skipped(d.name + "/", Message(
+                N_("not a split folder (expected '{train}/' and '{val}/'); ignored"), train=splits["train"].name,
+                val=splits["val"].name)))
     for f in files:
-        found.skipped.append(Skipped(_rel(f, base), "file outside the train/val folders, ignored"))
+        found.skipped.append(Skipped(_rel(f, base), Message(N_("file outside the train/val folders, ignored"))))
     for split in SPLITS:
         sub_dirs, sub_files, sub_other = _visible(splits[split])
         part = _from_class_folders(base, sub_dirs, sub_files, split=split)
@@ -252,7 +259,7 @@ def _from_class_folders(base: Path, dirs: list[Path], files: list[Path], split: 
         if is_image_name(f.name):
             found.loose_images += 1
             found.skipped.append(Skipped(
-                _rel(f, base), "image outside any class folder — move it into the folder of its class"
+                _rel(f, base), Message(N_("image outside any class folder — move it into the folder of its class"))
             ))
         else:
             found.skipped.append(Skipped(_rel(f, base), _not_image_reason(f.name)))
@@ -260,8 +267,9 @@ def _from_class_folders(base: Path, dirs: list[Path], files: list[Path], split: 
         label = class_dir.name
         bad_label = labels.label_problem(label)
         if bad_label:
-            found.skipped.append(Skipped(_rel(class_dir, base) + "/", f"class folder name {label[:60]!r} "
-                                         f"{bad_label} — rename the folder (plain text, one line)"))
+            found.skipped.append(Skipped(_rel(class_dir, base) + "/", Message(
+                N_("class folder name {name} {problem} — rename the folder (plain text, one line)"),
+                name=repr(label[:60]), problem=bad_label)))
             continue
         found.declared_classes.add(label)
         for path, reason in _walk(class_dir):
@@ -281,7 +289,7 @@ def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
         for d in sorted(dirnames):
             sub = here / d
             if sub.is_symlink():
-                yield sub, "symbolic link, not followed (it could point outside the dataset)"
+                yield sub, Message(_LINK)
             elif reason := _ignored_reason([d]):
                 yield sub, reason
             else:
@@ -290,7 +298,7 @@ def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
         for f in sorted(filenames):
             path = here / f
             if path.is_symlink():
-                yield path, "symbolic link, not followed (it could point outside the dataset)"
+                yield path, Message(_LINK)
             elif reason := _ignored_reason([f]):
                 yield path, reason
             elif not is_image_name(f):
@@ -320,7 +328,7 @@ def _read_table(path: Path) -> tuple[_Table | None, str | None]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
+        return None, Message(_UNREADABLE, error=str(exc.strerror or exc))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -334,15 +342,18 @@ def _read_table(path: Path) -> tuple[_Table | None, str | None]:
     rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
-        return None, "empty label file, ignored"
+        return None, Message(N_("empty label file, ignored"))
     header = [_normalise_header(h) for h in rows[0]]
     file_col = next((header.index(c) for c in FILENAME_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
     if file_col is None or label_col is None:
-        return None, (
-            f"label file without the expected header: needs a file column ({', '.join(FILENAME_COLUMNS[:5])}) "
-            f"and a label column ({', '.join(LABEL_COLUMNS[:3])}); found {', '.join(rows[0]) or 'nothing'}; ignored"
-        )
+        found = ", ".join(rows[0])
+        return None, Message(
+            N_("label file without the expected header: needs a file column ({files}) and a label column "
+               "({labels}); found {found}; ignored") if found else
+            N_("label file without the expected header: needs a file column ({files}) and a label column "
+               "({labels}); found nothing; ignored"),
+            files=", ".join(FILENAME_COLUMNS[:5]), labels=", ".join(LABEL_COLUMNS[:3]), **({"found": found} if found else {}))
     split_col = next((header.index(c) for c in SPLIT_COLUMNS if c in header), None)
     return _Table(rows[0], rows[1:], file_col, label_col, split_col), None
 
@@ -359,15 +370,15 @@ def _split_from_name(stem: str) -> str | None:
 
 
 def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]]) -> _Found:
-    found = _Found(layout="csv", remedy="add images or remove its rows")
+    found = _Found(layout="csv", remedy=N_("add images or remove its rows"))
     file_splits: dict[Path, str | None] = {path: None for path, _ in tables}
     if len(tables) > 1:
         named = {path: _split_from_name(path.stem) for path, _ in tables}
         if None in named.values() or "train" not in named.values():
             names = ", ".join(p.name for p, _ in tables)
             raise IngestError(
-                f"found {len(tables)} label files ({names}); expected one — keep one, or name them "
-                f"train.csv and val.csv"
+                _("found {n} label files ({names}); expected one — keep one, or name them train.csv and "
+                  "val.csv").format(n=len(tables), names=names)
             )
         file_splits = named
     has_val = any(s == "val" for s in file_splits.values()) or any(
@@ -375,7 +386,7 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
     )
 
     basenames: dict[str, list[Path]] | None = None
-    listed: dict[str, str] = {}
+    listed: dict[str, tuple[str, int]] = {}
     for label_path, table in tables:
         where = label_path.name
         for lineno, row in enumerate(table.rows, start=2):
@@ -383,20 +394,24 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
             label = row[table.label_col].strip() if table.label_col < len(row) else ""
             row_name = cell or f"{where} line {lineno}"
             if not cell:
-                found.skipped.append(Skipped(row_name, f"{where} line {lineno}: no file name, row ignored"))
+                found.skipped.append(Skipped(row_name, Message(N_("{where} line {line}: no file name, row ignored"),
+                                                            where=where, line=lineno)))
                 continue
             if not label:
-                found.skipped.append(Skipped(cell, f"{where} line {lineno}: empty label — fill it in or remove the row"))
+                found.skipped.append(Skipped(cell, Message(
+                    N_("{where} line {line}: empty label — fill it in or remove the row"), where=where, line=lineno)))
                 continue
             bad_label = labels.label_problem(label)
             if bad_label:
-                found.skipped.append(Skipped(cell, f"{where} line {lineno}: label {label[:60]!r} {bad_label} — "
-                                                   f"labels must be plain text on one line; fix the cell"))
+                found.skipped.append(Skipped(cell, Message(
+                    N_("{where} line {line}: label {label} {problem} — labels must be plain text on one line; fix the "
+                       "cell"), where=where, line=lineno, label=repr(label[:60]), problem=bad_label)))
                 continue
             split = _row_split(row, table) or file_splits[label_path]
             if split == "test":
                 if has_val:
-                    found.skipped.append(Skipped(cell, f"{where} line {lineno}: test split not used (a val split exists)"))
+                    found.skipped.append(Skipped(cell, Message(
+                        N_("{where} line {line}: test split not used (a val split exists)"), where=where, line=lineno)))
                     continue
                 split = "val"
             rel_name = cell.replace("\\", "/")
@@ -404,9 +419,9 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
             try:
                 resolved = paths.contained(base_real, rel_name)
             except paths.OutsideError as exc:
-                found.skipped.append(Skipped(
-                    cell, f"{where} line {lineno}: path leaves the dataset folder ({exc})"
-                ))
+                found.skipped.append(Skipped(cell, Message(
+                    N_("{where} line {line}: path leaves the dataset folder ({error})"), where=where, line=lineno,
+                    error=Message(exc.msgid, **exc.params))))
                 continue
             if not resolved.is_file() and "/" not in rel_name:
                 # Many exports list bare file names while the images sit in a sub-folder.
@@ -416,22 +431,25 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
                 if len(matches) == 1:
                     resolved = matches[0].resolve()
             if not resolved.is_file():
-                found.skipped.append(Skipped(
-                    cell, f"{where} line {lineno}: file not found — check the name or add the file"
-                ))
+                found.skipped.append(Skipped(cell, Message(
+                    N_("{where} line {line}: file not found — check the name or add the file"), where=where,
+                    line=lineno)))
                 continue
             rel = resolved.relative_to(base_real).as_posix()
             ignored = _ignored_reason(rel.split("/"))
             if ignored:
-                found.skipped.append(Skipped(rel, f"{where} line {lineno}: {ignored}"))
+                found.skipped.append(Skipped(rel, Message(_ROW, where=where, line=lineno, reason=ignored)))
                 continue
             if not is_image_name(rel):
-                found.skipped.append(Skipped(rel, f"{where} line {lineno}: {_not_image_reason(rel)}"))
+                found.skipped.append(Skipped(rel, Message(_ROW, where=where, line=lineno,
+                                                          reason=_not_image_reason(rel))))
                 continue
             if rel in listed:
-                found.skipped.append(Skipped(rel, f"{where} line {lineno}: listed again (first on {listed[rel]}); kept the first"))
+                found.skipped.append(Skipped(rel, Message(
+                    N_("{where} line {line}: listed again (first on {first_where} line {first_line}); kept the first"),
+                    where=where, line=lineno, first_where=listed[rel][0], first_line=listed[rel][1])))
                 continue
-            listed[rel] = f"{where} line {lineno}"
+            listed[rel] = (where, lineno)
             found.candidates.append(_Candidate(rel, label, split))
             found.declared_classes.add(label)
 
@@ -440,8 +458,12 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
         if reason is None:
             rel = path.resolve().relative_to(base_real).as_posix()
             if rel not in listed:
-                found.skipped.append(Skipped(rel, f"image not listed in {label_names}, ignored"))
+                found.skipped.append(Skipped(rel, Message(N_("image not listed in {files}, ignored"),
+                                                          files=label_names)))
     return found
+
+
+_ROW = N_("{where} line {line}: {reason}")
 
 
 def _row_split(row: list[str], table: _Table) -> str | None:
@@ -472,37 +494,38 @@ def _validate(top: Path, found: _Found, items: list[Item], skipped: list[Skipped
     where = str(top)
     if not items:
         if found.loose_images and not found.declared_classes:
-            raise IngestError(
-                f"found {found.loose_images} image(s) in {where} but no class folders — put each "
-                f"class's images in its own folder (e.g. cats/, dogs/) or add a labels.csv"
-            )
+            raise IngestError(_(
+                "found {n} image(s) in {folder} but no class folders — put each class's images in its own folder "
+                "(e.g. cats/, dogs/) or add a labels.csv").format(n=found.loose_images, folder=where))
         if skipped and found.candidates:
-            examples = "; ".join(f"'{s.path}': {s.reason}" for s in skipped[:2])
-            raise IngestError(
-                f"no readable images in {where}: all {len(found.candidates)} image files were "
-                f"skipped (e.g. {examples}) — replace the damaged files"
-            )
+            examples = "; ".join(f"'{s.path}': {s.shown()}" for s in skipped[:2])
+            raise IngestError(_(
+                "no readable images in {folder}: all {n} image files were skipped (e.g. {examples}) — replace the "
+                "damaged files").format(folder=where, n=len(found.candidates), examples=examples))
         raise IngestError(
-            f"no images found in {where} — expected one folder per class (e.g. cats/, dogs/) "
-            f"holding {_supported_list()} files, train/ and val/ folders, or a labels.csv"
+            _("no images found in {folder} — expected one folder per class (e.g. cats/, dogs/) holding {types} "
+              "files, train/ and val/ folders, or a labels.csv").format(folder=where, types=_supported_list())
         )
     counts = Counter(item.label for item in items)
     classes = sorted(found.declared_classes | set(counts))
     if len(classes) < 2:
         only = classes[0]
         raise IngestError(
-            f"found 1 class '{only}'; classification needs at least 2 — add a folder per class"
-            if found.layout != "csv"
-            else f"found 1 class '{only}'; classification needs at least 2 — label images with at least two classes"
+            (_("found 1 class '{name}'; classification needs at least 2 — add a folder per class")
+             if found.layout != "csv"
+             else _("found 1 class '{name}'; classification needs at least 2 — label images with at least two "
+                    "classes")).format(name=only)
         )
     small = [c for c in classes if counts.get(c, 0) < MIN_IMAGES_PER_CLASS]
     if small:
         parts = [
-            f"class '{c}' has {counts.get(c, 0)} image{'' if counts.get(c, 0) == 1 else 's'}"
+            ngettext("class '{name}' has {n} image", "class '{name}' has {n} images", counts.get(c, 0)).format(
+                name=c, n=counts.get(c, 0))
             for c in small
         ]
         raise IngestError(
-            f"{'; '.join(parts)}; each class needs at least {MIN_IMAGES_PER_CLASS} — {found.remedy}"
+            _("{classes}; each class needs at least {min} — {remedy}").format(
+                classes="; ".join(parts), min=MIN_IMAGES_PER_CLASS, remedy=_(found.remedy))
         )
 
 
@@ -514,23 +537,23 @@ def merge_into(dest_root: Path, src_root: Path) -> None:
     """Append the images of another upload's class folders into an existing dataset folder."""
     dest_root, src_root = Path(dest_root), Path(src_root)
     if not src_root.is_dir():
-        raise IngestError(f"{src_root} is not a folder — extract the second upload first")
+        raise IngestError(_("{folder} is not a folder — extract the second upload first").format(folder=src_root))
     src_base = _descend(src_root)
     src_layout, src_groups = _merge_groups(src_base)
     if src_layout == "csv":
         raise IngestError(
-            f"{src_root} is labelled by a CSV file; merging CSV-labelled uploads is not supported "
-            f"— combine the CSV files into one and upload everything together, or use class folders"
+            _("{folder} is labelled by a CSV file; merging CSV-labelled uploads is not supported — combine the "
+              "CSV files into one and upload everything together, or use class folders").format(folder=src_root)
         )
     if not src_groups:
         raise IngestError(
-            f"{src_root} has no class folders to merge — put each class's images in its own folder "
-            f"(e.g. cats/, dogs/)"
+            _("{folder} has no class folders to merge — put each class's images in its own folder (e.g. cats/, "
+              "dogs/)").format(folder=src_root)
         )
 
     dest_root.mkdir(parents=True, exist_ok=True)
     dest_real = dest_root.resolve()
-    dest_dirs, dest_files, _ = _visible(dest_root)
+    dest_dirs, dest_files, _other = _visible(dest_root)
     if not dest_dirs and not dest_files:
         dest_base, dest_layout = dest_root, src_layout
         dest_groups: dict[str | None, Path] = {}
@@ -539,13 +562,13 @@ def merge_into(dest_root: Path, src_root: Path) -> None:
         dest_layout, dest_groups = _merge_groups(dest_base)
     if dest_layout != src_layout:
         raise IngestError(
-            f"cannot merge: the dataset uses {dest_layout} but the new upload uses {src_layout} "
-            f"— upload it with the same layout"
+            _("cannot merge: the dataset uses {layout} but the new upload uses {new_layout} — upload it with the "
+              "same layout").format(layout=dest_layout, new_layout=src_layout)
         )
 
     for role, src_dir in src_groups.items():
         target_dir = dest_groups.get(role) or (dest_base / src_dir.name if role else dest_base)
-        class_dirs, _, _ = _visible(src_dir)
+        class_dirs, _files, _other = _visible(src_dir)
         existing = {}
         if target_dir.is_dir():
             existing = {d.name.casefold(): d for d in _visible(target_dir)[0]}
@@ -576,6 +599,7 @@ def _copy_without_clobbering(src: Path, target: Path, dest_real: Path) -> None:
         n += 1
         target = target.with_name(f"{stem}_{n}{ext}")
     if not paths.within(target, dest_real):
-        raise IngestError(f"refusing to write {target} outside {dest_real} — check for symbolic links")
+        raise IngestError(_("refusing to write {file} outside {folder} — check for symbolic links").format(
+            file=target, folder=dest_real))
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, target)

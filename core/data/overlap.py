@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from core.data.records import DatasetIndex, _file_sha256
+from core.i18n import _
 
 EXAMPLES = 5
 
@@ -52,10 +53,12 @@ def same_dataset(split: dict, data: str | Path, dataset_root: str | Path) -> boo
 def check(split: dict, data: str | Path, index: DatasetIndex, name: str) -> dict:
     """The overlap of test set ``name`` with a run, or ValueError when it must not be scored at all."""
     if same_dataset(split, data, index.root):
-        raise ValueError(f"{name!r} is the dataset this run trained on: its accuracy there is not a test. "
-                         f"Upload a separate test set (images the run never saw) or pick another dataset.")
+        raise ValueError(_("{name} is the dataset this run trained on: its accuracy there is not a test. Upload a "
+                           "separate test set (images the run never saw) or pick another dataset.").format(
+                             name=repr(name)))
     found = find(seen_paths(split), index)
     if found["n_total"] and found["n_overlap"] == found["n_total"]:
-        raise ValueError(f"all {found['n_total']} images of {name!r} are copies of images this run trained or "
-                         f"validated on, so it cannot test the run; upload images the run never saw")
+        raise ValueError(_("all {n} images of {name} are copies of images this run trained or validated on, so it "
+                           "cannot test the run; upload images the run never saw").format(
+                             n=found["n_total"], name=repr(name)))
     return found

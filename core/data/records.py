@@ -12,6 +12,8 @@ from typing import Any, BinaryIO, Callable, Sequence, Union
 
 
 from core.data.imageio import IMAGE_EXTENSIONS
+from core.data.message import Message, shown, stored
+from core.i18n import N_
 
 LAYOUTS = ("class-folders", "split-folders", "csv")
 SPLITS = ("train", "val")
@@ -51,7 +53,13 @@ Progress = Callable[[int, int], None]
 
 
 class IngestError(ValueError):
-    """An upload that cannot become a dataset; the message says what was expected and what to do."""
+    """An upload that cannot become a dataset; the message says what was expected and what to do.
+
+    str(error) is in the language of the thread that raised it; ``message`` keeps the English Message."""
+
+    def __init__(self, message: str):
+        super().__init__(shown(message))
+        self.message = message
 
 
 class ArchiveTooLarge(IngestError):
@@ -92,19 +100,27 @@ class Item:
 
 @dataclass
 class Skipped:
-    """A file or archive member left out, with the reason a person can act on."""
+    """A file or archive member left out, with the reason a person can act on (English; a Message when it
+    was made here, so ``shown()`` gives it in the reader's language)."""
 
     path: str
     reason: str
 
+    def shown(self) -> str:
+        """The reason in the current language."""
+        return shown(self.reason)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
-        return asdict(self)
+        """Plain dict for JSON: the English reason, and its msgid and values where known."""
+        d = {"path": self.path, "reason": str(self.reason)}
+        if isinstance(self.reason, Message):
+            d["message"] = self.reason.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Skipped":
-        """Inverse of to_dict."""
-        return cls(path=str(data["path"]), reason=str(data["reason"]))
+        """Inverse of to_dict (records without a message keep their English reason)."""
+        return cls(path=str(data["path"]), reason=stored(str(data["reason"]), data.get("message")))
 
 
 @dataclass
@@ -181,14 +197,14 @@ class Limits:
 def _ignored_reason(parts: Sequence[str]) -> str | None:
     """Why a path made of these components is operating-system clutter, or None if it is not."""
     if any(p == "__MACOSX" for p in parts):
-        return "macOS archive metadata (__MACOSX), ignored"
+        return Message(N_("macOS archive metadata (__MACOSX), ignored"))
     last = parts[-1]
     if last.startswith("._"):
-        return "macOS resource-fork file (._*), ignored"
+        return Message(N_("macOS resource-fork file (._*), ignored"))
     if last.lower() in SYSTEM_FILE_NAMES:
-        return f"system file ({last}), ignored"
+        return Message(N_("system file ({name}), ignored"), name=last)
     if any(p.startswith(".") for p in parts):
-        return "hidden file or folder, ignored"
+        return Message(N_("hidden file or folder, ignored"))
     return None
 
 
@@ -201,8 +217,10 @@ def _supported_list() -> str:
 
 
 def _not_image_reason(name: str) -> str:
-    ext = _suffix(name) or "no extension"
-    return f"not an image ({ext}); supported types are {_supported_list()}"
+    ext = _suffix(name)
+    if not ext:
+        return Message(N_("not an image (no extension); supported types are {types}"), types=_supported_list())
+    return Message(N_("not an image ({ext}); supported types are {types}"), ext=ext, types=_supported_list())
 
 
 def _fmt_bytes(n: float) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.data.labels import label_problem
+from core.i18n import _, ngettext
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 TEXT_NAMES = ("text", "sentence", "review", "comment", "message", "content", "body", "utterance")
@@ -69,8 +70,10 @@ def _repair(value: str, where: str, problems: list[dict]) -> str:
     if not bad:
         return value
     shown = " ".join(f"0x{ord(c) - 0xDC00:02X}" for c in bad[:4])
-    problems.append({"row": where, "message": f"{len(bad)} byte(s) that are not UTF-8 ({shown}); "
-                                              f"replaced by U+FFFD — save the file as UTF-8 to keep them"})
+    problems.append({"row": where, "message": ngettext(
+        "{n} byte that is not UTF-8 ({bytes}); replaced by U+FFFD — save the file as UTF-8 to keep it",
+        "{n} bytes that are not UTF-8 ({bytes}); replaced by U+FFFD — save the file as UTF-8 to keep them",
+        len(bad)).format(n=len(bad), bytes=shown)})
     return _SURROGATE.sub("\ufffd", value)
 
 
@@ -85,10 +88,12 @@ def _records(path: Path, raw: bytes) -> tuple[list[str], list[tuple[str, dict]]]
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path.name} line {i} is not JSON ({e.msg}); each line of a .jsonl file must be "
-                                 f'one object such as {{"text": "...", "label": "..."}}') from None
+                raise ValueError(_('{file} line {line} is not JSON ({error}); each line of a .jsonl file must be '
+                                   'one object such as {example}').format(
+                    file=path.name, line=i, error=e.msg, example='{"text": "...", "label": "..."}')) from None
             if not isinstance(rec, dict):
-                raise ValueError(f"{path.name} line {i} is a JSON {type(rec).__name__}, expected an object")
+                raise ValueError(_("{file} line {line} is a JSON {kind}, expected an object").format(
+                    file=path.name, line=i, kind=type(rec).__name__))
             columns += [k for k in rec if k not in columns]
             out.append((str(i), {k: "" if v is None else str(v) for k, v in rec.items()}))
         return columns, out
@@ -96,7 +101,7 @@ def _records(path: Path, raw: bytes) -> tuple[list[str], list[tuple[str, dict]]]
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = next(reader, None)
     if not header:
-        raise ValueError(f"{path.name} is empty; expected a header row such as text,label")
+        raise ValueError(_("{file} is empty; expected a header row such as text,label").format(file=path.name))
     header = [h.strip() for h in header]
     rows = []
     for values in reader:
@@ -131,9 +136,9 @@ def detect_columns(columns: list[str], records: list[dict]) -> tuple[str, str]:
         few = [c for c, s in stats.items() if c != text_col and 2 <= s["distinct"] <= max(2, min(200, s["n"] // 2))]
         label_col = min(few, key=lambda c: stats[c]["distinct"], default=None)
     if text_col is None or label_col is None:
-        raise ValueError(f"could not tell the text and the label columns apart among {', '.join(columns) or 'none'}; "
-                         f"name them text and label (one free-text column and one column with a few distinct "
-                         f"values also works)")
+        raise ValueError(_("could not tell the text and the label columns apart among {columns}; name them text and "
+                           "label (one free-text column and one column with a few distinct values also works)").format(
+            columns=", ".join(columns) or _("none")))
     return text_col, label_col
 
 
@@ -144,14 +149,16 @@ def _from_records(columns, records, text_col=None, label_col=None) -> TextTable:
         text_col, label_col = text_col or dt, label_col or dl
     for c in (text_col, label_col):
         if c not in columns:
-            raise ValueError(f"column {c!r} is not in the file; its columns are {', '.join(columns)}")
+            raise ValueError(_("column '{column}' is not in the file; its columns are {columns}").format(
+                column=c, columns=", ".join(columns)))
     table = TextTable([], text_col, label_col)
     for where, rec in records:
         text = _repair(rec.get(text_col, "") or "", where, table.encoding_problems)
         label = _repair(rec.get(label_col, "") or "", where, []).strip()
         problem = label_problem(label)
         if problem:
-            table.skipped.append({"row": where, "message": f"label {label!r} {problem}; row left out"})
+            table.skipped.append({"row": where, "message": _("label '{label}' {problem}; row left out").format(
+                label=label, problem=problem)})
             continue
         table.rows.append(TextRow(text, label, where))
     return table
@@ -172,7 +179,9 @@ def _from_folders(files: dict[str, bytes]) -> TextTable:
 def read(path: str | Path, text_column: str | None = None, label_column: str | None = None) -> TextTable:
     """Read a CSV/TSV/JSONL table, a .zip of class folders of .txt files, or such a folder."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and is_stored(path):
+        table = _read_stored(path)
+    elif path.is_dir():
         files = {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*.txt") if p.is_file()}
         table = _from_folders(files)
     elif path.suffix.lower() == ".zip":
@@ -183,16 +192,19 @@ def read(path: str | Path, text_column: str | None = None, label_column: str | N
         columns, records = _records(path, path.read_bytes())
         table = _from_records(columns, records, text_column, label_column)
     else:
-        raise ValueError(f"{path.name}: expected a .csv, .tsv, .jsonl, a .zip of class folders of .txt files, "
-                         f"or such a folder")
+        raise ValueError(_("{file}: expected a .csv, .tsv, .jsonl, a .zip of class folders of .txt files, or such a "
+                           "folder").format(file=path.name))
     if not table.rows:
-        raise ValueError(f"{path.name} holds no labelled text; expected rows of text,label or class folders of .txt")
+        raise ValueError(_("{file} holds no labelled text; expected rows of text,label or class folders of .txt "
+                           "files").format(file=path.name))
     return table
 
 
 def looks_like_text(path: str | Path) -> bool:
     """True when ``path`` is a table whose columns hold free text and labels (not image file names)."""
     path = Path(path)
+    if path.is_dir() and is_stored(path):
+        return True
     if path.is_dir() or path.suffix.lower() == ".zip" and path.is_file():
         return _mostly_txt(path)
     if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
@@ -215,9 +227,26 @@ def _mostly_txt(path: Path) -> bool:
                 names = [n for n in z.namelist() if not n.endswith("/")]
         except zipfile.BadZipFile:
             return False
+    return _txt_names(names)
+
+
+def _txt_names(names: list[str]) -> bool:
     names = [n for n in names if not any(p.startswith(".") or p == "__MACOSX" for p in Path(n).parts)]
     txt = [n for n in names if n.lower().endswith(".txt") and len(Path(n).parts) >= 2]
     return bool(txt) and len(txt) >= 0.9 * len(names)
+
+
+def zip_holds_text(fileobj) -> bool:
+    """Whether an open .zip (an upload, read from its directory only) holds class folders of .txt files."""
+    try:
+        fileobj.seek(0)
+        with zipfile.ZipFile(fileobj) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    finally:
+        fileobj.seek(0)
+    return _txt_names(names)
 
 
 # --- split -------------------------------------------------------------------------------------------
@@ -248,14 +277,15 @@ def split(table: TextTable, val_fraction: float, seed: int) -> TextSplit:
     counts = Counter(r.label for r in table.rows)
     thin = sorted(c for c, n in counts.items() if n < 2)
     if thin:
-        raise ValueError(f"class(es) {', '.join(map(repr, thin))} have 1 text; each class needs at least 2 — add "
-                         f"texts or remove those rows")
+        raise ValueError(_("class(es) {classes} have 1 text; each class needs at least 2 — add texts or remove "
+                           "those rows").format(classes=", ".join(map(repr, thin))))
     idx = {c: i for i, c in enumerate(classes)}
     rows = sorted((r.text, idx[r.label]) for r in table.rows)
     n_val = max(len(classes), int(round(len(rows) * val_fraction)))
     if len(rows) - n_val < len(classes):
-        raise ValueError(f"{len(rows)} texts are too few to hold out {n_val} for validation and still train on "
-                         f"every one of the {len(classes)} classes; add texts or lower val_fraction")
+        raise ValueError(_("{n} texts are too few to hold out {n_val} for validation and still train on every one "
+                           "of the {classes} classes; add texts or lower val_fraction").format(
+            n=len(rows), n_val=n_val, classes=len(classes)))
     tr, va = train_test_split(rows, test_size=n_val, random_state=seed, stratify=[y for _, y in rows])
     return TextSplit(classes, list(tr), list(va))
 
@@ -302,6 +332,7 @@ def health(table: TextTable, val_fraction: float = 0.2, seed: int = 0,
         "encoding_problems": table.encoding_problems, "skipped": table.skipped,
         "imbalance": round(max(counts.values()) / max(min(counts.values()), 1), 2) if counts else 0.0,
     }
+    report["lengths"] = tokens  # per row, in the order of table.rows: the length chart's data
     if max_length:
         report["truncated"] = sum(t > max_length for t in tokens)
     report["leakage"] = _leakage(table, val_fraction, seed)
@@ -321,28 +352,35 @@ def _leakage(table: TextTable, val_fraction: float, seed: int) -> dict:
 
 
 def _warnings(r: dict) -> list[str]:
-    """The report's findings as sentences that say what to do."""
+    """The report's findings as sentences that say what to do (in the current language)."""
     out = []
     thin = [c for c, n in r["classes"].items() if n < 5]
     if thin:
-        out.append(f"class(es) {', '.join(thin)} have fewer than 5 texts; add examples for a reliable model")
+        out.append(_("class(es) {classes} have fewer than 5 texts; add examples for a reliable model").format(
+            classes=", ".join(thin)))
     if r["empty_rows"]:
-        out.append(f"{len(r['empty_rows'])} empty text(s) (rows {', '.join(r['empty_rows'][:5])}); remove them")
+        out.append(_("{n} empty text(s) (rows {rows}); remove them").format(
+            n=len(r["empty_rows"]), rows=", ".join(r["empty_rows"][:5])))
     if r["duplicates"]:
-        out.append(f"{len(r['duplicates'])} text(s) appear more than once"
-                   + (f", {r['conflicting_duplicates']} with different labels — decide on one label"
-                      if r["conflicting_duplicates"] else "; consider removing the copies"))
+        if r["conflicting_duplicates"]:
+            out.append(_("{n} text(s) appear more than once, {conflicting} with different labels — decide on one "
+                         "label").format(n=len(r["duplicates"]), conflicting=r["conflicting_duplicates"]))
+        else:
+            out.append(_("{n} text(s) appear more than once; consider removing the copies").format(
+                n=len(r["duplicates"])))
     if r["leakage"].get("n"):
-        out.append(f"{r['leakage']['n']} validation text(s) also appear in training, so validation accuracy will "
-                   f"look better than it is; remove the duplicates")
+        out.append(_("{n} validation text(s) also appear in training, so validation accuracy will look better than "
+                     "it is; remove the duplicates").format(n=r["leakage"]["n"]))
     if r["encoding_problems"]:
         rows = ", ".join(p["row"] for p in r["encoding_problems"][:5])
-        out.append(f"{len(r['encoding_problems'])} row(s) are not valid UTF-8 (rows {rows}); save the file as UTF-8")
+        out.append(_("{n} row(s) are not valid UTF-8 (rows {rows}); save the file as UTF-8").format(
+            n=len(r["encoding_problems"]), rows=rows))
     if r.get("truncated"):
-        out.append(f"{r['truncated']} text(s) are longer than max_length and will be cut; raise max_length to keep "
-                   f"their ends")
+        out.append(_("{n} text(s) are longer than max_length and will be cut; raise max_length to keep their "
+                     "ends").format(n=r["truncated"]))
     if r["imbalance"] >= 10:
-        out.append(f"the largest class has {r['imbalance']}x the texts of the smallest; consider class_weights")
+        out.append(_("the largest class has {ratio}x the texts of the smallest; consider class_weights").format(
+            ratio=r["imbalance"]))
     return out
 
 
@@ -380,4 +418,246 @@ def make_sample(dest: str | Path, per_class: int = 24, held_out: bool = False, s
         w = csv.writer(f)
         w.writerow(["text", "label"])
         w.writerows(rows)
+    return dest
+
+
+# --- a text dataset in the workspace: a folder holding one normalised table ---------------------------------
+# <datasets>/<name>/text.csv has the columns text,label,row (UTF-8; a byte that was not UTF-8 is U+FFFD and row
+# is where the text sat in the upload), text.json what the upload was and what was wrong on the way in, so the
+# health report still names the rows of the user's own file. Image code never sees a .csv of file names here.
+STORED, META = "text.csv", "text.json"
+
+
+def is_stored(folder: str | Path) -> bool:
+    """Whether ``folder`` is a text dataset of the workspace (it holds text.csv)."""
+    return (Path(folder) / STORED).is_file()
+
+
+def _read_stored(folder: Path) -> TextTable:
+    with (folder / STORED).open(newline="", encoding="utf-8") as f:
+        rows = [TextRow(r.get("text") or "", (r.get("label") or "").strip(), r.get("row") or str(i))
+                for i, r in enumerate(csv.DictReader(f), start=2)]
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    columns = meta.get("columns") or ["text", "label"]
+    return TextTable([r for r in rows if r.label], columns[0], columns[1],
+                     list(meta.get("encoding_problems") or []), list(meta.get("skipped") or []))
+
+
+def save(table: TextTable, folder: str | Path, source: str = "") -> Path:
+    """Write ``table`` as a stored text dataset in ``folder`` (made if missing); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / STORED).open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "row"])
+        w.writerows((r.text, r.label, r.where) for r in table.rows)
+    meta = {"source": source, "columns": [table.text_column, table.label_column], "n": len(table.rows),
+            "encoding_problems": table.encoding_problems, "skipped": table.skipped}
+    (folder / META).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def import_table(src: str | Path, name: str, owner: str | None = None, source: str = "") -> tuple[str, TextTable]:
+    """Read a text upload (table, .zip or folder) and store it as the new dataset ``name``; (name, table).
+
+    Written beside the datasets under a hidden name first, so a half-written dataset is never listed."""
+    import secrets
+
+    from core.data import edits
+    from core.storage import owners
+
+    table = read(src)
+    if len(table.classes) < 2:
+        raise ValueError(_("{file} holds one class only ({label}); a classifier needs at least 2 classes — add "
+                           "rows with other labels").format(file=source or Path(src).name,
+                                                            label=table.classes[0]))
+    name = edits.check_name(name, "dataset")
+    dest = edits.root() / name
+    if dest.exists():
+        raise ValueError(_("dataset '{name}' already exists; choose another name").format(name=name))
+    tmp = edits.root() / f".{name}.{secrets.token_hex(4)}.partial"
+    try:
+        save(table, tmp, source or Path(src).name)
+        owners.record(tmp, owner)  # the dataset appears with its owner, never without
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return name, table
+
+
+def import_sample(owner: str | None = None) -> str:
+    """The built-in "topics" sample (make_sample) as dataset ``sample-topics`` of ``owner``; returns the name."""
+    import tempfile
+
+    from core.data import edits
+    from core.storage import owners
+
+    name, n = "sample-topics", 1
+    while (edits.root() / name).exists() and not owners.visible(edits.root() / name, owner):
+        n += 1
+        name = f"sample-topics-{n}"
+    if not (edits.root() / name).is_dir():
+        with tempfile.TemporaryDirectory() as tmp:
+            import_table(make_sample(Path(tmp) / "topics.csv"), name, owner, "topics.csv")
+    return name
+
+
+# --- several label columns (multi-task learning) and unlabelled text (continued pretraining) -----------------
+
+NOT_TASKS = ("id", "row", "split", "subset", "fold", "source", "url")  # columns that are never a task by default
+
+
+@dataclass
+class TaskTextTable:
+    """Texts with one label per task column ("" where a row has none for that task)."""
+
+    texts: list[str]
+    labels: dict[str, list[str]]                                  # task -> one label per text, "" = none
+    text_column: str = "text"
+    encoding_problems: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> dict[str, list[str]]:
+        """Task -> its sorted class names."""
+        return {t: sorted({v for v in vals if v}) for t, vals in self.labels.items()}
+
+
+def text_column_of(columns: list[str], records: list[dict]) -> str:
+    """The free-text column: a named one (text, sentence, review...), else the longest varied non-path column."""
+    lower = {c.lower(): c for c in columns}
+    named = next((lower[n] for n in TEXT_NAMES if n in lower), None)
+    if named:
+        return named
+    best, best_len = None, 15.0  # shorter on average than a short sentence: a label or an id, not free text
+    for c in columns:
+        filled = [r.get(c, "") for r in records[:2000] if r.get(c, "").strip()]
+        if not filled or sum(bool(_IMAGE_EXT.search(v.strip())) for v in filled) >= 0.5 * len(filled):
+            continue
+        mean = statistics.fmean(len(v) for v in filled)
+        if mean >= best_len and len(set(filled)) >= 0.5 * len(filled):
+            best, best_len = c, mean
+    if best is None:
+        raise ValueError(_("no column of free text among {columns}; name it text (or sentence, review, comment)")
+                         .format(columns=", ".join(columns) or "none"))
+    return best
+
+
+def _table_records(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
+    if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
+        raise ValueError(_("{name}: expected a .csv, .tsv or .jsonl table with a text column and one column per "
+                           "task").format(name=path.name))
+    return _records(path, path.read_bytes())
+
+
+def read_tasks(path: str | Path, tasks: list[str] | None = None, text_column: str | None = None) -> TaskTextTable:
+    """A table of texts and several label columns (``text,topic,sentiment``); ``tasks``: the label columns to
+    keep (default: every column but the text and id/split ones). A row with no label for any task is left out."""
+    path = Path(path)
+    columns, records = _table_records(path)
+    text_col = text_column or text_column_of(columns, [r for _, r in records])
+    candidates = [c for c in columns if c != text_col and c.lower() not in NOT_TASKS]
+    tasks = list(tasks) if tasks else candidates
+    unknown = [t for t in tasks if t not in columns or t == text_col]
+    if unknown or not tasks:
+        raise ValueError(_("task column(s) {unknown} not in {name}; its label columns are {columns}").format(
+            unknown=", ".join(unknown) or "(none)", name=path.name, columns=", ".join(candidates) or "(none)"))
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(_("each task may be named once; got {tasks}").format(tasks=", ".join(tasks)))
+    table = TaskTextTable([], {t: [] for t in tasks}, text_col)
+    for where, rec in records:
+        values = {t: _repair(rec.get(t, "") or "", where, []).strip() for t in tasks}
+        bad = next(((t, v, label_problem(v)) for t, v in values.items() if v and label_problem(v)), None)
+        if bad:
+            table.skipped.append({"row": where, "message": f"label {bad[1][:60]!r} of task {bad[0]!r} {bad[2]}; "
+                                                            f"row left out"})
+            continue
+        if not any(values.values()):
+            table.skipped.append({"row": where, "message": "no label for any task; row left out"})
+            continue
+        table.texts.append(_repair(rec.get(text_col, "") or "", where, table.encoding_problems))
+        for t in tasks:
+            table.labels[t].append(values[t])
+    for t, classes in table.tasks.items():
+        if len(classes) < 2:
+            raise ValueError(_("task {task!r} has {n} class(es) ({classes}); each task needs at least 2 — fill in "
+                               "its column or leave the task out").format(task=t, n=len(classes),
+                                                                          classes=", ".join(classes)))
+    return table
+
+
+def read_unlabelled(path: str | Path) -> list[str]:
+    """Every non-empty text of a source for self-supervised pretraining: a .txt file (one text per line), a table
+    (its text column; labels, if any, are ignored), a folder or .zip of .txt files (one text per file)."""
+    path = Path(path)
+    if path.is_dir() and is_stored(path):
+        texts = [r.text for r in _read_stored(path).rows]
+    elif path.is_dir():
+        texts = [_decode(p.read_bytes()) for p in sorted(path.rglob("*.txt")) if p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    elif path.suffix.lower() == ".zip" and path.is_file():
+        with zipfile.ZipFile(path) as z:
+            texts = [_decode(z.read(n)) for n in sorted(z.namelist()) if n.lower().endswith(".txt")
+                     and not any(p.startswith(".") or p == "__MACOSX" for p in Path(n).parts)]
+    elif path.suffix.lower() == ".txt" and path.is_file():
+        texts = _decode(path.read_bytes()).splitlines()
+    elif path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
+        columns, records = _records(path, path.read_bytes())
+        col = text_column_of(columns, [r for _, r in records])
+        texts = [r.get(col, "") for _, r in records]
+    else:
+        raise ValueError(_("{name}: expected a .txt file (one text per line), a .csv/.tsv/.jsonl table with a text "
+                           "column, or a folder or .zip of .txt files").format(name=path.name))
+    texts = [_SURROGATE.sub("\ufffd", t).strip() for t in texts]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError(_("{name} holds no text; pretraining needs unlabelled texts (labels are not needed)")
+                         .format(name=path.name))
+    return texts
+
+
+def looks_like_corpus(path: str | Path) -> bool:
+    """Whether ``path`` holds text to pretrain on (a .txt file, a table with a text column, .txt files)."""
+    path = Path(path)
+    if path.suffix.lower() == ".txt" and path.is_file():
+        return True
+    if looks_like_text(path):
+        return True
+    if path.is_dir() and not path.suffix:
+        files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        return bool(files) and sum(p.suffix.lower() == ".txt" for p in files) >= 0.9 * len(files)
+    if path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
+        try:
+            columns, records = _records(path, path.read_bytes()[:1_000_000])
+            text_column_of(columns, [r for _, r in records])
+        except (ValueError, csv.Error):
+            return False
+        return True
+    return False
+
+
+def make_multitask_sample(dest: str | Path, per_class: int = 24, seed: int = 0) -> Path:
+    """A CSV of ``text,topic,sentiment``: make_sample's topic sentences, each opened by a happy or a sad word."""
+    import random
+
+    rng = random.Random(seed + 1)
+    src = make_sample(Path(dest).with_suffix(".topics.csv"), per_class, seed=seed)
+    with src.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    src.unlink()
+    openers = {"positive": ("Happily,", "Luckily,", "Wonderful:"), "negative": ("Sadly,", "Sigh,", "Awful:")}
+    dest = Path(dest)
+    with dest.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "topic", "sentiment"])
+        for r in rows:
+            mood = rng.choice(sorted(openers))
+            text = r["text"] if r["text"].startswith("I ") else r["text"][0].lower() + r["text"][1:]
+            w.writerow([f"{rng.choice(openers[mood])} {text}", r["label"], mood])
     return dest

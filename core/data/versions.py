@@ -28,6 +28,7 @@ from pathlib import Path
 
 from core.data import edits, ingest, labels
 from core.storage import owners, paths
+from core.i18n import _
 
 LOG = ".version.json"  # hidden: the scanner skips it, and it travels with its folder
 ACTIONS = ("keep", "relabel", "remove")
@@ -92,11 +93,13 @@ def parse_decisions(text: str) -> list[Decision]:
     """Decisions from CSV text with the header ``path,action,label`` (label only for relabel)."""
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
-        raise ValueError("the decisions file has no rows; expected a header path,action,label and one row per image")
+        raise ValueError(_("the decisions file has no rows; expected a header path,action,label and one row per "
+                           "image"))
     missing = {"path", "action"} - set(rows[0])
     if missing:
-        raise ValueError(f"the decisions file lacks the column(s) {', '.join(sorted(missing))}; expected the header "
-                         f"path,action,label (got {', '.join(k for k in rows[0] if k)})")
+        raise ValueError(_("the decisions file lacks the column(s) {missing}; expected the header path,action,label "
+                           "(got {got})").format(missing=", ".join(sorted(missing)),
+                                                 got=", ".join(k for k in rows[0] if k)))
     return [Decision(str(r.get("path") or "").strip(), str(r.get("action") or "").strip().lower(),
                      (r.get("label") or "").strip() or None) for r in rows]
 
@@ -109,13 +112,14 @@ def _checked(decisions: list[Decision], index: ingest.DatasetIndex) -> dict[str,
         rel = "/".join(paths.relative_parts(d.path))  # absolute, '..', NUL: refused without touching the disk
         paths.contained(index.root, rel)  # and no link may lead outside either
         if rel not in known:
-            raise ValueError(f"decision for {d.path!r}: no such image in the dataset; use the paths that "
-                             f"`python -m core clean` prints")
+            raise ValueError(_("decision for {path}: no such image in the dataset; use the paths that "
+                               "`python -m core clean` prints").format(path=repr(d.path)))
         if d.action not in ACTIONS:
-            raise ValueError(f"decision for {d.path!r}: action {d.action!r} is not one of {', '.join(ACTIONS)}")
+            raise ValueError(_("decision for {path}: action {action} is not one of {choices}").format(
+                path=repr(d.path), action=repr(d.action), choices=", ".join(ACTIONS)))
         label = d.label
         if d.action == "relabel" and d.label not in index.classes:  # a new class becomes a folder: name rules
-            label = edits.check_name(labels.check_label(d.label, f"new label for {d.path!r}"), "class")
+            label = edits.check_name(labels.check_label(d.label, _("new label for {path}").format(path=repr(d.path))), "class")
         out[rel] = Decision(rel, d.action, label if d.action == "relabel" else None)
     return out
 
@@ -196,7 +200,7 @@ def _new_version(name: str, log: dict, write) -> str:
     """Build a version of ``name``'s dataset with ``write(dest)``, check it scans, log it and publish it."""
     src = edits.dataset_dir(name)
     owner = owners.owner_of(src)  # copied as it is: a version belongs to whoever owns its parent
-    base, _ = split_name(name)
+    base, _number = split_name(name)
     tmp = edits.root() / f".{base}.{secrets.token_hex(4)}.partial"
     tmp.mkdir()
     try:
@@ -204,7 +208,8 @@ def _new_version(name: str, log: dict, write) -> str:
         try:
             index = ingest.scan_folder(tmp)
         except ingest.IngestError as e:
-            raise ValueError(f"these decisions would leave a dataset that cannot train: {e}") from None
+            raise ValueError(_("these decisions would leave a dataset that cannot train: {error}").format(
+                error=e)) from None
         log = {**log, "parent": name, "base": base, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "counts": index.counts()}
         (tmp / LOG).write_text(json.dumps(log, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -235,7 +240,8 @@ def restore(name: str, version: str) -> str:
     """Make ``version`` (an older version of ``name``'s dataset) current by writing a new version equal to it."""
     if split_name(version)[0] != split_name(name)[0] or version not in {v["name"] for v in list_versions(name)}:
         have = ", ".join(v["name"] for v in list_versions(name))
-        raise ValueError(f"{version!r} is not a version of {split_name(name)[0]!r} (versions: {have})")
+        raise ValueError(_("{version} is not a version of {name} (versions: {have})").format(
+            version=repr(version), name=repr(split_name(name)[0]), have=have))
     src = edits.dataset_dir(version)
 
     def write(dest: Path) -> None:

@@ -18,6 +18,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from core import i18n
+from core.i18n import _
 from core.storage import runs
 from core.config import RunConfig
 from core import techniques
@@ -44,6 +46,8 @@ class Job:
     result: dict | None = None
     thread: threading.Thread | None = None
     created: float = field(default_factory=time.time)
+    # the language of whoever started it: its worker thread says errors in it (issue 15)
+    language: str = field(default_factory=i18n.current_language)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _on_event(self, ev: dict) -> None:
@@ -52,6 +56,7 @@ class Job:
 
     def _work(self) -> None:
         self.state = "running"
+        i18n.set_language(self.language)  # this worker thread's own: exceptions raised here come out in it
         try:
             self.result = techniques.fit(self.config, self._on_event, self.control, self.run, resume=self.from_checkpoint)
             self.state = self.result.get("status", "finished")
@@ -98,12 +103,14 @@ class JobManager:
     def __init__(self, max_running: int | None = None, mode: str | None = None):
         mode = mode or os.environ.get("TRANSFER_STUDIO_JOBS", "process")
         if mode not in MODES:
-            raise ValueError(f"TRANSFER_STUDIO_JOBS must be one of {', '.join(MODES)}; got {mode!r}")
+            raise ValueError(_("{name} must be one of {choices}; got {value}").format(
+                name="TRANSFER_STUDIO_JOBS", choices=", ".join(MODES), value=repr(mode)))
         self.mode = mode
         if max_running is None:  # the app's limit: $TRANSFER_STUDIO_MAX_JOBS, default 2 (a CPU box has few cores)
             text = os.environ.get("TRANSFER_STUDIO_MAX_JOBS", "2")
             if not text.isdigit() or int(text) < 1:
-                raise ValueError(f"TRANSFER_STUDIO_MAX_JOBS must be a whole number >= 1; got {text!r}")
+                raise ValueError(_("{name} must be a whole number >= 1; got {value}").format(
+                    name="TRANSFER_STUDIO_MAX_JOBS", value=repr(text)))
             max_running = int(text)
         self.max_running = max_running
         self._jobs: dict[str, Job] = {}
@@ -134,7 +141,7 @@ class JobManager:
         run = runs.open_run(run_id)
         existing = self.get(run.id, owner)
         if existing is not None and existing.alive:
-            raise ValueError(f"run {run.id} is already running")
+            raise ValueError(_("run {run} is already running").format(run=run.id))
         return self.start(run.config(), owner=owner, run=run, resume=True)
 
     def _pump(self, finished: Job | None = None) -> None:

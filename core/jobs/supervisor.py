@@ -14,8 +14,10 @@ import time
 import traceback
 from pathlib import Path
 
-from core import techniques
+from core import i18n, techniques
+from core.i18n import _
 from core.storage import runs
+from core.train import events as event_kinds
 from core.train.control import PAUSE_FILE, STOP_FILE, SUPERVISOR_ENV
 
 LOG_FILE = "torchrun.log"     # stdout and stderr of the torchrun agent and its workers
@@ -33,7 +35,8 @@ def command(run_dir: str | Path, nproc: int | None, resume: bool = False) -> lis
     if nproc is None:
         return [sys.executable, "-m", "core", "train", flag, str(run_dir)]
     if not (isinstance(nproc, int) and nproc >= 1):
-        raise ValueError(f"nproc must be an integer >= 1 (or None for one plain process); got {nproc!r}")
+        raise ValueError(_("nproc must be an integer >= 1 (or None for one plain process); got {value}").format(
+            value=repr(nproc)))
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "core", "train", flag, str(run_dir)]
 
@@ -43,9 +46,10 @@ def log_name(nproc: int | None) -> str:
     return WORKER_LOG if nproc is None else LOG_FILE
 
 
-def launch(config, nproc: int | None, run: runs.Run, resume: bool = False) -> subprocess.Popen:
+def launch(config, nproc: int | None, run: runs.Run, resume: bool = False,
+           language: str | None = None) -> subprocess.Popen:
     """Start ``command()`` for ``run`` in its own session (so one signal reaches the group); output goes to
-    the run's ``log_name(nproc)``."""
+    the run's ``log_name(nproc)``; ``language`` (default: the environment's) is the one its messages use."""
     if not resume:
         runs.atomic_write_text(run.path / "config.json", techniques.check(config).to_json())
     for name in (STOP_FILE, PAUSE_FILE):
@@ -55,6 +59,8 @@ def launch(config, nproc: int | None, run: runs.Run, resume: bool = False) -> su
     env = dict(os.environ)
     env["TRANSFER_STUDIO_HOME"] = str(workspace.home())
     env[SUPERVISOR_ENV] = str(os.getpid())
+    if language:
+        env["LANGUAGE"] = language  # the CLI reads it when no --lang is given
     env["PYTHONPATH"] = os.pathsep.join([str(_repo_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     if nproc is not None:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -131,6 +137,7 @@ class SubprocessJob:
         self.thread: threading.Thread | None = None
         self.proc: subprocess.Popen | None = None
         self.created = time.time()
+        self.language = i18n.current_language()  # of whoever started it: the process and its errors use it
         self._lock = threading.Lock()
         self._tail_lock = threading.Lock()
         self._stop_at: float | None = None
@@ -231,7 +238,7 @@ class SubprocessJob:
             if ev.get("type") == "end":
                 self.result = self.run.result()
                 if ev.get("status") == "failed" and self.error is None:
-                    self.error, self.traceback = ev.get("message"), ev.get("traceback")
+                    self.error, self.traceback = event_kinds.text(ev) or None, ev.get("traceback")
 
     def _signal_all(self, sig) -> None:
         for pid in self.pids():
@@ -242,13 +249,14 @@ class SubprocessJob:
 
     def _work(self) -> None:
         self.state = "running"
+        i18n.set_language(self.language)  # this supervisor thread's own: the errors it composes come out in it
         try:
             if self._stop_at is not None:
                 self.state = "stopped"
                 return
             if self.from_checkpoint and self.run.events_file.exists():  # like a thread Job: only this session's events
                 self._offset = self.run.events_file.stat().st_size
-            self.proc = launch(self.config, self.nproc, self.run, self.from_checkpoint)
+            self.proc = launch(self.config, self.nproc, self.run, self.from_checkpoint, self.language)
             _register(self)
             if self._stop_at is not None:  # stop() raced with the launch, which clears stale request files
                 runs.atomic_write_text(self.run.path / STOP_FILE, "")
@@ -291,19 +299,19 @@ class SubprocessJob:
             end = ends[-1]
             self.state = end.get("status", "finished")
             if self.state == "failed":
-                self.error = end.get("message") or f"{self._what} exited with code {rc}"
+                self.error = event_kinds.text(end) or _("{what} exited with code {rc}").format(what=self._what, rc=rc)
                 self.traceback = end.get("traceback") or self._log_tail()
         elif self._stop_at is not None:
             self.state = "stopped"
         else:
             self.state = "failed"
-            self.error = (f"{self._what} exited with code {rc} before the run ended; the last lines of "
-                          f"{log_name(self.nproc)} in the run folder say why")
+            self.error = _("{what} exited with code {rc} before the run ended; the last lines of {log} in the run "
+                           "folder say why").format(what=self._what, rc=rc, log=log_name(self.nproc))
             self.traceback = self._log_tail()
 
     @property
     def _what(self) -> str:
-        return "the training process" if self.nproc is None else "torchrun"
+        return _("the training process") if self.nproc is None else "torchrun"
 
     def _log_tail(self, n: int = 60) -> str:
         try:

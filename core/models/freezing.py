@@ -6,6 +6,7 @@ import re
 from torch import nn
 
 from core.models import backbones
+from core.i18n import _
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -16,8 +17,8 @@ def plan(backbone: str, trainable: str = "head", groups: list[str] | None = None
     if groups is not None:
         unknown = [g for g in groups if g not in order]
         if unknown:
-            raise ValueError(f"unknown layer group(s) {', '.join(unknown)} for {backbone}; "
-                             f"its groups are {', '.join(order)}")
+            raise ValueError(_("unknown layer group(s) {unknown} for {backbone}; its groups are {order}").format(
+                                 unknown=', '.join(unknown), backbone=backbone, order=', '.join(order)))
         chosen = set(groups) | {"head"}
         return [g for g in order if g in chosen]
     if trainable == "head":
@@ -26,7 +27,7 @@ def plan(backbone: str, trainable: str = "head", groups: list[str] | None = None
         return order
     m = re.fullmatch(r"last-(\d+)", str(trainable))
     if not m:
-        raise ValueError(f"trainable must be head, last-N or all; got {trainable!r}")
+        raise ValueError(_("trainable must be head, last-N or all; got {trainable!r}").format(trainable=trainable))
     n = min(int(m.group(1)), len(order) - 1)
     return order[len(order) - 1 - n:]
 

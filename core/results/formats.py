@@ -44,8 +44,10 @@ from core.storage.cards import weights_file
 from core.results import loading as _ex
 from core.results import quantize
 from core.results.loading import LoadedModel, load_model
+from core.results.tta import TTA, mode_of as tta_mode, note as tta_note  # TTA: flip / multi-crop inside a graph
 from core.results.model_card import (card_markdown, export_card, full_card, require_classifier, requirements,
                                      run_dir_of, split_of)
+from core.i18n import _
 
 FORMATS = ("safetensors", "pt", "torchscript", "onnx", "int8", "bundle")
 SUFFIXES = {"safetensors": ".safetensors", "pt": ".pt", "torchscript": ".torchscript.pt", "onnx": ".onnx",
@@ -66,19 +68,6 @@ class Normalised(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
-
-
-class TTA(nn.Module):
-    """Test-time augmentation inside an exported graph: the mean of the softmax of the image and of its mirror,
-    returned as log-probabilities so the output stays "logits" (its softmax is that mean)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = (torch.softmax(self.net(x), 1) + torch.softmax(self.net(torch.flip(x, [3])), 1)) / 2
-        return torch.log(p.clamp_min(1e-12))
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -102,11 +91,12 @@ def _stem(backbone: str) -> str:
     return base if base == backbone else f"{base}-adapted"
 
 
-def default_path(model_path: str | Path, fmt: str, tta: bool = False) -> Path:
+def default_path(model_path: str | Path, fmt: str, tta: bool | str = False) -> Path:
     """The file ``export(model_path, fmt, tta=tta)`` writes when no ``out`` is given."""
     _check_fmt(fmt)
     card = cards.read_card(model_path)
-    return exports_dir(model_path) / f"{_stem(card['backbone'])}{'-tta' if tta else ''}{SUFFIXES[fmt]}"
+    tag = {"none": "", "flip": "-tta", "multicrop": "-multicrop"}[tta_mode(tta)]
+    return exports_dir(model_path) / f"{_stem(card['backbone'])}{tag}{SUFFIXES[fmt]}"
 
 
 def _current(path: Path, src: Path) -> bool:
@@ -128,7 +118,8 @@ def existing(model_path: str | Path) -> list[dict]:
 
 def _check_fmt(fmt: str) -> None:
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise ValueError(_("unknown export format {fmt!r}; choose one of {formats}").format(
+                             fmt=fmt, formats=', '.join(FORMATS)))
 
 
 def _every_nth(items: list, n: int) -> list:
@@ -152,29 +143,33 @@ def unit_batch(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
 # --- export --------------------------------------------------------------------------------------
 
 def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reuse: bool = True,
-           calibration: list[str] | None = None, tta: bool = False) -> Path:
+           calibration: list[str] | None = None, tta: bool | str = False) -> Path:
     """Write ``model_path`` (run dir, .safetensors or .pt) as ``fmt`` to ``out``; returns the file.
 
     Without ``out`` the file goes to ``exports_dir(model_path)`` and an export newer than the weights
     is reused. ``calibration`` (image paths) is for ``int8`` when the model has no run directory.
-    ``tta`` (torchscript, onnx): the graph averages the image's and its mirror's probabilities (``TTA``).
+    ``tta`` (torchscript, onnx): the graph averages the probabilities of the image's views (``TTA``): "flip" (or
+    True) the image and its mirror, "multicrop" the centre and four corners of the enlarged image.
     """
     _check_fmt(fmt)
-    if tta and fmt not in ("torchscript", "onnx"):
-        raise ValueError(f"test-time augmentation is built into torchscript and onnx exports; got {fmt!r} — "
-                         f"export torchscript or onnx with tta, or {fmt} without it")
+    tta = tta_mode(tta)
+    if tta != "none" and fmt not in ("torchscript", "onnx"):
+        raise ValueError(_("test-time augmentation is built into torchscript and onnx exports; got {fmt!r} — "
+                           "export torchscript or onnx with tta, or {fmt} without it").format(fmt=fmt))
     model_path = Path(model_path)
     src = weights_file(model_path)
     if not model_path.exists():
-        raise ValueError(f"{model_path} does not exist; pass a run directory, a .safetensors or a .pt model file")
+        raise ValueError(_("{model_path} does not exist; pass a run directory, a .safetensors or a .pt model file").format(
+                             model_path=model_path))
     if not src.exists():
-        raise ValueError(f"{model_path} has no weights yet (expected {src.name}); train at least one epoch")
+        raise ValueError(_("{model_path} has no weights yet (expected {name}); train at least one epoch").format(
+                             model_path=model_path, name=src.name))
     if cards.read_card(src).get("modality") == "text":  # issue 17: the tokenizer travels with the weights
         from core.results import text_export
 
         return text_export.export(model_path, fmt, out, reuse)
     if fmt not in ("safetensors", "pt"):  # refused before any work, not after a long trace
-        require_classifier(cards.read_card(src), f"{fmt} exports")
+        require_classifier(cards.read_card(src), _("{fmt} exports").format(fmt=fmt))
     target = Path(out) if out else default_path(model_path, fmt, tta)
     if out is None and reuse and _current(target, src):
         return target
@@ -203,16 +198,15 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reus
     return target
 
 
-def _deployable(lm: LoadedModel, tta: bool = False) -> nn.Module:
+def _deployable(lm: LoadedModel, tta: bool | str = False) -> nn.Module:
     pre = lm.preprocessing
     net = Normalised(copy.deepcopy(lm.model).float().cpu().eval(), pre.mean, pre.std).eval()
-    return TTA(net).eval() if tta else net
+    return TTA(net, tta_mode(tta)).eval() if tta_mode(tta) != "none" else net
 
 
-def _tta_note(tta: bool) -> str | None:
-    """What the card says about test-time augmentation inside the graph."""
-    return ("horizontal flip: the output is the log of the mean of the image's and its mirror's softmax "
-            "(softmax of it gives the averaged probabilities)") if tta else None
+def _tta_note(tta: bool | str) -> str | None:
+    """What the card says about test-time augmentation inside the graph (stored English, like the card)."""
+    return tta_note(tta)
 
 
 def _save_torchscript(lm: LoadedModel, module: nn.Module, target: Path, extra: dict) -> None:
@@ -276,7 +270,7 @@ def _onnx_ready(module: nn.Module, example: torch.Tensor) -> nn.Module:
     return module
 
 
-def _save_onnx(lm: LoadedModel, target: Path, tta: bool = False) -> None:
+def _save_onnx(lm: LoadedModel, target: Path, tta: bool | str = False) -> None:
     import onnx
 
     size = lm.preprocessing.crop_size
@@ -319,8 +313,8 @@ def _int8(lm: LoadedModel, model_path: Path, calibration: list[str] | None) -> t
     split = split_of(model_path)
     images = calibration or ([p for p, _ in _stratified(split.train + split.val, CALIBRATION_IMAGES)] if split else [])
     if not images:
-        raise ValueError("int8 quantization needs calibration images: export from a run directory (its "
-                         "training images are used) or pass calibration=[image paths]")
+        raise ValueError(_("int8 quantization needs calibration images: export from a run directory (its training "
+                           "images are used) or pass calibration=[image paths]"))
     batches = [unit_batch(lm, images[i:i + 32]) for i in range(0, len(images), 32)]
     scheme = ("static int8 (FX graph mode): per-channel weights, BatchNorm folded, histogram-calibrated uint8 "
               "activations; quantization-aware fine-tuning when post-training loses more than 1 point")
@@ -377,8 +371,8 @@ class ExportedModel:
             self.card = json.loads(files[CARD_FILE] or "{}")
             self._session = None
         if not self.card:
-            raise ValueError(f"{self.path.name} carries no Transfer Studio card; was it exported by "
-                             f"core.results.formats.export?")
+            raise ValueError(_("{name} carries no Transfer Studio card; was it exported by "
+                               "core.results.formats.export?").format(name=self.path.name))
         self.classes = list(self.card["classes"])
 
     @torch.no_grad()
@@ -431,7 +425,8 @@ def compare_int8(model_path: str | Path, int8_path: str | Path | None = None, re
     int8_path = Path(int8_path) if int8_path else export(model_path, "int8")
     split = split_of(model_path)
     if split is None or not split.val:
-        raise ValueError(f"{model_path} has no validation split; compare from a run directory")
+        raise ValueError(_("{model_path} has no validation split; compare from a run directory").format(
+                             model_path=model_path))
     lm = load_model(model_path)
     q = ExportedModel(int8_path)
     val = _every_nth(split.val, max_images)
@@ -493,7 +488,7 @@ def predict_zip(model_path: str | Path, zip_path, top_k: int = 3, batch_size: in
         skipped = extract_archive(zip_path, tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file() and is_image_name(p.name))
         if not files:
-            raise ValueError("the zip holds no images; expected .jpg, .png, .webp, .bmp, .gif or .tif files")
+            raise ValueError(_("the zip holds no images; expected .jpg, .png, .webp, .bmp, .gif or .tif files"))
         for i in range(0, len(files), batch_size):
             ok, pil = [], []
             for p in files[i:i + batch_size]:

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from core.models import backbones
+from core.i18n import _
 
 
 def cam_layer(backbone: str) -> str:
@@ -74,7 +75,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None, layer
             probs = torch.softmax(logits.detach().float(), 1)[0]
             t = int(probs.argmax()) if target is None else int(target)
             if not 0 <= t < logits.shape[1]:
-                raise ValueError(f"target class {t} is out of range; the model has {logits.shape[1]} classes")
+                raise ValueError(_("target class {t} is out of range; the model has {n} classes").format(
+                                     t=t, n=logits.shape[1]))
             # autograd.grad, not backward(): only this one gradient is computed and no parameter .grad is
             # touched (a model being trained elsewhere keeps its gradients; frozen layers cost nothing).
             grad = torch.autograd.grad(logits[0, t], store["act"])[0]
@@ -132,7 +134,8 @@ def explain(loaded, image, target: int | str | None = None, top_k: int = 3) -> E
     u8 = eval_transform(pre)(torch.from_numpy(to_square(pil, pre)).permute(2, 0, 1))
     if isinstance(target, str):
         if target not in loaded.classes:
-            raise ValueError(f"unknown class {target!r}; the model knows {', '.join(loaded.classes)}")
+            raise ValueError(_("unknown class {target!r}; the model knows {classes}").format(
+                                 target=target, classes=', '.join(loaded.classes)))
         target = loaded.classes.index(target)
     cam = grad_cam(loaded.model, normalize(u8[None], pre), target, backbone=loaded.card["backbone"])
     crop = Image.fromarray(u8.permute(1, 2, 0).numpy())
@@ -160,9 +163,9 @@ def roc(labels, probs, classes: list[str]) -> list[dict]:
         y = (labels == i).astype(int)
         if y.min() == y.max():
             out.append({"class": c, "fpr": [], "tpr": [], "auc": None,
-                        "note": f"needs both images of {c} and of other classes"})
+                        "note": _("needs both images of {name} and of other classes").format(name=c)})
             continue
-        fpr, tpr, _ = roc_curve(y, probs[:, i])
+        fpr, tpr, _thresholds = roc_curve(y, probs[:, i])
         out.append({"class": c, "fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(roc_auc_score(y, probs[:, i]))})
     return out
 
@@ -177,9 +180,9 @@ def pr(labels, probs, classes: list[str]) -> list[dict]:
         y = (labels == i).astype(int)
         if y.sum() == 0:
             out.append({"class": c, "precision": [], "recall": [], "ap": None, "prevalence": 0.0,
-                        "note": f"no images of {c} to find"})
+                        "note": _("no images of {name} to find").format(name=c)})
             continue
-        prec, rec, _ = precision_recall_curve(y, probs[:, i])
+        prec, rec, _thresholds = precision_recall_curve(y, probs[:, i])
         out.append({"class": c, "precision": prec.tolist(), "recall": rec.tolist(),
                     "ap": float(average_precision_score(y, probs[:, i])), "prevalence": float(y.mean())})
     return out
@@ -189,7 +192,7 @@ def calibration(labels, probs, bins: int = 10) -> dict:
     """Reliability diagram data and expected calibration error (top-1 confidence, equal-width bins)."""
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     if len(labels) == 0:
-        raise ValueError("calibration needs at least one prediction; evaluate on a non-empty set")
+        raise ValueError(_("calibration needs at least one prediction; evaluate on a non-empty set"))
     conf = probs.max(1)
     correct = (probs.argmax(1) == labels).astype(float)
     edges = np.linspace(0.0, 1.0, bins + 1)

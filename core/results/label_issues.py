@@ -33,6 +33,8 @@ from core.data.imageio import open_image
 from core.data.preprocess import Preprocessing, to_square
 from core.data.records import _file_sha256
 from core.storage import workspace
+from core.data.message import Message
+from core.i18n import N_, _
 
 BACKBONE = "efficientnet_lite0"  # bundled ImageNet weights: works offline
 FOLDS = 5
@@ -243,11 +245,14 @@ def unusable(stats: np.ndarray) -> list[str | None]:
     out: list[str | None] = []
     for mean, std, lap in stats:
         if std < BLANK_STD:
-            out.append(f"unusable: nearly blank (grey-level spread {std:.1f} < {BLANK_STD:g})")
+            out.append(Message(N_("unusable: nearly blank (grey-level spread {std} < {limit})"),
+                               std=f"{std:.1f}", limit=f"{BLANK_STD:g}"))
         elif mean < DARK_MEAN:
-            out.append(f"unusable: very dark (mean grey {mean:.0f} < {DARK_MEAN:g})")
+            out.append(Message(N_("unusable: very dark (mean grey {mean} < {limit})"), mean=f"{mean:.0f}",
+                               limit=f"{DARK_MEAN:g}"))
         elif lap < BLUR_ABSOLUTE and lap < BLUR_RELATIVE * med_lap:
-            out.append(f"unusable: very blurry (sharpness {lap:.1f}, dataset median {med_lap:.0f})")
+            out.append(Message(N_("unusable: very blurry (sharpness {sharpness}, dataset median {median})"),
+                               sharpness=f"{lap:.1f}", median=f"{med_lap:.0f}"))
         else:
             out.append(None)
     return out
@@ -271,8 +276,9 @@ def detect(source: str | Path, backbone: str = BACKBONE, image_size: int = 0, fo
     root = Path(index.root)
     items = index.items
     if len(items) < 4 or len(index.classes) < 2:
-        raise ValueError(f"label checks need at least 2 classes and 4 images; {root.name} has "
-                         f"{len(index.classes)} class(es) and {len(items)} image(s) — add images first")
+        raise ValueError(_("label checks need at least 2 classes and 4 images; {name} has {n} class(es) and {n2} "
+                           "image(s) — add images first").format(
+                             name=root.name, n=len(index.classes), n2=len(items)))
     feats, stats, cached = features([str(root / it.path) for it in items], backbone, image_size, progress)
     cls = {c: i for i, c in enumerate(index.classes)}
     y = np.array([cls[it.label] for it in items])
@@ -289,22 +295,27 @@ def detect(source: str | Path, backbone: str = BACKBONE, image_size: int = 0, fo
         reasons, score, action = [], 0.0, "review"
         best = int(probs[i].argmax())
         if flagged[i]:
-            reasons.append(f"label issue: the model says {index.classes[best]} "
-                           f"({probs[i, best]:.0%}), given {it.label} ({probs[i, y[i]]:.0%})")
+            reasons.append(Message(N_("label issue: the model says {suggested} ({p_suggested}), given {label} "
+                                      "({p_label})"), suggested=index.classes[best],
+                                   p_suggested=f"{probs[i, best]:.0%}", label=it.label, p_label=f"{probs[i, y[i]]:.0%}"))
             score, action = max(score, 1.0 - float(quality[i])), "relabel"
         for j, s in zip(nb_idx[i], nb_sim[i]):
             other = items[j]
             exact = digests[i] == digests[j]
             if not exact and s < NEAR_DUPLICATE:
                 continue
-            where = ("in class " + other.label) if other.label != it.label else (
-                f"across {it.split}/{other.split}" if it.split and other.split and it.split != other.split else None)
+            where = Message(N_("in class {label}"), label=other.label) if other.label != it.label else (
+                Message(N_("across {split}/{other}"), split=it.split, other=other.split)
+                if it.split and other.split and it.split != other.split else None)
             if where:
-                kind = "exact duplicate" if exact else f"near duplicate ({s:.3f})"
-                reasons.append(f"duplicate: {kind} of {other.path} {where}")
+                kind = Message(N_("exact duplicate")) if exact else Message(N_("near duplicate ({similarity})"),
+                                                                           similarity=f"{s:.3f}")
+                reasons.append(Message(N_("duplicate: {kind} of {path} {where}"), kind=kind, path=other.path,
+                                       where=where))
                 score = max(score, 0.9 if exact else float(s) * 0.9)
         if odd[i]:
-            reasons.append(f"outlier: unlike the other images (OOD score {1 - outlier[i]:.2f})")
+            reasons.append(Message(N_("outlier: unlike the other images (OOD score {score})"),
+                                   score=f"{1 - outlier[i]:.2f}"))
             score = max(score, float(outlier[i]))
         if bad[i]:
             reasons.append(bad[i])

@@ -24,6 +24,7 @@ from core.data.imageio import open_image
 
 from core.storage.cards import CARD_KEY, FORMAT, card_kind, read_card  # noqa: F401 (re-exported for load_model users)
 from core.storage.cards import weights_file
+from core.i18n import _
 
 
 def versions() -> dict:
@@ -70,7 +71,8 @@ def bundle_bytes(model: torch.nn.Module, card: dict) -> bytes:
 def _read(path: Path) -> tuple[dict, dict]:
     path = weights_file(path)
     if not path.exists():
-        raise ValueError(f"{path} does not exist; pass a run directory or a .safetensors / .pt export")
+        raise ValueError(_("{path} does not exist; pass a run directory or a .safetensors / .pt export").format(
+                             path=path))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -79,9 +81,10 @@ def _read(path: Path) -> tuple[dict, dict]:
     if path.suffix == ".pt":
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            raise ValueError(f"{path.name} is not a Transfer Studio bundle (expected format {FORMAT})")
+            raise ValueError(_("{name} is not a Transfer Studio bundle (expected format {format})").format(
+                                 name=path.name, format=FORMAT))
         return obj["state_dict"], json.loads(obj["card"])
-    raise ValueError(f"unsupported model file {path.name}; expected .safetensors or .pt")
+    raise ValueError(_("unsupported model file {name}; expected .safetensors or .pt").format(name=path.name))
 
 
 def build_from_card(card: dict) -> TransferNet:
@@ -136,9 +139,9 @@ def load_model(path: str | Path) -> "LoadedModel | LoadedMultiTask":
     if kind == "multitask":
         return load_multitask(path)
     if kind != "classifier":
-        raise ValueError(f"{Path(path).name} holds an adapted backbone body (no classifier head); "
-                         f"fine-tune it first: pick it on the Backbone step or pass --backbone "
-                         f"adapted:<backbone>:<run id>")
+        raise ValueError(_("{name} holds an adapted backbone body (no classifier head); fine-tune it first: pick "
+                           "it on the Backbone step or pass --backbone adapted:<backbone>:<run id>").format(
+                             name=Path(path).name))
     state, card = _read(Path(path))
     if card.get("modality") == "text":
         return load_text(path, state, card)
@@ -164,7 +167,7 @@ class LoadedTextModel(LoadedModel):
         from core.models import text_backbones
 
         if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; wrap the one text in a list: predict([text])")
+            raise TypeError(_("predict takes a list of texts; wrap the one text in a list: predict([text])"))
         ids = text_backbones.tokenize(self.tokenizer, list(texts), self.max_length)
         return torch.softmax(self.model(ids).float(), dim=1)
 
@@ -219,8 +222,8 @@ def load_multitask(path: str | Path) -> LoadedMultiTask:
     path = Path(path)
     state, card = _read(path)
     if card_kind(card) != "multitask":
-        raise ValueError(f"{path.name} holds a {card_kind(card)} model, not a multi-task one; load it with "
-                         f"core.results.loading.load_model")
+        raise ValueError(_("{name} holds a {card_kind} model, not a multi-task one; load it with "
+                           "core.results.loading.load_model").format(name=path.name, card_kind=card_kind(card)))
     model = _with_weights(lambda: build_multitask(card["backbone"], card["tasks"], pretrained=False)[0], state)
     model.eval()
     return LoadedMultiTask(model, {t: list(c) for t, c in card["tasks"].items()},

@@ -10,6 +10,8 @@ import torch
 from core.data import datasets
 from core.storage import runs
 from core.results.loading import load_model
+from core.results.tta import mode_of as tta_mode, probs as _views_probs
+from core.i18n import _
 
 
 def report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
@@ -29,40 +31,43 @@ def report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
             "averages": avgs, "confusion": confusion_matrix(labels, preds, labels=idx).tolist(), "classes": classes}
 
 
-def tta_probs(net, x: torch.Tensor) -> torch.Tensor:
-    """Test-time augmentation: the softmax of a batch and of its horizontal mirror, averaged."""
-    return (torch.softmax(net(x).float(), 1) + torch.softmax(net(x.flip(-1)).float(), 1)) / 2
+def tta_probs(net, x: torch.Tensor, mode: str = "flip") -> torch.Tensor:
+    """Test-time augmentation: the softmax over the views of ``mode`` (core.results.tta), averaged."""
+    return _views_probs(net, x, mode)
 
 
 @torch.no_grad()
-def predict_items(model, items: list[tuple[str, int]], batch_size: int = 64, tta: bool = False) -> np.ndarray:
+def predict_items(model, items: list[tuple[str, int]], batch_size: int = 64, tta: bool | str = False) -> np.ndarray:
     """Probabilities for (path, label) items through the decode-once cache and the model's preprocessing
-    (``tta``: averaged with the mirrored image's, see ``tta_probs``)."""
+    (``tta``: "flip" or True, "multicrop", averaged over the views, see ``core.results.tta``)."""
+    mode = tta_mode(tta)
     pre = model.preprocessing
     cache = datasets.ImageCache([p for p, _ in items], pre)
     crop = datasets.eval_transform(pre)
     out = []
     for i in range(0, len(items), batch_size):
         x = datasets.normalize(torch.stack([crop(cache.get(p)) for p, _ in items[i:i + batch_size]]), pre)
-        out.append(tta_probs(model.model, x) if tta else torch.softmax(model.model(x).float(), 1))
+        out.append(tta_probs(model.model, x, mode) if mode != "none" else torch.softmax(model.model(x).float(), 1))
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.classes)))
 
 
-def evaluate_run(run_dir: str | Path, refresh: bool = False, tta: bool = False) -> dict:
+def evaluate_run(run_dir: str | Path, refresh: bool = False, tta: bool | str = False) -> dict:
     """Evaluate a run's best checkpoint on its validation split; cached in ``evaluation.json``
-    (``evaluation_tta.json`` with test-time augmentation)."""
+    (``evaluation_tta.json`` with the flip, ``evaluation_multicrop.json`` with the multi-crop augmentation)."""
+    mode = tta_mode(tta)
     run = runs.open_run(run_dir)
-    out_file = run.path / ("evaluation_tta.json" if tta else "evaluation.json")
+    out_file = run.path / {"none": "evaluation.json", "flip": "evaluation_tta.json",
+                           "multicrop": "evaluation_multicrop.json"}[mode]
     if out_file.exists() and not refresh and out_file.stat().st_mtime >= run.best_weights.stat().st_mtime:
         return json.loads(out_file.read_text())
     if not run.best_weights.exists():
-        raise ValueError(f"run {run.id} has no checkpoint yet; train at least one epoch")
+        raise ValueError(_("run {id} has no checkpoint yet; train at least one epoch").format(id=run.id))
     split = datasets.Split.from_dict(json.loads((run.path / "split.json").read_text()))
     model = load_model(run.path)
-    probs = predict_items(model, split.val, tta=tta)
+    probs = predict_items(model, split.val, tta=mode)
     labels = np.array([y for _, y in split.val])
     rep = report(labels, probs, split.classes)
-    rep["tta"] = tta
+    rep["tta"], rep["tta_mode"] = mode != "none", mode
     rep["items"] = _items(split.val, probs)
     rep["probs"] = probs.round(6).tolist()
     runs.atomic_write_text(out_file, json.dumps(rep))
@@ -101,7 +106,7 @@ def cell_items(rep: dict, true_idx: int, pred_idx: int) -> list[dict]:
     n = len(rep["classes"])
     for name, v in (("true_idx", true_idx), ("pred_idx", pred_idx)):
         if not (isinstance(v, (int, np.integer)) and 0 <= v < n):
-            raise ValueError(f"{name} must be a class index in 0..{n - 1}; got {v!r}")
+            raise ValueError(_("{name} must be a class index in 0..{n}; got {v!r}").format(name=name, n=n - 1, v=v))
     hits = [_with_names(it, rep["classes"]) for it in rep["items"]
             if it["label"] == true_idx and it["pred"] == pred_idx]
     return sorted(hits, key=lambda it: -it["confidence"])
@@ -124,8 +129,9 @@ def evaluate_on(model_path: str | Path, dataset_source: str | Path, progress=Non
             unknown[it.label] = unknown.get(it.label, 0) + 1
     present = {it.label for it in index.items}
     if not items:
-        raise ValueError(f"none of the test set's classes ({', '.join(index.classes)}) is one the model knows "
-                         f"({', '.join(model.classes)}); class folders must be named like the training classes")
+        raise ValueError(_("none of the test set's classes ({classes}) is one the model knows ({classes2}); class "
+                           "folders must be named like the training classes").format(
+                             classes=', '.join(index.classes), classes2=', '.join(model.classes)))
     probs = predict_items(model, items)
     labels = np.array([y for _, y in items])
     rep = report(labels, probs, model.classes)

@@ -17,6 +17,7 @@ from core.models import backbones
 from core.storage import cards
 from core.storage.cards import weights_file
 from core.results import loading as _ex
+from core.i18n import _, ngettext
 
 
 def run_dir_of(model_path: Path) -> Path | None:
@@ -52,14 +53,15 @@ def require_classifier(card: dict, what: str) -> None:
     """Refuse (naming the way out) a multi-task or adapted-backbone card where one classifier is needed."""
     kind = cards.card_kind(card)
     if kind != "classifier":
-        raise ValueError(f"{what} describe one classifier, and this is a {kind} model: a multi-task model ships as "
-                         f"its .safetensors or .pt file (core.results.loading.load_model predicts every task); an "
-                         f"adapted backbone is fine-tuned into a classifier first")
+        raise ValueError(_("{what} describe one classifier, and this is a {kind} model: a multi-task model ships "
+                           "as its .safetensors or .pt file (core.results.loading.load_model predicts every "
+                           "task); an adapted backbone is fine-tuned into a classifier first").format(
+                             what=what, kind=kind))
 
 
 def export_card(card: dict, **extra) -> dict:
     """The card an export carries: the model's own, its input contract, and the registry's facts to rebuild it."""
-    require_classifier(card, "exported graphs, the bundle and the full model card")
+    require_classifier(card, _("exported graphs, the bundle and the full model card"))
     spec = backbones.get(card["backbone"])  # an adapted backbone resolves to its base's facts
     return {**card, "input": input_contract(card), "head_module": spec.head,
             "base_backbone": backbones.base_of(card["backbone"]), "architecture": list(spec.architecture),
@@ -128,39 +130,50 @@ def _md(text) -> str:
 
 
 def card_markdown(card: dict) -> str:
-    """The model card as a readable Markdown page (user-given names are escaped)."""
+    """The model card as a readable Markdown page in the current language (user-given names are escaped; the
+    JSON card's field names and the training configuration stay English)."""
     pre, cfg = card["preprocessing"], card.get("config", {})
-    lines = [f"# Model card: {card['backbone']} for {card['num_classes']} classes", "",
-             "Exported by Transfer Studio.", "", "## Classes", "",
-             ", ".join(_md(c) for c in card["classes"]), "", "## Input", "",
-             f"- resize the shorter side to {pre['resize_size']} px ({pre['interpolation']}), centre-crop "
-             f"{pre['crop_size']}x{pre['crop_size']}",
-             f"- normalise with mean {pre['mean']} and std {pre['std']} (predict.py does this)", ""]
+    n = card["num_classes"]
+    lines = [ngettext("# Model card: {backbone} for {n} class", "# Model card: {backbone} for {n} classes", n).format(
+                 backbone=card["backbone"], n=n), "",
+             _("Exported by Transfer Studio."), "", _("## Classes"), "",
+             ", ".join(_md(c) for c in card["classes"]), "", _("## Input"), "",
+             _("- resize the shorter side to {resize} px ({interpolation}), centre-crop {crop}x{crop}").format(
+                 resize=pre["resize_size"], interpolation=pre["interpolation"], crop=pre["crop_size"]),
+             _("- normalise with mean {mean} and std {std} (predict.py does this)").format(mean=pre["mean"],
+                                                                                         std=pre["std"]), ""]
     ev = card.get("evaluation")
     if ev:
-        lines += [f"## Evaluation ({ev['on']})", "", f"Accuracy: **{ev['accuracy']:.4f}**", "",
-                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        n_val = (card.get("data") or {}).get("n_val")
+        on = ev["on"] if n_val is None else ngettext("validation split, {n} image", "validation split, {n} images",
+                                                     n_val).format(n=n_val)
+        lines += [_("## Evaluation ({on})").format(on=on), "",
+                  _("Accuracy: **{accuracy:.4f}**").format(accuracy=ev["accuracy"]), "",
+                  _("| class | precision | recall | F1 | support |"), "|---|---|---|---|---|"]
         lines += [f"| {_md(r['class'])} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                   for r in ev["per_class"]]
         for name, a in ev["averages"].items():
-            lines.append(f"| *{name} avg* | {a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | |")
-        lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
-                  "| true \\ pred | " + " | ".join(_md(c) for c in ev["classes"]) + " |", "|---" * (len(ev["classes"]) + 1) + "|"]
+            lines.append(_("| *{name} avg* | {precision:.3f} | {recall:.3f} | {f1:.3f} | |").format(
+                name=name, precision=a["precision"], recall=a["recall"], f1=a["f1"]))
+        lines += ["", _("Confusion matrix (rows: true class, columns: predicted):"), "",
+                  _("| true \\ pred |") + " " + " | ".join(_md(c) for c in ev["classes"]) + " |",
+                  "|---" * (len(ev["classes"]) + 1) + "|"]
         lines += [f"| {_md(c)} | " + " | ".join(str(v) for v in row) + " |"
                   for c, row in zip(ev["classes"], ev["confusion"])]
         lines.append("")
     elif card.get("metrics"):
-        lines += ["## Metrics", ""] + [f"- {k}: {v}" for k, v in card["metrics"].items()] + [""]
+        lines += [_("## Metrics"), ""] + [f"- {k}: {v}" for k, v in card["metrics"].items()] + [""]
     d = card.get("data")
     if d:
-        lines += ["## Data", "", f"- source: {_md(d['source'])}", f"- {d['n_train']} training and {d['n_val']} "
-                  f"validation images; {d['skipped_files']} files skipped at ingestion",
-                  f"- content hash: `{d['content_hash']}`", "",
-                  "| class | train | val |", "|---|---|---|"]
+        lines += [_("## Data"), "", _("- source: {source}").format(source=_md(d["source"])),
+                  _("- {n_train} training and {n_val} validation images; {skipped} files skipped at ingestion").format(
+                      n_train=d["n_train"], n_val=d["n_val"], skipped=d["skipped_files"]),
+                  _("- content hash: `{hash}`").format(hash=d["content_hash"]), "",
+                  _("| class | train | val |"), "|---|---|---|"]
         lines += [f"| {_md(c)} | {d['train_per_class'][c]} | {d['val_per_class'][c]} |" for c in d["train_per_class"]]
         lines.append("")
-    lines += ["## Training configuration", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
-              "## Library versions", "", "```json", json.dumps(card.get("versions", {}), indent=2), "```", "",
-              "## Use", "", "```", "pip install -r requirements.txt", "python predict.py IMAGE_OR_FOLDER --top-k 3",
+    lines += [_("## Training configuration"), "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
+              _("## Library versions"), "", "```json", json.dumps(card.get("versions", {}), indent=2), "```", "",
+              _("## Use"), "", "```", "pip install -r requirements.txt", "python predict.py IMAGE_OR_FOLDER --top-k 3",
               "```", ""]
     return "\n".join(lines)

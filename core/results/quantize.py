@@ -27,6 +27,7 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from core.i18n import _
 
 QAT_EPOCHS = 3      # passes over the training images when post-training quantization loses too much
 QAT_LR = 1e-4       # small: the float weights are already good; only the rounding is being learned around
@@ -39,7 +40,7 @@ def engine() -> str:
     for name in ("x86", "onednn", "qnnpack"):
         if name in torch.backends.quantized.supported_engines:
             return name
-    raise RuntimeError("this PyTorch build has no quantized CPU backend; int8 export is unavailable")
+    raise RuntimeError(_("this PyTorch build has no quantized CPU backend; int8 export is unavailable"))
 
 
 def quantizable(module: nn.Module) -> nn.Module:

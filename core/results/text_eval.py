@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from core.data.text import TextSplit
+from core.i18n import _
 from core.models import text_backbones
 from core.results import metrics
 from core.results.loading import LoadedTextModel, load_model
@@ -31,7 +32,7 @@ def evaluate_text_run(run_dir: str | Path, refresh: bool = False) -> dict:
     run = runs.open_run(run_dir)
     out_file = run.path / "evaluation.json"
     if not run.best_weights.exists():
-        raise ValueError(f"run {run.id} has no checkpoint yet; train at least one epoch")
+        raise ValueError(_("run {run} has no checkpoint yet; train at least one epoch").format(run=run.id))
     if out_file.exists() and not refresh and out_file.stat().st_mtime >= run.best_weights.stat().st_mtime:
         return json.loads(out_file.read_text())
     split = TextSplit.from_dict(json.loads((run.path / "split.json").read_text()))
@@ -47,7 +48,8 @@ def evaluate_text_run(run_dir: str | Path, refresh: bool = False) -> dict:
 
 def explain_text(model: LoadedTextModel, text: str, target: int | None = None, steps: int = 32) -> dict:
     """Integrated gradients per token toward class ``target`` (the prediction when None), from an all-padding
-    baseline: {"tokens", "scores", "target", "label", "gap"}; scores sum to f(text) - f(baseline) up to ``gap``."""
+    baseline: {"tokens", "scores", "target", "label", "gap", "special"}; scores sum to f(text) - f(baseline) up to
+    ``gap``; ``special`` flags tokens such as [CLS] that are not words of the text."""
     net = model.model
     encoder, pad = net.body.model, net.body.pad_id
     ids = text_backbones.tokenize(model.tokenizer, [text], model.max_length)
@@ -70,5 +72,6 @@ def explain_text(model: LoadedTextModel, text: str, target: int | None = None, s
     scores = ((emb - base) * grads).sum(-1)[0].detach()
     gap = float(ends[0, target] - ends[1, target] - scores.sum())
     tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    special = set(model.tokenizer.all_special_tokens)  # [CLS], [SEP]: scored, but not words of the text
     return {"tokens": tokens, "scores": scores.tolist(), "target": target, "label": model.classes[target],
-            "gap": gap}
+            "gap": gap, "special": [t in special for t in tokens]}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from core.i18n import _, ngettext
 from core.models import text_backbones
 from core.results import loading
 from core.storage import runs, workspace
@@ -50,8 +51,9 @@ def default_path(model_path: str | Path, fmt: str) -> Path:
 def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reuse: bool = True) -> Path:
     """Write a text model as ``fmt`` to ``out`` (default: ``default_path``); returns the file."""
     if fmt not in TEXT_FORMATS:
-        raise ValueError(f"a text classifier exports as {', '.join(TEXT_FORMATS)}; got {fmt!r} (TorchScript and "
-                         f"int8 are image-only for now: use onnx for a graph)")
+        raise ValueError(_("a text classifier exports as {formats}; got {fmt!r} (TorchScript and int8 are "
+                           "image-only for now: use onnx for a graph)").format(formats=", ".join(TEXT_FORMATS),
+                                                                              fmt=fmt))
     model_path = Path(model_path)
     src = weights_file(model_path)
     target = Path(out) if out else default_path(model_path, fmt)
@@ -67,9 +69,46 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, reus
         runs.atomic_save(target, lambda tmp: torch.save(payload, tmp))
         save_tokenizer(lm, target.parent / loading.TOKENIZER_DIR)
     elif fmt == "onnx":
-        save_onnx(lm, target)
+        check = save_onnx(lm, target)
+        runs.atomic_write_text(check_file(target), json.dumps(check))
     else:
         save_bundle(lm, target)
+    return target
+
+
+def ready(model_path: str | Path, fmt: str) -> Path | None:
+    """The default export of a text model in ``fmt`` when it is on disk and at least as new as its weights."""
+    path, src = default_path(model_path, fmt), weights_file(model_path)
+    if fmt in ("safetensors", "pt") and not (path.parent / loading.TOKENIZER_DIR / "tokenizer.json").exists():
+        return None  # the tokenizer travels with these two: without it the export is not complete
+    return path if path.exists() and path.stat().st_mtime >= src.stat().st_mtime else None
+
+
+def check_file(onnx_path: Path) -> Path:
+    """Where the onnxruntime check of an ONNX export is kept: ``<file>.check.json`` beside it."""
+    return onnx_path.with_name(onnx_path.name + ".check.json")
+
+
+def onnx_check(onnx_path: str | Path) -> dict | None:
+    """The onnxruntime-vs-torch check recorded when an ONNX export was written ({max_abs_diff, batches}), if any."""
+    f = check_file(Path(onnx_path))
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def tokenizer_zip(model_path: str | Path) -> Path:
+    """``<backbone>-tokenizer.zip`` beside the safetensors export: its ``tokenizer/`` folder, to unzip beside the
+    downloaded .safetensors file (made, with that export, when missing or older than the weights)."""
+    weights = export(model_path, "safetensors")
+    folder = weights.parent / loading.TOKENIZER_DIR
+    target = weights.with_name(f"{weights.stem}-tokenizer.zip")
+    if target.exists() and target.stat().st_mtime >= weights.stat().st_mtime:
+        return target
+
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(folder.iterdir()):
+                z.write(f, f"{loading.TOKENIZER_DIR}/{f.name}")
+    runs.atomic_save(target, write)
     return target
 
 
@@ -112,8 +151,9 @@ def save_onnx(lm, target: Path) -> dict:
         onnx.save(proto, str(tmp))
         check = check_onnx(lm, tmp)
         if check["max_abs_diff"] > 1e-3:
-            raise RuntimeError(f"the ONNX graph disagrees with torch by {check['max_abs_diff']:.2e} (at most 1e-3 "
-                               f"expected); keep the safetensors export and report this model's backbone")
+            raise RuntimeError(_("the ONNX graph disagrees with torch by {diff:.2e} (at most 1e-3 expected); keep "
+                                 "the safetensors export and report this model's backbone").format(
+                                     diff=check["max_abs_diff"]))
         runs.atomic_save(target, lambda t: shutil.copyfile(tmp, t))
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
@@ -168,14 +208,18 @@ def card_markdown(card: dict) -> str:
     from core.results.model_card import _md
 
     cfg, m = card.get("config", {}), card.get("metrics", {})
+    n = card["num_classes"]
     return "\n".join([
-        f"# Model card: {card['backbone']} text classifier for {card['num_classes']} classes", "",
-        "Exported by Transfer Studio.", "", "## Classes", "", ", ".join(_md(c) for c in card["classes"]), "",
-        "## Input", "", f"- text, tokenised by `{card['preprocessing']['tokenizer']}` (files in tokenizer/), cut at "
-        f"{card['preprocessing']['max_length']} tokens; the sentence embedding is the mean over real tokens", "",
-        "## Metrics (validation split)", "", *[f"- {k}: {v}" for k, v in m.items()], "",
-        "## Training configuration", "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
-        "## Use", "", "```", "pip install -r requirements.txt", 'python predict.py "some text" --top-k 3',
+        ngettext("# Model card: {backbone} text classifier for {n} class",
+                 "# Model card: {backbone} text classifier for {n} classes", n).format(backbone=card["backbone"], n=n),
+        "", _("Exported by Transfer Studio."), "", _("## Classes"), "", ", ".join(_md(c) for c in card["classes"]),
+        "", _("## Input"), "",
+        _("- text, tokenised by `{tokenizer}` (files in tokenizer/), cut at {max_length} tokens; the sentence "
+          "embedding is the mean over real tokens").format(tokenizer=card["preprocessing"]["tokenizer"],
+                                                          max_length=card["preprocessing"]["max_length"]), "",
+        _("## Metrics (validation split)"), "", *[f"- {k}: {v}" for k, v in m.items()], "",
+        _("## Training configuration"), "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
+        _("## Use"), "", "```", "pip install -r requirements.txt", 'python predict.py "some text" --top-k 3',
         "python predict.py --file texts.txt   # one text per line", "```", ""])
 
 

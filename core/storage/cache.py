@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from core.storage import workspace
+from core.i18n import N_
 
 CACHE_ENV = "TRANSFER_STUDIO_CACHE_MB"
 DEFAULT_CACHE_MB = 10 * 1024
@@ -21,7 +22,7 @@ _WRITING_GRACE_S = 24 * 3600
 
 def limit_bytes() -> int | None:
     """The cache size cap in bytes, or None when pruning is off (TRANSFER_STUDIO_CACHE_MB=0)."""
-    return workspace.megabytes_env(CACHE_ENV, DEFAULT_CACHE_MB, "turns pruning off")
+    return workspace.megabytes_env(CACHE_ENV, DEFAULT_CACHE_MB, N_("turns pruning off"))
 
 
 def touch(path: str | Path) -> None:

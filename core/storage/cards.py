@@ -11,6 +11,8 @@ import struct
 import threading
 from pathlib import Path
 
+from core.i18n import _
+
 CARD_KEY = "transfer_studio_card"
 FORMAT = "transfer-studio/1"
 BEST_FILE = "best.safetensors"
@@ -33,21 +35,24 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise DamagedFile(f"{path.name} is too short to be a .safetensors file (truncated?)")
+            raise DamagedFile(_("{name} is too short to be a .safetensors file (truncated?)").format(name=path.name))
         (n,) = struct.unpack("<Q", raw)
         if n > _MAX_HEADER:
-            raise DamagedFile(f"{path.name} has an impossible header size ({n} bytes); the file is damaged")
+            raise DamagedFile(_("{name} has an impossible header size ({n} bytes); the file is damaged").format(
+                name=path.name, n=n))
         head = f.read(n)
         size = path.stat().st_size
     if len(head) < n:
-        raise DamagedFile(f"{path.name} is truncated (its header says {n} bytes, the file has {size})")
+        raise DamagedFile(_("{name} is truncated (its header says {n} bytes, the file has {size})").format(
+            name=path.name, n=n, size=size))
     try:
         header = json.loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DamagedFile(f"{path.name} has a damaged header (not JSON)") from None
+        raise DamagedFile(_("{name} has a damaged header (not JSON)").format(name=path.name)) from None
     ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
     if ends and 8 + n + max(ends) > size:
-        raise DamagedFile(f"{path.name} is truncated: its tensors need {8 + n + max(ends)} bytes, the file has {size}")
+        raise DamagedFile(_("{name} is truncated: its tensors need {need} bytes, the file has {size}").format(
+            name=path.name, need=8 + n + max(ends), size=size))
     meta = header.get("__metadata__") or {}
     return meta if isinstance(meta, dict) else {}
 
@@ -67,7 +72,8 @@ def read_card(path: str | Path) -> dict:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise ValueError(f"{path} does not exist; pass a run directory or a .safetensors / .pt export") from None
+        raise ValueError(_("{path} does not exist; pass a run directory or a .safetensors / .pt export").format(
+            path=path)) from None
     key = (str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
     text = _cards.get(key)
     if text is None:
@@ -83,14 +89,14 @@ def _read_card_file(path: Path) -> dict:
     if path.suffix == ".safetensors":
         meta = safetensors_metadata(path)
         if CARD_KEY not in meta:
-            raise ValueError(f"{path.name} has no Transfer Studio model card in its metadata; "
-                             f"was it exported by Transfer Studio?")
+            raise ValueError(_("{name} has no Transfer Studio model card in its metadata; was it exported by "
+                               "Transfer Studio?").format(name=path.name))
         try:
             card = json.loads(meta[CARD_KEY])
         except json.JSONDecodeError:
-            raise DamagedFile(f"{path.name} carries a damaged model card (not JSON)") from None
+            raise DamagedFile(_("{name} carries a damaged model card (not JSON)").format(name=path.name)) from None
         if not isinstance(card, dict):
-            raise DamagedFile(f"{path.name} carries a model card that is not a JSON object")
+            raise DamagedFile(_("{name} carries a model card that is not a JSON object").format(name=path.name))
         return card
     if path.suffix == ".pt":
         import torch  # only bundles need it
@@ -98,11 +104,13 @@ def _read_card_file(path: Path) -> dict:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated zip, a pickle that weights_only refuses
-            raise DamagedFile(f"{path.name} cannot be read ({type(e).__name__}); the file is damaged") from None
+            raise DamagedFile(_("{name} cannot be read ({error}); the file is damaged").format(
+                name=path.name, error=type(e).__name__)) from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            raise ValueError(f"{path.name} is not a Transfer Studio bundle (expected format {FORMAT})")
+            raise ValueError(_("{name} is not a Transfer Studio bundle (expected format {format})").format(
+                name=path.name, format=FORMAT))
         return json.loads(obj["card"])
-    raise ValueError(f"unsupported model file {path.name}; expected .safetensors or .pt")
+    raise ValueError(_("unsupported model file {name}; expected .safetensors or .pt").format(name=path.name))
 
 
 def card_kind(card: dict) -> str:

@@ -22,11 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import i18n
+from core.i18n import N_, _
 from core.storage import workspace
 
 TTL_S = 3600.0  # a link lives one hour; the Export page hands out a fresh one on its next run
 ROUTE = "download"  # the URL path segment: /download/<token>
-NOT_FOUND = ("This download link is unknown or has expired (links last one hour, and end when the server "
+NOT_FOUND = N_("This download link is unknown or has expired (links last one hour, and end when the server "
              "restarts or the file is deleted). Open the Export step again for a fresh link.\n")
 
 
@@ -48,10 +50,10 @@ def _inside_workspace(path: Path) -> Path:
     root = workspace.home().resolve()
     real = Path(path).resolve()
     if not real.is_relative_to(root):
-        raise ValueError(f"{path} is outside the workspace {root}; only files under the workspace can be "
-                         "downloaded — export the model into the workspace first")
+        raise ValueError(_("{path} is outside the workspace {root}; only files under the workspace can be "
+                           "downloaded — export the model into the workspace first").format(path=path, root=root))
     if not real.is_file():
-        raise ValueError(f"{path} is not a file; export it first, then ask for a link")
+        raise ValueError(_("{path} is not a file; export it first, then ask for a link").format(path=path))
     return real
 
 
@@ -70,7 +72,8 @@ def issue(path: str | Path, filename: str, owner: str | None = None, ttl: float 
     """
     real = _inside_workspace(Path(path))
     if not filename or "/" in filename or "\\" in filename:
-        raise ValueError(f"download name {filename!r} must be a plain file name such as 'model.safetensors'")
+        raise ValueError(_("download name {name} must be a plain file name such as 'model.safetensors'").format(
+            name=repr(filename)))
     now = time.time() if now is None else now
     with _lock:
         _prune(now)
@@ -134,12 +137,22 @@ def routes(base_path: str = "", identify=None) -> list:
         who = identify(request) if identify is not None else None
         g = current.grant(request.path_params["token"], owner=who)
         if g is None:
-            return PlainTextResponse(NOT_FOUND, status_code=404)
+            with i18n.language(_asked_language(request.headers.get("accept-language", ""))):
+                return PlainTextResponse(_(NOT_FOUND), status_code=404)
         # FileResponse reads the file in 64 KiB chunks as the client takes them (and answers Range requests)
         return FileResponse(g.path, filename=g.filename, media_type="application/octet-stream",
                             content_disposition_type="attachment", headers={"Cache-Control": "no-store"})
 
     return [Route(url("{token}", base_path), download, methods=["GET", "HEAD"])]
+
+
+def _asked_language(accept: str) -> str:
+    """The first language of an Accept-Language header that has a catalog (the route has no session), else English."""
+    for item in accept.split(","):
+        lang = i18n.normalize(item.split(";")[0].strip())
+        if lang:
+            return lang
+    return i18n.SOURCE
 
 
 class NoCompression:

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from core.i18n import _
+
 LOCK_FILE = "train.lock"
 # A probe by holder() takes a shared lock for microseconds; a trainer starting at that moment
 # retries for this long before it believes that another process really holds the run.
@@ -30,16 +32,18 @@ class RunBusy(RuntimeError):
 
     def __init__(self, run_path: Path, holder: dict):
         self.run_path, self.holder = Path(run_path), holder
-        super().__init__(f"run {self.run_path.name} is being trained by {describe(holder)}; "
-                         f"stop it first or wait for it to finish")
+        super().__init__(_("run {run} is being trained by {holder}; stop it first or wait for it to finish").format(
+            run=self.run_path.name, holder=describe(holder)))
 
 
 def describe(holder: dict) -> str:
     """'process 1234 on host box since 2026-01-02 10:00:00 (owner alice)' from a holder dict."""
     if not holder.get("pid"):
-        return "another process (it is just starting)"
-    text = f"process {holder['pid']} on host {holder.get('host', '?')} since {holder.get('since', '?')}"
-    return text + (f" (owner {holder['owner']})" if holder.get("owner") else "")
+        return _("another process (it is just starting)")
+    values = {"pid": holder["pid"], "host": holder.get("host", "?"), "since": holder.get("since", "?")}
+    if holder.get("owner"):
+        return _("process {pid} on host {host} since {since} (owner {owner})").format(owner=holder["owner"], **values)
+    return _("process {pid} on host {host} since {since}").format(**values)
 
 
 def _read(fd: int) -> dict:

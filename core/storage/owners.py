@@ -21,6 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from core.i18n import N_, _
+
 FILE = ".owner.json"  # hidden: dataset scanners skip it, and it goes wherever its folder goes
 _NOBODY = "\0unreadable-owner-record"  # what a damaged record reads as: equal to no key and not None
 
@@ -28,8 +30,8 @@ _NOBODY = "\0unreadable-owner-record"  # what a damaged record reads as: equal t
 def key(issuer: str, subject: str) -> str:
     """The owner key of an identity: 32 hex characters derived from the provider (``iss``) and its ``sub``."""
     if not isinstance(subject, str) or not subject.strip():
-        raise ValueError("the identity provider sent no subject ('sub' claim); sign-in cannot tell users "
-                         "apart without it — check the OIDC provider's configuration")
+        raise ValueError(_("the identity provider sent no subject ('sub' claim); sign-in cannot tell users "
+                           "apart without it — check the OIDC provider's configuration"))
     text = f"{issuer or ''}\n{subject}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
@@ -76,8 +78,13 @@ def check(folder: str | Path, owner: str | None, what: str = "item") -> Path:
     folder = Path(folder)
     if not visible(folder, owner):
         # The same words as for a folder that does not exist: another user's things are not confirmed.
-        raise ValueError(f"{what} {folder.name!r} was not found in your workspace")
+        raise ValueError(_("{what} {name} was not found in your workspace").format(
+            what=_(_WHAT.get(what, what)), name=repr(folder.name)))
     return folder
+
+
+# the words check()'s callers use for ``what``, marked for translation
+_WHAT = {"item": N_("item"), "dataset": N_("dataset"), "run": N_("run"), "adapted backbone": N_("adapted backbone")}
 
 
 def mine(folders, owner: str | None) -> list:

@@ -8,16 +8,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from core.i18n import N_, _
+
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class OutsideError(ValueError):
     """A user-supplied path that would leave its folder; ``kind`` names the rule it broke
-    ("empty", "nul", "absolute", "parent", "link")."""
+    ("empty", "nul", "absolute", "parent", "link"). str(error) is in the raising thread's language; ``msgid`` and
+    ``params`` let a stored record keep it in English (core.data.message)."""
 
-    def __init__(self, message: str, kind: str):
-        super().__init__(message)
-        self.kind = kind
+    def __init__(self, msgid: str, kind: str, **params):
+        super().__init__(_(msgid).format(**params))
+        self.kind, self.msgid, self.params = kind, msgid, params
 
 
 def relative_parts(name: str) -> list[str]:
@@ -27,17 +30,18 @@ def relative_parts(name: str) -> list[str]:
     ``..`` part. Backslashes count as separators, since tools on Windows write them.
     """
     if not isinstance(name, str) or not name.strip():
-        raise OutsideError("empty path — name a file inside the folder", "empty")
+        raise OutsideError(N_("empty path — name a file inside the folder"), "empty")
     if "\x00" in name:
-        raise OutsideError(f"path {name!r} contains a NUL byte — remove it", "nul")
+        raise OutsideError(N_("path {name} contains a NUL byte — remove it"), "nul", name=repr(name))
     posix = name.replace("\\", "/")
     if posix.startswith("/") or _DRIVE.match(posix):
-        raise OutsideError(f"absolute path {name!r} — use a path relative to the folder", "absolute")
+        raise OutsideError(N_("absolute path {name} — use a path relative to the folder"), "absolute", name=repr(name))
     parts = [p for p in posix.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise OutsideError(f"path {name!r} goes up with '..' — use a path inside the folder", "parent")
+        raise OutsideError(N_("path {name} goes up with '..' — use a path inside the folder"), "parent",
+                           name=repr(name))
     if not parts:
-        raise OutsideError(f"path {name!r} names the folder itself, not a file in it", "empty")
+        raise OutsideError(N_("path {name} names the folder itself, not a file in it"), "empty", name=repr(name))
     return parts
 
 
@@ -52,9 +56,11 @@ def contained(base: str | Path, name: str) -> Path:
     try:
         target = root.joinpath(*parts).resolve()
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop
-        raise OutsideError(f"path {name!r} cannot be resolved (a symbolic link loop?)", "link") from None
+        raise OutsideError(N_("path {name} cannot be resolved (a symbolic link loop?)"), "link",
+                           name=repr(name)) from None
     if not target.is_relative_to(root):
-        raise OutsideError(f"path {name!r} leads outside the folder through a symbolic link", "link")
+        raise OutsideError(N_("path {name} leads outside the folder through a symbolic link"), "link",
+                           name=repr(name))
     return target
 
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from core.storage import owners, workspace
+from core.i18n import N_, _
 
 QUOTA_ENV = "TRANSFER_STUDIO_QUOTA_MB"
 DEFAULT_QUOTA_MB = 20 * 1024
@@ -24,7 +25,7 @@ class QuotaExceeded(ValueError):
 
 def limit_bytes() -> int | None:
     """The quota per owner in bytes, or None when it is turned off (TRANSFER_STUDIO_QUOTA_MB=0)."""
-    return workspace.megabytes_env(QUOTA_ENV, DEFAULT_QUOTA_MB, "turns the quota off")
+    return workspace.megabytes_env(QUOTA_ENV, DEFAULT_QUOTA_MB, N_("turns the quota off"))
 
 
 def tree_bytes(path: Path) -> int:
@@ -80,20 +81,27 @@ def room(owner: str | None = None) -> int | None:
     return None if limit is None else max(0, limit - sum(usage(owner).values()))
 
 
-def check(owner: str | None = None, incoming: int = 0, what: str = "this upload") -> None:
-    """QuotaExceeded when ``incoming`` more bytes would take ``owner`` past the quota."""
+def check(owner: str | None = None, incoming: int = 0, what: str | None = None) -> None:
+    """QuotaExceeded when ``incoming`` more bytes would take ``owner`` past the quota (``what``: default "this
+    upload", in the current language)."""
     limit = limit_bytes()
     if limit is None:
         return
     used = usage(owner)
     if sum(used.values()) + incoming > limit:
-        raise QuotaExceeded(message(owner, used, limit, incoming, what))
+        raise QuotaExceeded(message(owner, used, limit, incoming, what or _("this upload")))
 
 
 def message(owner: str | None, used: dict[str, int], limit: int, incoming: int, what: str) -> str:
     """What the owner uses, the limit, what the addition needs, and what to delete."""
-    who = "you use" if owner is not None else "the workspace uses"
-    parts = ", ".join(f"{area} {_mb(n)}" for area, n in used.items())
-    need = f"{what} needs {_mb(incoming)} more" if incoming else f"{what} does not fit"
-    return (f"disk quota reached: {who} {_mb(sum(used.values()))} of {_mb(limit)} ({parts}); {need} — delete "
-            f"datasets (Data page) or runs (Runs page) you no longer need, or ask the operator to raise {QUOTA_ENV}")
+    parts = ", ".join(f"{_(_AREA_NAMES.get(area, area))} {_mb(n)}" for area, n in used.items())
+    need = (_("{what} needs {size} more").format(what=what, size=_mb(incoming)) if incoming
+            else _("{what} does not fit").format(what=what))
+    text = (_("disk quota reached: you use {used} of {limit} ({parts}); {need} — delete datasets (Data page) or "
+              "runs (Runs page) you no longer need, or ask the operator to raise {env}") if owner is not None else
+            _("disk quota reached: the workspace uses {used} of {limit} ({parts}); {need} — delete datasets (Data "
+              "page) or runs (Runs page) you no longer need, or ask the operator to raise {env}"))
+    return text.format(used=_mb(sum(used.values())), limit=_mb(limit), parts=parts, need=need, env=QUOTA_ENV)
+
+
+_AREA_NAMES = {"datasets": N_("datasets"), "uploads": N_("uploads"), "runs": N_("runs")}  # the areas of usage()

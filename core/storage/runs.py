@@ -33,6 +33,7 @@ from pathlib import Path
 
 from core.storage import locks, owners, workspace
 from core.storage.cards import BEST_FILE, DamagedFile, read_card
+from core.i18n import N_, _
 
 _append_lock = threading.Lock()
 
@@ -85,6 +86,8 @@ def new_id() -> str:
 # Files whose damage Run.problem() reports; MODEL_FILES are those evaluation and export read.
 INTACT_FILES = ("config.json", "events.jsonl", "result.json", "split.json", BEST_FILE)
 MODEL_FILES = ("config.json", "split.json", BEST_FILE)
+# the words require_intact's callers use for ``action``, marked for translation
+_ACTIONS = {"used": N_("used"), "evaluated": N_("evaluated"), "exported": N_("exported"), "shown": N_("shown")}
 
 
 class Run:
@@ -114,13 +117,13 @@ class Run:
         try:
             text = (self.path / "config.json").read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise ValueError(f"run {self.id}: config.json is not valid UTF-8; the run is damaged "
-                             f"— delete it or restore the file") from None
+            raise ValueError(_("run {run}: config.json is not valid UTF-8; the run is damaged — delete it or restore "
+                               "the file").format(run=self.id)) from None
         try:
             return RunConfig.from_json(text)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"run {self.id}: config.json cannot be used ({e}); the run is damaged "
-                             f"— delete it or restore the file") from None
+            raise ValueError(_("run {run}: config.json cannot be used ({error}); the run is damaged — delete it or "
+                               "restore the file").format(run=self.id, error=e)) from None
 
     def append(self, event: dict) -> None:
         """Append one event as a JSON line (flushed, so a crash loses at most the line in flight)."""
@@ -145,13 +148,13 @@ class Run:
             try:
                 ev = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                bad.append(f"events.jsonl line {n} is not valid UTF-8")
+                bad.append(_("events.jsonl line {n} is not valid UTF-8").format(n=n))
                 continue
             except ValueError:
-                bad.append(f"events.jsonl line {n} is not valid JSON")
+                bad.append(_("events.jsonl line {n} is not valid JSON").format(n=n))
                 continue
             if not isinstance(ev, dict):
-                bad.append(f"events.jsonl line {n} is not a JSON object")
+                bad.append(_("events.jsonl line {n} is not a JSON object").format(n=n))
                 continue
             out.append(ev)
         if torn.strip():
@@ -193,12 +196,12 @@ class Run:
         reasons = []
         cfg = _json_file(self.path / "config.json")
         if "config.json" in files and (cfg is _DAMAGED or not isinstance(cfg, dict)):
-            reasons.append("config.json is truncated or not valid JSON")
+            reasons.append(_("{file} is truncated or not valid JSON").format(file="config.json"))
         if "events.jsonl" in files:
             reasons += self._read_events()[1][:3]
         for name in ("result.json", "split.json"):
             if name in files and (self.path / name).exists() and _json_file(self.path / name) is _DAMAGED:
-                reasons.append(f"{name} is truncated or not valid JSON")
+                reasons.append(_("{file} is truncated or not valid JSON").format(file=name))
         weights = self.path / BEST_FILE
         if BEST_FILE in files and weights.exists():
             try:
@@ -206,15 +209,17 @@ class Run:
             except DamagedFile as e:
                 reasons.append(str(e))
             except (ValueError, OSError) as e:
-                reasons.append(f"{BEST_FILE} cannot be read ({e})")
+                reasons.append(_("{file} cannot be read ({error})").format(file=BEST_FILE, error=e))
         return "; ".join(reasons) or None
 
     def require_intact(self, files: tuple[str, ...] = MODEL_FILES, action: str = "used") -> "Run":
-        """This run, or ValueError naming the damage when one of ``files`` is damaged."""
+        """This run, or ValueError naming the damage when one of ``files`` is damaged (``action``: used, evaluated,
+        exported or shown)."""
         problem = self.problem(files)
         if problem:
-            raise ValueError(f"run {self.id} is damaged ({problem}) and cannot be {action}; "
-                             f"delete it on the Runs page or restore the file")
+            raise ValueError(_("run {run} is damaged ({problem}) and cannot be {action}; delete it on the Runs page "
+                               "or restore the file").format(run=self.id, problem=problem,
+                                                             action=_(_ACTIONS.get(action, action))))
         return self
 
     def resumable(self) -> bool:
@@ -308,8 +313,8 @@ def open_run(run_id_or_path: str | Path) -> Run:
     if not (p / "config.json").exists():
         p = root() / str(run_id_or_path)
     if not (p / "config.json").exists() or ".." in Path(str(run_id_or_path)).parts and not p.is_absolute():
-        raise ValueError(f"{run_id_or_path!s} is not a run directory (no config.json); list runs with "
-                         f"`python -m core runs` or pass the path printed by `train`")
+        raise ValueError(_("{run} is not a run directory (no config.json); list runs with `python -m core runs` or "
+                           "pass the path printed by `train`").format(run=run_id_or_path))
     return Run(p)
 
 
@@ -328,11 +333,12 @@ def list_runs() -> list[Run]:
 def delete(run_id: str, active_ids: set[str] = frozenset()) -> None:
     """Remove a run directory for good; refuses runs that are training or paths outside the workspace."""
     if run_id in active_ids:
-        raise ValueError(f"run {run_id} is still training; stop it first, then delete it")
+        raise ValueError(_("run {run} is still training; stop it first, then delete it").format(run=run_id))
     path = (root() / run_id).resolve()
     if path.parent != root().resolve() or not (path / "config.json").exists():
-        raise ValueError(f"{run_id!r} is not a run of this workspace; nothing was deleted")
+        raise ValueError(_("{run} is not a run of this workspace; nothing was deleted").format(run=repr(run_id)))
     held = locks.holder(path)  # a trainer in any process, not only this app's jobs
     if held is not None:
-        raise ValueError(f"run {run_id} is still training ({locks.describe(held)}); stop it first, then delete it")
+        raise ValueError(_("run {run} is still training ({holder}); stop it first, then delete it").format(
+            run=run_id, holder=locks.describe(held)))
     shutil.rmtree(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.i18n import _
+
 _DEFAULT = Path(__file__).resolve().parents[2] / "workspace"
 
 
@@ -29,5 +31,6 @@ def megabytes_env(name: str, default_mb: float, zero_means: str) -> int | None:
     except ValueError:
         mb = -1
     if mb < 0:
-        raise ValueError(f"{name} must be a number of megabytes (0 {zero_means}), got {raw!r}")
+        raise ValueError(_("{name} must be a number of megabytes (0 {zero_means}), got {value}").format(
+            name=name, zero_means=_(zero_means), value=repr(raw)))
     return None if mb == 0 else int(mb * 1024**2)

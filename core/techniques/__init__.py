@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import importlib
 
-from core.config import TECHNIQUES, RunConfig
+from core.config import TECHNIQUES, TEXT_TECHNIQUES, RunConfig
+from core.i18n import _
 
 # name -> module holding its ``TECHNIQUE`` class; imported on demand (each pulls in torch and more)
 _MODULES = {"classifier": "core.techniques.classifier", "distill": "core.techniques.distill",
             "multitask": "core.techniques.multitask", "simclr": "core.techniques.simclr",
-            "text": "core.techniques.text_classifier"}
+            "text": "core.techniques.text_classifier", "text_distill": "core.techniques.text_distill",
+            "text_multitask": "core.techniques.text_multitask", "text_pretrain": "core.techniques.text_pretrain"}
 assert tuple(_MODULES) == TECHNIQUES, "core.config.TECHNIQUES and the technique registry must name the same ones"
 
 
 def get(name: str):
     """A fresh instance of the technique called ``name``."""
     if name not in _MODULES:
-        raise ValueError(f"technique must be one of {', '.join(_MODULES)}; got {name!r}")
+        raise ValueError(_("technique must be one of {names}; got {name!r}").format(
+                             names=', '.join(_MODULES), name=name))
     return importlib.import_module(_MODULES[name]).TECHNIQUE()
 
 
@@ -41,10 +44,12 @@ def _same_modality(config: RunConfig) -> None:
     """A text backbone trains with the text technique only, and the text technique with text backbones only."""
     from core.models import text_backbones
 
-    if text_backbones.is_text(config.backbone) != (config.technique == "text"):
-        raise ValueError(f"backbone {config.backbone!r} and technique {config.technique!r} do not go together: "
-                         f"text backbones ({', '.join(text_backbones.names())}) train with technique text, and "
-                         f"technique text needs one of them")
+    if text_backbones.is_text(config.backbone) != (config.technique in TEXT_TECHNIQUES):
+        raise ValueError(_("backbone {backbone!r} and technique {technique!r} do not go together: text backbones "
+                           "({names}) train with the text techniques ({text_techniques}), and those need one of "
+                           "them").format(backbone=config.backbone, technique=config.technique,
+                                          names=', '.join(text_backbones.names()),
+                                          text_techniques=', '.join(TEXT_TECHNIQUES)))
 
 
 def default_text_config(config: RunConfig, explicit=()) -> RunConfig:

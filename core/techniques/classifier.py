@@ -10,6 +10,7 @@ from torch import nn
 from core.config import RunConfig
 from core.data import datasets
 from core.data.preprocess import Preprocessing
+from core.i18n import N_
 from core.models import backbones
 from core.results import loading
 from core.storage import runs
@@ -22,7 +23,7 @@ def load_split(config: RunConfig, run: runs.Run, resume: bool, emit) -> tuple[da
     if resume and split_file.exists():
         d = json.loads(split_file.read_text())
         return datasets.Split.from_dict(d), d.get("content_hash")
-    index = datasets.load_index(config.data, progress=lambda d, t: emit("phase", phase="extracting", done=d, total=t))
+    index = datasets.load_index(config.data, progress=lambda d, t: emit("phase", phase=N_("extracting"), done=d, total=t))
     split = datasets.split(index, config.val_fraction, config.seed)
     runs.atomic_write_text(split_file, json.dumps(
         {**split.to_dict(), "content_hash": index.content_hash, "skipped": [s.__dict__ for s in index.skipped]}))

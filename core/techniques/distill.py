@@ -30,7 +30,9 @@ from core.results import loading
 from core.storage import cards, runs
 from core.storage import workspace
 from core.config import RunConfig
+from core.i18n import N_, _
 from core.techniques.classifier import Classifier
+from core.train.events import said
 from core.train.technique import Data
 
 
@@ -61,11 +63,12 @@ def load_teacher(source) -> tuple[loading.LoadedModel, Path]:
     """The teacher model and its weights file, from a run id, a run directory or an exported model."""
     path = _weights_file(source)
     if not path.exists():
-        raise ValueError(f"teacher {source!s} has no weights yet ({path.name} missing); pick a finished run "
-                         f"or an exported .safetensors / .pt file")
+        raise ValueError(_("teacher {source!s} has no weights yet ({name} missing); pick a finished run or an "
+                           "exported .safetensors / .pt file").format(source=source, name=path.name))
     card = loading.read_card(path)
     if card.get("kind", "classifier") != "classifier":
-        raise ValueError(f"teacher {source!s} is a {card['kind']} model; a teacher must be a classifier run")
+        raise ValueError(_("teacher {source!s} is a {kind} model; a teacher must be a classifier run").format(
+                             source=source, kind=card['kind']))
     return loading.load_model(path), path
 
 
@@ -112,35 +115,38 @@ class Distill(Classifier):
 
     name = "distill"
     kind = "classifier"  # the student is an ordinary classifier
-    stopped_message = "stopped by the user; the best student so far is kept"
+    stopped_message = N_("stopped by the user; the best student so far is kept")
 
     def check(self, config: RunConfig) -> None:
         if not config.teacher:
-            raise ValueError("teacher is missing: name the finished run (id or folder) or the exported model that "
-                             "teaches this student")
+            raise ValueError(_("teacher is missing: name the finished run (id or folder) or the exported model "
+                               "that teaches this student"))
         if not 0 <= config.distill_alpha <= 1:
-            raise ValueError(f"distill_alpha (weight of the true-label loss) must be in [0, 1]; "
-                             f"got {config.distill_alpha!r}")
+            raise ValueError(_("distill_alpha (weight of the true-label loss) must be in [0, 1]; got "
+                               "{distill_alpha!r}").format(distill_alpha=config.distill_alpha))
         if not config.distill_temperature > 0:
-            raise ValueError(f"distill_temperature must be > 0 (typical: 2-8); got {config.distill_temperature!r}")
+            raise ValueError(_("distill_temperature must be > 0 (typical: 2-8); got {distill_temperature!r}").format(
+                                 distill_temperature=config.distill_temperature))
         if config.augment != "none":
-            raise ValueError(f"distillation needs augment='none' (got {config.augment!r}): the teacher's logits are "
-                             f"computed once on the centre crop, so the student must see that same view")
+            raise ValueError(_("distillation needs augment='none' (got {augment!r}): the teacher's logits are "
+                               "computed once on the centre crop, so the student must see that same view").format(
+                                 augment=config.augment))
         load_teacher(config.teacher)  # a clear error now rather than after the data is read
 
     def data(self, config: RunConfig, run, resume: bool, emit) -> Data:
         d = super().data(config, run, resume, emit)
         teacher, teacher_file = load_teacher(config.teacher)
         if sorted(teacher.classes) != sorted(self.classes):
-            raise ValueError(f"the teacher knows classes {', '.join(teacher.classes)} but the data has "
-                             f"{', '.join(self.classes)}; distil on the dataset the teacher was trained for")
+            raise ValueError(_("the teacher knows classes {classes} but the data has {classes2}; distil on the "
+                               "dataset the teacher was trained for").format(
+                                 classes=', '.join(teacher.classes), classes2=', '.join(self.classes)))
         self.alpha, self.temperature = config.distill_alpha, config.distill_temperature
         split = datasets.Split(self.classes, list(zip(d.train, d.train_targets["label"].tolist())),
                                list(zip(d.val, d.val_targets["label"].tolist())))
         _warn_if_teacher_saw_val(teacher_file, split, emit)
         order = [teacher.classes.index(c) for c in self.classes]  # teacher columns in the student's class order
         logits = teacher_logits(teacher, teacher_file, d.train + d.val,
-                                progress=lambda k, n: emit("phase", phase="teacher logits", done=k, total=n))[:, order]
+                                progress=lambda k, n: emit("phase", phase=N_("teacher logits"), done=k, total=n))[:, order]
         d.train_targets["teacher"], d.val_targets["teacher"] = logits[:len(d.train)], logits[len(d.train):]
         yva, tva = d.val_targets["label"], d.val_targets["teacher"].argmax(1)
         d.info.update(alpha=self.alpha, temperature=self.temperature, teacher=config.teacher,
@@ -178,8 +184,9 @@ def _warn_if_teacher_saw_val(teacher_file: Path, split: datasets.Split, emit) ->
     seen = {p for p, _ in json.loads(teacher_split.read_text()).get("train", [])}
     overlap = sum(p in seen for p, _ in split.val)
     if overlap:
-        emit("warning", message=f"{overlap} of the {len(split.val)} validation images were in the teacher's "
-                                f"training set; use the same data, seed and val_fraction as the teacher's run")
+        emit("warning", **said(N_("{overlap} of the {n} validation images were in the teacher's training set; use "
+                                  "the same data, seed and val_fraction as the teacher's run"),
+                               overlap=overlap, n=len(split.val)))
 
 
 # --- the result table ----------------------------------------------------------------------------
@@ -206,11 +213,12 @@ def compare(teacher, students: dict, latency_repeats: int = 10) -> list[dict]:
     from core.results.metrics import predict_items
 
     if not students:
-        raise ValueError("compare needs at least one student run (label -> run directory)")
+        raise ValueError(_("compare needs at least one student run (label -> run directory)"))
     first = _weights_file(next(iter(students.values())))
     split_file = first.parent / "split.json"
     if not split_file.exists():
-        raise ValueError(f"{first.parent} has no split.json; pass student run directories, not exported files")
+        raise ValueError(_("{parent} has no split.json; pass student run directories, not exported files").format(
+                             parent=first.parent))
     split = datasets.Split.from_dict(json.loads(split_file.read_text()))
     labels = np.array([y for _, y in split.val])
     entries = [("teacher", teacher)] + list(students.items())
@@ -219,8 +227,8 @@ def compare(teacher, students: dict, latency_repeats: int = 10) -> list[dict]:
         model, path = (load_teacher(source) if label == "teacher" else
                        (loading.load_model(_weights_file(source)), _weights_file(source)))
         if sorted(model.classes) != sorted(split.classes):
-            raise ValueError(f"{label} predicts {', '.join(model.classes)}, not the classes of the validation "
-                             f"data ({', '.join(split.classes)})")
+            raise ValueError(_("{label} predicts {classes}, not the classes of the validation data ({classes2})").format(
+                                 label=label, classes=', '.join(model.classes), classes2=', '.join(split.classes)))
         probs = predict_items(model, split.val)[:, [model.classes.index(c) for c in split.classes]]
         loaded.append((label, model, path, probs.argmax(1)))
     teacher_pred = loaded[0][3]

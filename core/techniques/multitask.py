@@ -30,6 +30,9 @@ from core.storage import paths
 from core.storage import runs
 from core.config import RunConfig
 from core.data.imageio import is_image_name
+from core.data.message import Message
+from core.i18n import N_, _
+from core.train import events
 from core.train.technique import Data, Technique
 
 MISSING = -1
@@ -62,8 +65,9 @@ def _find_csv(source: str) -> Path:
                    and not any(part.startswith(".") for part in q.relative_to(root).parts)
                    and paths.within(q, root))  # a linked CSV could be any file on the server
     if len(found) != 1:
-        raise ValueError(f"{source!s} holds {len(found)} CSV files; multi-task data needs exactly one, with a "
-                         f"filename column and one column per task (found: {', '.join(q.name for q in found)})")
+        raise ValueError(_("{source!s} holds {n} CSV files; multi-task data needs exactly one, with a filename "
+                           "column and one column per task (found: {names})").format(
+                             source=source, n=len(found), names=', '.join((q.name for q in found))))
     return found[0]
 
 
@@ -84,8 +88,8 @@ def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else max(",;\t|", key=first.count)
     rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
     if len(rows) < 2:
-        raise ValueError(f"{path.name} has no data rows; expected a header (filename, task_a, task_b, ...) and "
-                         f"one row per image")
+        raise ValueError(_("{name} has no data rows; expected a header (filename, task_a, task_b, ...) and one "
+                           "row per image").format(name=path.name))
     header = [h.strip() for h in rows[0]]
     norm = [h.lower().replace(" ", "_").replace("-", "_") for h in header]
     file_col = next((norm.index(c) for c in ingest.FILENAME_COLUMNS if c in norm), 0)
@@ -95,10 +99,11 @@ def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
         tasks = columns
     unknown = [t for t in tasks if t not in columns]
     if unknown or not tasks:
-        raise ValueError(f"task column(s) {', '.join(unknown) or '(none)'} not in {path.name}; its label columns "
-                         f"are {', '.join(columns) or '(none)'}")
+        raise ValueError(_("task column(s) {unknown} not in {name}; its label columns are {columns}").format(
+                             unknown=', '.join(unknown) or _("(none)"), name=path.name,
+                             columns=', '.join(columns) or _("(none)")))
     if len(set(tasks)) != len(tasks):
-        raise ValueError(f"each task may be named once; got {', '.join(tasks)}")
+        raise ValueError(_("each task may be named once; got {tasks}").format(tasks=', '.join(tasks)))
     for t in tasks:
         labelrules.check_label(t, f"{path.name}: the header of task column")
     col = {t: header.index(t) for t in tasks}
@@ -112,7 +117,8 @@ def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
         try:  # refused before any lookup: the row count never tells whether a file outside exists
             target = paths.contained(base, name)
         except paths.OutsideError as e:
-            skipped.append(f"{path.name} line {lineno}: image path refused ({e})")
+            skipped.append(Message(N_("{file} line {line}: image path refused ({error})"), file=path.name,
+                                   line=lineno, error=str(e)))
             continue
         if not target.is_file():
             if by_name is None:  # CSVs often list bare names while the images sit in sub-folders
@@ -120,16 +126,18 @@ def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
             hits = by_name.get(target.name, [])
             target = hits[0] if len(hits) == 1 else None
         if target is None or not is_image_name(target.name):
-            skipped.append(f"{path.name} line {lineno}: image {name!r} not found next to the CSV")
+            skipped.append(Message(N_("{file} line {line}: image {name!r} not found next to the CSV"),
+                                   file=path.name, line=lineno, name=name))
             continue
         values = {t: cell(col[t]) for t in tasks}
         if not any(values.values()):
-            skipped.append(f"{path.name} line {lineno}: no label for any task")
+            skipped.append(Message(N_("{file} line {line}: no label for any task"), file=path.name, line=lineno))
             continue
         bad = [(t, v, labelrules.label_problem(v)) for t, v in values.items() if v and labelrules.label_problem(v)]
         if bad:
             t, v, why = bad[0]
-            skipped.append(f"{path.name} line {lineno}: label {v[:60]!r} of task {t!r} {why} — fix the cell")
+            skipped.append(Message(N_("{file} line {line}: label {label!r} of task {task!r} {why} — fix the cell"),
+                                   file=path.name, line=lineno, label=v[:60], task=t, why=why))
             continue
         files.append(str(target))
         for t in tasks:
@@ -139,8 +147,8 @@ def read_table(source: str, tasks: list[str] | None = None) -> TaskTable:
     classes = {t: sorted({v for v in raw[t] if v}) for t in tasks}
     for t, cl in classes.items():
         if len(cl) < 2:
-            raise ValueError(f"task {t!r} has {len(cl)} class ({', '.join(cl)}); each task needs at least 2 — "
-                             f"fill in its column or leave the task out")
+            raise ValueError(_("task {t!r} has {n} class ({cl}); each task needs at least 2 — fill in its column "
+                               "or leave the task out").format(t=t, n=len(cl), cl=', '.join(cl)))
     labels = {t: [classes[t].index(v) if v else MISSING for v in raw[t]] for t in tasks}
     return TaskTable(files, classes, labels, splits, skipped)
 
@@ -153,7 +161,8 @@ def split_rows(table: TaskTable, val_fraction: float, seed: int) -> tuple[list[i
     n = len(table.files)
     n_val = max(1, int(round(n * val_fraction)))
     if n - n_val < 2:
-        raise ValueError(f"{n} labelled images are too few to hold out {n_val} for validation; add images")
+        raise ValueError(_("{n} labelled images are too few to hold out {n_val} for validation; add images").format(
+                             n=n, n_val=n_val))
     order = np.random.RandomState(seed).permutation(n).tolist()
     return sorted(order[n_val:]), sorted(order[:n_val])
 
@@ -190,11 +199,11 @@ def _parse_weights(tasks: list[str], weights) -> dict[str, float]:
     else:
         weights = list(weights)
         if len(weights) != len(tasks):
-            raise ValueError(f"{len(weights)} task weights for {len(tasks)} tasks ({', '.join(tasks)}); "
-                             f"give one weight per task, in the same order")
+            raise ValueError(_("{n} task weights for {n2} tasks ({tasks}); give one weight per task, in the same "
+                               "order").format(n=len(weights), n2=len(tasks), tasks=', '.join(tasks)))
         w = {t: float(x) for t, x in zip(tasks, weights)}
     if any(v < 0 for v in w.values()) or not any(v > 0 for v in w.values()):
-        raise ValueError(f"task weights must be >= 0 with at least one > 0; got {w}")
+        raise ValueError(_("task weights must be >= 0 with at least one > 0; got {w}").format(w=w))
     return w
 
 
@@ -259,7 +268,7 @@ class MultiTask(Technique):
             runs.atomic_write_text(split_file, json.dumps({"tasks": table.tasks, "train": train, "val": val,
                                                            "skipped": table.skipped}))
             for s in table.skipped[:20]:
-                emit("warning", message=s)
+                emit("warning", **events.carried(s))
         self.weights = _parse_weights(list(self.tasks), config.task_weights)
         ytr = torch.tensor([r for _, r in train], dtype=torch.long).reshape(len(train), len(self.tasks))
         yva = torch.tensor([r for _, r in val], dtype=torch.long).reshape(len(val), len(self.tasks))

@@ -22,6 +22,7 @@ from core.results import loading
 from core.storage import runs
 from core.config import RunConfig
 from core.data.imageio import is_image_name
+from core.i18n import N_, _
 from core.train.technique import Data, Technique
 
 ADAPTED_FILE = backbones.ADAPTED_FILE
@@ -32,10 +33,10 @@ ADAPTED_FILE = backbones.ADAPTED_FILE
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """NT-Xent: for each of the 2N embeddings, cross-entropy of picking its pair among the other 2N-1."""
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"nt_xent expects two (N, D) tensors of the same shape; got {tuple(z1.shape)} "
-                         f"and {tuple(z2.shape)}")
+        raise ValueError(_("nt_xent expects two (N, D) tensors of the same shape; got {shape} and {shape2}").format(
+                             shape=tuple(z1.shape), shape2=tuple(z2.shape)))
     if len(z1) < 2:
-        raise ValueError("nt_xent needs at least 2 images per batch (the other images are the negatives)")
+        raise ValueError(_("nt_xent needs at least 2 images per batch (the other images are the negatives)"))
     n = len(z1)
     z = nn.functional.normalize(torch.cat([z1, z2]).float(), dim=1)
     sim = z @ z.T / temperature
@@ -96,8 +97,8 @@ def image_paths(sources: list[str]) -> list[str]:
                        if p.is_file() and is_image_name(p.name)
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not found:
-            raise ValueError(f"no images found in {src!s}; pretraining needs a folder or .zip holding images "
-                             f"(labels are not needed)")
+            raise ValueError(_("no images found in {src!s}; pretraining needs a folder or .zip holding images "
+                               "(labels are not needed)").format(src=src))
         out.extend(found)
     return out
 
@@ -113,7 +114,7 @@ def pretrain(base_backbone: str, sources: list[str] | str, epochs: int = 5, batc
 
     sources = [sources] if isinstance(sources, str) else list(sources)
     if not sources:
-        raise ValueError("pretrain needs at least one image source (a folder, a .zip or sample:NAME)")
+        raise ValueError(_("pretrain needs at least one image source (a folder, a .zip or sample:NAME)"))
     dataset = " + ".join(_source_name(s) for s in sources)
     config = RunConfig(data=sources[0], backbone=base_backbone, image_size=image_size, trainable=trainable,
                        epochs=epochs, batch_size=batch_size, lr=lr, scheduler="cosine", augment="none",
@@ -144,22 +145,24 @@ class SimCLR(Technique):
     best_file = backbones.ADAPTED_FILE
     validates = False  # no labels, so no validation split: epochs are judged by the contrastive loss
     drop_last = True   # a last batch of one image has no negatives
-    stopped_message = "stopped by the user; the body from the best finished epoch is kept (if any)"
+    stopped_message = N_("stopped by the user; the body from the best finished epoch is kept (if any)")
 
     def check(self, config: RunConfig) -> None:
         if str(config.backbone).startswith(backbones.ADAPTED_PREFIX):
-            raise ValueError(f"start from a registry backbone ({', '.join(backbones.names())}), "
-                             f"not an adapted one; got {config.backbone!r}")
+            raise ValueError(_("start from a registry backbone ({names}), not an adapted one; got {backbone!r}").format(
+                                 names=', '.join(backbones.names()), backbone=config.backbone))
         if not config.simclr_temperature > 0:
-            raise ValueError(f"simclr_temperature must be > 0 (SimCLR uses 0.1-0.5); got {config.simclr_temperature!r}")
+            raise ValueError(_("simclr_temperature must be > 0 (SimCLR uses 0.1-0.5); got {simclr_temperature!r}").format(
+                                 simclr_temperature=config.simclr_temperature))
         if not 8 <= config.simclr_projection_dim <= 4096:
-            raise ValueError(f"simclr_projection_dim must be in 8..4096; got {config.simclr_projection_dim!r}")
+            raise ValueError(_("simclr_projection_dim must be in 8..4096; got {simclr_projection_dim!r}").format(
+                                 simclr_projection_dim=config.simclr_projection_dim))
         if config.trainable == "head" and not config.trainable_groups:
-            raise ValueError("trainable='head' would adapt nothing (the head is thrown away after pretraining); "
-                             "use 'all' or 'last-N'")
+            raise ValueError(_("trainable='head' would adapt nothing (the head is thrown away after pretraining); "
+                               "use 'all' or 'last-N'"))
         if config.batch_size < 2:
-            raise ValueError(f"batch_size must be an integer >= 2 (the other images are the negatives); "
-                             f"got {config.batch_size!r}")
+            raise ValueError(_("batch_size must be an integer >= 2 (the other images are the negatives); got "
+                               "{batch_size!r}").format(batch_size=config.batch_size))
 
     def data(self, config: RunConfig, run, resume: bool, emit) -> Data:
         self.run_id, self.base, self.temperature = run.path.name, config.backbone, config.simclr_temperature
@@ -171,7 +174,7 @@ class SimCLR(Technique):
         else:
             paths = image_paths(sources)
             if len(paths) < 2:
-                raise ValueError(f"found {len(paths)} image; contrastive pretraining needs at least 2")
+                raise ValueError(_("found {n} image; contrastive pretraining needs at least 2").format(n=len(paths)))
             runs.atomic_write_text(split_file, json.dumps({"sources": sources, "train": paths, "val": []}))
         return Data(paths, {}, info={"n_images": len(paths), "sources": sources, "dataset": self.dataset,
                                      "temperature": self.temperature})

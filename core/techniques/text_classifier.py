@@ -14,6 +14,7 @@ import torch
 from core.config import RunConfig
 from core.data import text as text_data
 from core.data.preprocess import Preprocessing
+from core.i18n import N_, _
 from core.models import text_backbones
 from core.storage import runs
 from core.techniques.classifier import Classifier, _class_weights
@@ -49,17 +50,18 @@ class TextClassifier(Classifier):
 
     def check(self, config: RunConfig) -> None:
         if not text_backbones.is_text(config.backbone):
-            raise ValueError(f"technique text needs a text backbone, one of {', '.join(text_backbones.names())}; "
-                             f"got {config.backbone!r}")
+            raise ValueError(_("technique text needs a text backbone, one of {names}; got {backbone!r}").format(
+                                 names=', '.join(text_backbones.names()), backbone=config.backbone))
         if config.augment != "none":  # the loop's augmentation (and its cached views) transform images
-            raise ValueError(f"augment transforms images; a text run takes augment none, got {config.augment!r}")
+            raise ValueError(_("augment transforms images; a text run takes augment none, got {augment!r}").format(
+                                 augment=config.augment))
         if getattr(config, "probe_init", False) and not _head_only(config):
             # the loop's probe warm start embeds images when no features were cached (fine-tuning runs)
-            raise ValueError("probe_init on a text run needs head-only training (trainable head); turn probe_init "
-                             "off to fine-tune encoder blocks")
+            raise ValueError(_("probe_init on a text run needs head-only training (trainable head); turn "
+                               "probe_init off to fine-tune encoder blocks"))
         if getattr(config, "progressive_resize", 1.0) < 1:
-            raise ValueError(f"progressive_resize resizes images; a text run must keep it at 1 (off), got "
-                             f"{config.progressive_resize!r}")
+            raise ValueError(_("progressive_resize resizes images; a text run must keep it at 1 (off), got "
+                               "{progressive_resize!r}").format(progressive_resize=config.progressive_resize))
 
     def preprocessing(self, config: RunConfig) -> Preprocessing:
         # Texts are tokenised, not resized (the card records the tokenizer and max_length instead); the loop's
@@ -78,11 +80,11 @@ class TextClassifier(Classifier):
 
     def samples(self, config: RunConfig, data: Data, pre, emit):
         n = len(data.train) + len(data.val)
-        emit("phase", phase="tokenizing texts", done=0, total=n)
+        emit("phase", phase=N_("tokenizing texts"), done=0, total=n)
         tok = text_backbones.tokenizer(config.backbone)
         train = Rows(text_backbones.tokenize(tok, data.train, config.max_length), data.train_targets)
         val = Rows(text_backbones.tokenize(tok, data.val, config.max_length), data.val_targets)
-        emit("phase", phase="tokenizing texts", done=n, total=n)
+        emit("phase", phase=N_("tokenizing texts"), done=n, total=n)
         return train, val, train  # nothing random happens to a text: the plain training view is the same
 
     def prepare(self, x: torch.Tensor, pre) -> torch.Tensor:

@@ -19,6 +19,7 @@ from core.models import backbones
 from core.results import loading
 from core.storage import runs
 from core.train.technique import Technique
+from core.i18n import _
 
 
 def rng_state() -> dict:
@@ -72,8 +73,9 @@ class LearnedState:
         """Put saved learnable entries back into the model."""
         missing, unexpected = self.model.load_state_dict(learned, strict=False)
         if unexpected or set(missing) - set(self.fixed):
-            raise RuntimeError(f"saved weights do not match the model (missing {sorted(missing)[:3]}, "
-                               f"unexpected {sorted(unexpected)[:3]})")
+            raise RuntimeError(_("saved weights do not match the model (missing {missing}, unexpected "
+                                 "{unexpected})").format(
+                                   missing=sorted(missing)[:3], unexpected=sorted(unexpected)[:3]))
 
 
 class BestWriter:

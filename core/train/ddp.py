@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from core.i18n import _
 
 
 DEBUG_SHARDS_ENV = "TRANSFER_STUDIO_DEBUG_SHARDS"  # a folder: each rank logs the sample indices it sees
@@ -157,14 +158,15 @@ class Distributed(Single):
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.main = self.rank == 0
         if config.device == "mps":
-            raise ValueError("device 'mps' cannot run under torchrun (no Apple-GPU backend for DDP); "
-                             "use --device cpu or cuda")
+            raise ValueError(_("device 'mps' cannot run under torchrun (no Apple-GPU backend for DDP); use "
+                               "--device cpu or cuda"))
         want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
         if want_cuda:
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if self.local_rank >= n:
-                raise ValueError(f"LOCAL_RANK {self.local_rank} needs GPU {self.local_rank}, but this machine shows "
-                                 f"{n} CUDA device(s); use --nproc-per-node {max(n, 1)} or --device cpu")
+                raise ValueError(_("LOCAL_RANK {local_rank} needs GPU {local_rank}, but this machine shows {n} "
+                                   "CUDA device(s); use --nproc-per-node {max} or --device cpu").format(
+                                     local_rank=self.local_rank, n=n, max=max(n, 1)))
             torch.cuda.set_device(self.local_rank)
             self.device = torch.device("cuda", self.local_rank)
             self.backend = "nccl"
@@ -332,6 +334,6 @@ class Distributed(Single):
         return bool(t.item())
 
     def oom(self) -> None:
-        raise RuntimeError(f"CUDA ran out of memory on rank {self.rank}; under torchrun the batch cannot be split "
-                           f"on one rank alone (the ranks would fall out of step); lower batch_size "
-                           f"(it is per GPU) and train again")
+        raise RuntimeError(_("CUDA ran out of memory on rank {rank}; under torchrun the batch cannot be split on "
+                             "one rank alone (the ranks would fall out of step); lower batch_size (it is per GPU) "
+                             "and train again").format(rank=self.rank))

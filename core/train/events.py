@@ -6,7 +6,10 @@ not written for.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+
+from core.data.message import Message, shown, stored
+from core.i18n import _
 
 EventKind = Literal["phase", "distributed", "resumed", "start", "step", "unfreeze", "warning", "epoch",
                     "early_stop", "restored_best", "probe", "budget", "end"]
@@ -34,3 +37,29 @@ def event(kind: EventKind, time: float, **fields) -> dict:
     if kind not in KINDS:
         raise ValueError(f"unknown event kind {kind!r}; the kinds are {', '.join(KINDS)} (core.train.events)")
     return {"type": kind, "time": time, **fields}
+
+
+def said(msgid: str, **params: Any) -> dict:
+    """An event's fields for a message to people: ``message`` in English (what the log stores and old readers
+    show), with its msgid and values beside it so that a reader shows it in its own language (``text``).
+    Write ``said(N_("... {n} ..."), n=n)`` so that extraction finds the msgid."""
+    return carried(Message(msgid, **params))
+
+
+def carried(message: str) -> dict:
+    """``said``'s fields for a message made elsewhere: a Message keeps its msgid, plain text is stored as it is."""
+    if isinstance(message, Message):
+        return {"message": str(message), **message.to_dict()}
+    return {"message": str(message)}
+
+
+def text(ev: dict) -> str:
+    """An event's message in the current language; an event of an older run (no msgid) shows its English text."""
+    if isinstance(ev.get("msgid"), str):
+        params = ev.get("params") or {}
+        try:  # values keep their type, so a msgid's format specs ({budget:g}) apply in every language
+            return _(ev["msgid"]).format(**{k: shown(stored("", v)) if isinstance(v, dict) else v
+                                            for k, v in params.items()})
+        except (KeyError, IndexError, ValueError, TypeError):
+            pass  # a record from another version of the code: its English text still reads
+    return str(ev.get("message", ""))

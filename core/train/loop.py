@@ -22,7 +22,9 @@ from core.results import loading
 from core.models import freezing
 from core.storage import locks, runs
 from core.config import RunConfig
+from core.i18n import N_, _
 from core.train import checkpoints, events
+from core.train.events import said
 from core.train.control import Control, Stopped, TrainingDiverged
 from core.train.technique import Technique
 from core.train.feed import (EMBED_BATCH, Forward as _Forward, Rows as _Rows, Samples as _Samples,
@@ -44,7 +46,7 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use auto or cpu")
+        raise ValueError(_("device 'cuda' was asked for but no CUDA GPU is visible; use auto or cpu"))
     return torch.device(name)
 
 
@@ -103,7 +105,7 @@ def logged_run(run: runs.Run, on_event: OnEvent | None, work: Callable, stopped:
         if sink and kind != "end":
             sink.send(ev)
 
-    sink = tracking.open_sink(run, lambda message: emit("warning", source="tracking", message=message))
+    sink = tracking.open_sink(run, lambda message: emit("warning", source="tracking", **events.carried(message)))
 
     def finish() -> None:
         for fn in cleanup or ():
@@ -113,7 +115,7 @@ def logged_run(run: runs.Run, on_event: OnEvent | None, work: Callable, stopped:
         result = work(emit)
     except Stopped:
         finish()
-        emit("end", status="stopped", message=stopped, elapsed_s=time.time() - t_start)
+        emit("end", status="stopped", **said(stopped), elapsed_s=time.time() - t_start)
         return {"status": "stopped", "run_dir": str(run.path)}
     except TrainingDiverged as e:  # a known outcome with its own advice; a traceback would only add noise
         finish()
@@ -165,7 +167,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
     data = technique.data(config, run, resume, emit)
     own = technique.samples(config, data, pre, emit)  # a non-image modality brings its datasets (issue 17)
     cache = None if own else datasets.ImageCache(data.train + data.val, pre,
-                                progress=lambda d, t: emit("phase", phase="decoding images", done=d, total=t))
+                                progress=lambda d, t: emit("phase", phase=N_("decoding images"), done=d, total=t))
     ddp.release_others()
 
     ck = None
@@ -212,7 +214,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         n_all = len(data.train) + len(data.val)
         if not own:
             plain = _Samples(data.train, data.train_targets, cache, datasets.eval_transform(pre))
-        tick = lambda off: (lambda d: emit("phase", phase="embedding images once", done=off + d, total=n_all))
+        tick = lambda off: (lambda d: emit("phase", phase=N_("embedding images once"), done=off + d, total=n_all))
         # under DDP each rank embeds its shard and the rows are all-gathered back into order
         if views:
             n_all += len(data.train) * (views - 1)
@@ -257,8 +259,9 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
     if ck:
         missing, unexpected = model.load_state_dict(ck["model"], strict=False)
         if unexpected or set(missing) - fixed:
-            raise ValueError(f"{run.last_ckpt} does not match this run's model (missing {sorted(missing)[:3]}, "
-                             f"unexpected {sorted(unexpected)[:3]}); start a new run instead of resuming")
+            raise ValueError(_("{path} does not match this run's model (missing {missing}, unexpected "
+                               "{unexpected}); start a new run instead of resuming").format(
+                path=run.last_ckpt, missing=sorted(missing)[:3], unexpected=sorted(unexpected)[:3]))
         if ck.get("best_pending") and ddp.main:
             # the run was stopped hard before these best weights reached the best file: write them now
             best.pending = (ck["best_pending"], json.loads(ck["best_metrics"]))
@@ -272,8 +275,10 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         end = _schedule_end(ck["scheduler"], step)
         if end is not None and end < total_steps:  # epochs were raised ("train N more epochs"): a warm restart
             sched = restart_schedule(config, opt, total_steps - step)
-            emit("warning", epoch=start_epoch, message=f"epochs raised to {config.epochs}: the learning-rate "
-                 f"schedule restarts over the {config.epochs - start_epoch} new epochs at {RESTART_FACTOR:g}x its first peak")
+            emit("warning", epoch=start_epoch, **said(
+                N_("epochs raised to {epochs}: the learning-rate schedule restarts over the {new} new epochs at "
+                   "{factor:g}x its first peak"), epochs=config.epochs, new=config.epochs - start_epoch,
+                factor=RESTART_FACTOR))
         emit("resumed", epoch=start_epoch, step=step)
 
     emit("start", technique=technique.name, device=str(device), n_train=len(data.train), n_val=len(data.val),
@@ -303,9 +308,9 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         for xc, yc in _chunks(x, y, micro):
             loss, nums = technique.loss(forward(technique.inputs(xc)), yc)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                       f"lower the learning rate (now {config.lr:g}, try {config.lr / 10:g}) "
-                                       f"and train again")
+                raise TrainingDiverged(_("the loss became {loss} at epoch {epoch}, step {step}; lower the learning "
+                                         "rate (now {lr:g}, try {lower:g}) and train again").format(
+                    loss=loss.item(), epoch=epoch + 1, step=step + 1, lr=config.lr, lower=config.lr / 10))
             if loss.requires_grad:  # False only when a batch holds nothing to learn from (multi-task gaps)
                 scaler.scale(loss if len(xc) == n else loss * (len(xc) / n)).backward()
                 stepped = True
@@ -362,13 +367,14 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     if micro <= 1:
-                        raise RuntimeError(f"the device ran out of memory at step {step + 1} even with one image "
-                                           f"at a time; choose a smaller backbone or image size") from None
+                        raise RuntimeError(_("the device ran out of memory at step {step} even with one image at a "
+                                             "time; choose a smaller backbone or image size").format(
+                            step=step + 1)) from None
                     micro = max(1, min(micro, len(x)) // 2)
                     emit("warning", epoch=epoch + 1, step=step + 1, batch_size=micro,
-                         message=f"out of GPU memory at step {step + 1}: each batch of {batch} "
-                                 f"now goes through in chunks of {micro} (gradients are accumulated, so the "
-                                 f"effective batch size and the schedule stay the same)")
+                         **said(N_("out of GPU memory at step {step}: each batch of {batch} now goes through in "
+                                   "chunks of {micro} (gradients are accumulated, so the effective batch size and "
+                                   "the schedule stay the same)"), step=step + 1, batch=batch, micro=micro))
             sched.step()
             step += 1
             n = len(x)
@@ -414,15 +420,17 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
              time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
         if ddp.agree(config.early_stopping_patience and stale >= config.early_stopping_patience):
             emit("early_stop", epoch=epoch + 1, best_epoch=best_epoch,
-                 message=f"no improvement of {config.early_stopping_metric} for {stale} epochs; "
-                         f"keeping epoch {best_epoch}")
+                 **said(N_("no improvement of {metric} for {stale} epochs; keeping epoch {best}"),
+                        metric=config.early_stopping_metric, stale=stale, best=best_epoch))
             break
         next_features = use_features and epoch + 1 < head_only_epochs
         if budget.on and epoch + 1 < config.epochs and (stopped_by or ddp.agree(not budget.next_fits(next_features))):
             stopped_by = "time_budget"
             emit("budget", epoch=epoch + 1, best_epoch=best_epoch, budget_s=config.time_budget_s,
-                 elapsed_s=budget.elapsed(), message=f"stopped at the time budget of {config.time_budget_s:g} s "
-                 f"after epoch {epoch + 1} of {config.epochs}; keeping epoch {best_epoch}")
+                 elapsed_s=budget.elapsed(), **said(N_("stopped at the time budget of {budget:g} s after epoch "
+                                                       "{epoch} of {epochs}; keeping epoch {best}"),
+                                                    budget=config.time_budget_s, epoch=epoch + 1,
+                                                    epochs=config.epochs, best=best_epoch))
             break
 
     if ddp.main:
@@ -433,8 +441,9 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         # has one: reading the file back would cost as much again).
         if best.kept is not None:
             learned.load(best.kept)
-            emit("restored_best", epoch=best_epoch, message=f"restored the weights of epoch {best_epoch}, the best "
-                                                            f"by {config.early_stopping_metric}")
+            emit("restored_best", epoch=best_epoch, **said(N_("restored the weights of epoch {epoch}, the best by "
+                                                              "{metric}"), epoch=best_epoch,
+                                                           metric=config.early_stopping_metric))
     no_val = 0.0 if technique.validates else None  # a run stopped before its first epoch has no accuracy yet
     result = {"status": "finished", "technique": technique.name,
               "val_accuracy": best_metrics.get("val_accuracy", no_val),
@@ -450,16 +459,16 @@ def _warm_start(config, technique, model, cached, data, cache, pre, device, ddp,
     """The linear-probe warm start: the technique fits its head on frozen-body features of the training
     images (eval transform), reusing the cached features when the loop computed them."""
     if type(technique).warm_start is Technique.warm_start:
-        emit("warning", message=f"probe_init is not available for technique {technique.name}; the head starts "
-                                f"from its usual initialisation")
+        emit("warning", **said(N_("probe_init is not available for technique {technique}; the head starts from its "
+                                  "usual initialisation"), technique=technique.name))
         return None
     if cached is None and cache is None:  # a technique with its own datasets (text): nothing here to embed
-        emit("warning", message=f"probe_init needs cached features for technique {technique.name}; the head starts "
-                                f"from its usual initialisation")
+        emit("warning", **said(N_("probe_init needs cached features for technique {technique}; the head starts "
+                                  "from its usual initialisation"), technique=technique.name))
         return None
     if cached is None:  # augmented or fine-tuning runs: embed the un-augmented images once, for the probe only
         n_all = len(data.train) + len(data.val)
-        tick = lambda off: (lambda d: emit("phase", phase="embedding images for the probe", done=off + d, total=n_all))
+        tick = lambda off: (lambda d: emit("phase", phase=N_("embedding images for the probe"), done=off + d, total=n_all))
         rows = []
         for off, (paths, targets) in ((0, (data.train, data.train_targets)),
                                       (len(data.train), (data.val, data.val_targets))):

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from core.config import PRESETS
+from core.i18n import _, ngettext
 
 DEFAULT_BUDGET_S = {"quick": 60.0, "balanced": 300.0, "best": 1200.0}  # sized for a 2-core CPU; a GPU does more
 MAX_EPOCHS = {"quick": 5, "balanced": 6, "best": 12}
@@ -46,36 +47,42 @@ class Plan:
 def suggest_layers(counts: dict[str, int]) -> tuple[str, str]:
     """(trainable, reason) from the smallest class."""
     if not counts:
-        return "head", "no data yet: start with the head only"
+        return "head", _("no data yet: start with the head only")
     smallest = min(counts.values())
     if smallest < HEAD_ONLY_BELOW:
-        return "head", (f"the smallest class has {smallest} images: with so few, only the head learns (on top "
-                        f"of a linear probe) so the pretrained features are not overwritten")
+        return "head", (_("the smallest class has {smallest} images: with so few, only the head learns (on top of "
+                          "a linear probe) so the pretrained features are not overwritten").format(
+                            smallest=smallest))
     if smallest < ALL_FROM:
-        return "last-2", (f"the smallest class has {smallest} images: the last two layer groups and the head "
-                          f"fine-tune, the rest keeps its pretrained features")
-    return "all", f"the smallest class has {smallest} images: enough to fine-tune every layer"
+        return "last-2", (_("the smallest class has {smallest} images: the last two layer groups and the head "
+                            "fine-tune, the rest keeps its pretrained features").format(smallest=smallest))
+    return "all", _("the smallest class has {smallest} images: enough to fine-tune every layer").format(
+                      smallest=smallest)
 
 
 def suggest_image_size(sides: list[int], native: int = 224) -> tuple[int, str]:
     """(image_size, reason): the images' median shorter side rounded up to a multiple of 32, in 64..native."""
     if not sides:
-        return native, f"the backbone's native {native} px"
+        return native, _("the backbone's native {native} px").format(native=native)
     median = statistics.median(sides)
     size = min(native, max(64, 32 * math.ceil(median / 32)))
     if size >= native:
-        return native, f"your images (median side {median:.0f} px) are at least the backbone's native {native} px"
-    return size, (f"your images are small (median side {median:.0f} px): {size} px keeps their detail without "
-                  f"paying for upsampled pixels that carry none")
+        return native, _("your images (median side {median:.0f} px) are at least the backbone's native {native} px").format(
+                           median=median, native=native)
+    return size, (_("your images are small (median side {median:.0f} px): {size} px keeps their detail without "
+                    "paying for upsampled pixels that carry none").format(median=median, size=size))
 
 
 def suggest_augment(n_train: int, fine_tune: bool) -> tuple[str, str]:
     """(augment, reason) by data size; head-only recipes go without, so features are computed once."""
     if not fine_tune:
-        return "none", "only the head learns: un-augmented images are embedded once, so epochs cost almost nothing"
+        return "none", _("only the head learns: un-augmented images are embedded once, so epochs cost almost "
+                         "nothing")
     if n_train < 2000:
-        return "light", f"{n_train} training images: flips and crops add variety without distorting the classes"
-    return "strong", f"{n_train} training images: enough to profit from strong augmentation"
+        return "light", _("{n_train} training images: flips and crops add variety without distorting the classes").format(
+                            n_train=n_train)
+    return "strong", _("{n_train} training images: enough to profit from strong augmentation").format(
+                         n_train=n_train)
 
 
 def suggest(counts: dict[str, int], sides: list[int] | None = None, native: int = 224) -> dict:
@@ -85,8 +92,8 @@ def suggest(counts: dict[str, int], sides: list[int] | None = None, native: int 
     n_train = int(sum(counts.values()) * 0.8)
     augment, why_aug = suggest_augment(n_train, trainable != "head")
     epochs = 5 if trainable == "head" else 4
-    why_epochs = ("head epochs on cached features after the probe fit cost almost nothing" if trainable == "head"
-                  else "1 probe fit plus a few fine-tuning epochs, as fastai's fine_tune does")
+    why_epochs = (_("head epochs on cached features after the probe fit cost almost nothing") if trainable == "head"
+                  else _("1 probe fit plus a few fine-tuning epochs, as fastai's fine_tune does"))
     return {"trainable": trainable, "augment": augment, "reason": why_layers, "image_size": size,
             "image_size_reason": why_size, "epochs": epochs, "epochs_reason": why_epochs,
             "augment_reason": why_aug}
@@ -190,9 +197,10 @@ def _backbone(preset: str) -> tuple[str, str]:
     if preset == "best":
         for name in ("efficientnet_lite2", "efficientnet_lite1"):
             if backbones.known(name) and backbones.weights_status(name) == "bundled":
-                return name, (f"{backbones.get(name).title.split(' (')[0]}: the most accurate body that works "
-                              f"offline (ImageNet top-1 {backbones.get(name).top1}%), slower than Lite0")
-    return "efficientnet_lite0", "EfficientNet-Lite0: small, fast on a CPU, ImageNet weights work offline"
+                return name, (_("{name}: the most accurate body that works offline (ImageNet top-1 {top1}%), "
+                                "slower than Lite0").format(
+                                  name=backbones.get(name).title.split(' (')[0], top1=backbones.get(name).top1))
+    return "efficientnet_lite0", _("EfficientNet-Lite0: small, fast on a CPU, ImageNet weights work offline")
 
 
 def _recipe(preset: str, stats: dict) -> tuple[dict, dict]:
@@ -203,11 +211,13 @@ def _recipe(preset: str, stats: dict) -> tuple[dict, dict]:
     native = backbones.get(backbone).preprocessing.crop_size
     size, why_size = suggest_image_size(stats["sides"], native)
     if preset == "quick":
-        trainable, why_layers = "head", "quick: only the head learns, on features computed once"
+        trainable, why_layers = "head", _("quick: only the head learns, on features computed once")
     else:
         trainable, why_layers = suggest_layers(stats["counts"])
         if preset == "best" and trainable == "last-2":
-            trainable, why_layers = "last-3", why_layers.replace("last two", "last three")
+            trainable, why_layers = "last-3", _("the smallest class has {smallest} images: the last three layer "
+                                                "groups and the head fine-tune, the rest keeps its pretrained "
+                                                "features").format(smallest=min(stats["counts"].values()))
     augment, why_aug = suggest_augment(stats["n_train"], trainable != "head")
     tune = trainable != "head"
     f = {"preset": preset, "backbone": backbone, "image_size": size, "trainable": trainable, "augment": augment,
@@ -216,24 +226,24 @@ def _recipe(preset: str, stats: dict) -> tuple[dict, dict]:
          "scheduler": "onecycle" if tune else "cosine", "unfreeze_after": 1 if preset == "best" and tune else 0,
          "unfreeze_mode": "gradual" if preset == "best" and tune else "all"}
     r = {"backbone": why_backbone, "image_size": why_size, "trainable": why_layers, "augment": why_aug,
-         "probe_init": "the head starts as a logistic regression fitted on the frozen features (a linear probe), "
-                       "so training starts at least as good as the simplest honest baseline",
-         "label_smoothing": "0.1: softer targets make a small dataset's model less over-confident",
-         "body_eval": ("on: fine-tuned layers keep their pretrained BatchNorm statistics and run without dropout, so "
-                       "a small dataset's batches do not pull the features away from the probe's") if tune else
-                      "off: no body layer learns",
+         "probe_init": _("the head starts as a logistic regression fitted on the frozen features (a linear "
+                         "probe), so training starts at least as good as the simplest honest baseline"),
+         "label_smoothing": _("0.1: softer targets make a small dataset's model less over-confident"),
+         "body_eval": (_("on: fine-tuned layers keep their pretrained BatchNorm statistics and run without "
+                         "dropout, so a small dataset's batches do not pull the features away from the probe's")) if tune else
+                      _("off: no body layer learns"),
          # measured on digits: 1e-3 pulled a probe-fitted model from 0.90 to 0.45 validation accuracy in one epoch
-         "lr": ("3e-4 for the head, less toward the input: a probe-fitted head needs small steps, larger ones undo "
-                "it (the LR finder on this page can refine it)" if tune else
-                "3e-4: the probe already fitted the head, so the epochs only polish it"),
-         "lr_decay": ("0.5: each layer group toward the input learns at half the rate of the one above "
-                      "(discriminative learning rates), so general features change least") if tune else
-                     "1: only the head learns",
-         "scheduler": ("one-cycle: a warm-up protects the pretrained features, then the rate anneals"
-                       if tune else "cosine: the rate anneals to zero so the last epoch settles"),
-         "unfreeze_after": ("1 head epoch on augmented images, then one more layer group per epoch "
-                            "(gradual unfreezing)") if preset == "best" and tune else
-                           "0: the probe fit replaces the frozen warm-up epoch"}
+         "lr": (_("3e-4 for the head, less toward the input: a probe-fitted head needs small steps, larger ones "
+                  "undo it (the LR finder on this page can refine it)") if tune else
+                _("3e-4: the probe already fitted the head, so the epochs only polish it")),
+         "lr_decay": (_("0.5: each layer group toward the input learns at half the rate of the one above "
+                        "(discriminative learning rates), so general features change least")) if tune else
+                     _("1: only the head learns"),
+         "scheduler": (_("one-cycle: a warm-up protects the pretrained features, then the rate anneals")
+                       if tune else _("cosine: the rate anneals to zero so the last epoch settles")),
+         "unfreeze_after": (_("1 head epoch on augmented images, then one more layer group per epoch (gradual "
+                              "unfreezing)")) if preset == "best" and tune else
+                           _("0: the probe fit replaces the frozen warm-up epoch")}
     return f, r
 
 
@@ -249,36 +259,140 @@ def plan(data_dir, preset: str = "balanced", time_budget_s: float | None = None,
          overrides: dict | None = None) -> Plan:
     """The preset's RunConfig fields for this dataset, machine and budget; ``overrides`` win field by field."""
     if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+        raise ValueError(_("preset must be one of {names}; got {preset!r}").format(
+                             names=', '.join(PRESETS), preset=preset))
     overrides = dict(overrides or {})
     stats = dataset_stats(str(data_dir))
     budget = float(time_budget_s or overrides.get("time_budget_s") or DEFAULT_BUDGET_S[preset])
     fields, reasons = _recipe(preset, stats)
     fields.update({k: v for k, v in overrides.items() if k != "epochs"})
+    if "image_size" not in overrides and "backbone" in overrides:  # the user's body: sized for its own input
+        fields["image_size"], reasons["image_size"] = suggest_image_size(stats["sides"], _native(fields))
+    fields, reasons, rates, epochs = _fit(preset, fields, reasons, stats, budget, device, overrides)
+    native = _native(fields)
+    if "image_size" not in overrides and fields["image_size"] < native:
+        fields, reasons, rates, epochs = _choose_size(preset, (fields, reasons, rates, epochs), native, stats,
+                                                      budget, device, overrides)
+    if preset != "quick" and fields["trainable"] != "head" and "lr" not in overrides:
+        fields, reasons = _with_found_lr(str(data_dir), fields, reasons, stats, rates, budget, device)
+    elif preset == "quick" and "lr" not in overrides:
+        reasons["lr"] = _("{reason}; the quick recipe skips the LR finder: it is meant to finish in about a "
+                          "minute, and the probe has already fitted the head").format(reason=reasons["lr"])
+    reasons["epochs"] = _why_epochs(epochs, preset, budget)
+    fields["epochs"] = int(overrides.get("epochs", max(epochs, 1)))
+    if fields.get("unfreeze_after", 0) >= fields["epochs"]:
+        fields["unfreeze_after"] = 0
+    fields["time_budget_s"] = budget
+    reasons["time_budget_s"] = (_("{budget:g} s: training stops when the next epoch would not fit, keeping the "
+                                  "best weights").format(budget=budget))
+    if "epochs" in overrides and not (time_budget_s or "time_budget_s" in overrides):
+        # the budget only served to choose the epochs: a user who chose them gets all of them
+        fields["time_budget_s"] = 0.0
+        reasons["time_budget_s"] = _("off: you set the epochs (give a time budget to cap the run)")
+    reasons.update({k: _("set by you") for k in overrides})
+    expected = expected_seconds(fields, stats, rates)
+    return Plan(preset, fields, reasons, round(expected, 1), budget, {**stats, "rates": rates})
+
+
+def _native(fields: dict) -> int:
+    from core.models import backbones
+
+    return backbones.get(fields["backbone"]).preprocessing.crop_size
+
+
+def _fit(preset: str, fields: dict, reasons: dict, stats: dict, budget: float, device: str,
+         overrides: dict) -> tuple[dict, dict, tuple[float, float], int]:
+    """(fields, reasons, rates, epochs) for ``fields`` at their image size: the epochs that fit the budget, and the
+    fall-back to the head only when no fine-tuning epoch fits (unless the user chose the layers or epochs)."""
+    fields, reasons = dict(fields), dict(reasons)
     rates = _rates(fields, device)
     epochs = _fit_epochs(preset, fields, stats, rates, budget)
     if not epochs and fields["trainable"] != "head" and not {"trainable", "epochs"} & set(overrides):
         one = expected_seconds({**fields, "epochs": 1}, stats, rates)
         fields.update(trainable="head", augment=overrides.get("augment", "none"), lr=overrides.get("lr", 3e-4),
                       lr_decay=1.0, scheduler=overrides.get("scheduler", "cosine"), unfreeze_after=0)
-        reasons["trainable"] = (f"a budget of {budget:g} s leaves no room to fine-tune layers here (that run "
-                                f"would take about {one:.0f} s): only the head learns")
+        reasons["trainable"] = (_("a budget of {budget:g} s leaves no room to fine-tune layers here (that run "
+                                  "would take about {one:.0f} s): only the head learns").format(
+                                    budget=budget, one=one))
         rates = _rates(fields, device)
         epochs = _fit_epochs(preset, fields, stats, rates, budget)
-    reasons["epochs"] = _why_epochs(epochs, preset, budget)
-    fields["epochs"] = int(overrides.get("epochs", max(epochs, 1)))
-    if fields.get("unfreeze_after", 0) >= fields["epochs"]:
-        fields["unfreeze_after"] = 0
-    fields["time_budget_s"] = budget
-    reasons["time_budget_s"] = (f"{budget:g} s: training stops when the next epoch would not fit, keeping the best "
-                                f"weights")
-    if "epochs" in overrides and not (time_budget_s or "time_budget_s" in overrides):
-        # the budget only served to choose the epochs: a user who chose them gets all of them
-        fields["time_budget_s"] = 0.0
-        reasons["time_budget_s"] = "off: you set the epochs (give a time budget to cap the run)"
-    reasons.update({k: "set by you" for k in overrides})
-    expected = expected_seconds(fields, stats, rates)
-    return Plan(preset, fields, reasons, round(expected, 1), budget, {**stats, "rates": rates})
+    return fields, reasons, rates, epochs
+
+
+UPSAMPLE_MIN_EPOCHS = 2  # an upsampled plan must keep at least this many of the small plan's epochs
+
+
+def _choose_size(preset: str, small: tuple, native: int, stats: dict, budget: float, device: str,
+                 overrides: dict) -> tuple:
+    """The small-image plan, or the same recipe at the backbone's native size when that fits the budget.
+
+    Pretrained features are strongest at the size they were trained at: on 8-px digits (digits-low in
+    benchmarks/bench_quality.py) the recipes trained at 64 px reached 0.750 where a linear probe at 224 px reached
+    0.833.
+    Small images are upsampled when the measured throughput says the recipe still fits: the same layers learn
+    and at least ``UPSAMPLE_MIN_EPOCHS`` (or all of the small plan's) epochs fit; otherwise, with many images or
+    a tight budget, they stay small and the reason says why."""
+    fields, reasons, epochs = small[0], small[1], small[3]
+    up = _fit(preset, {**fields, "image_size": native}, reasons, stats, budget, device, overrides)
+    n = stats["n"]
+    if epochs and up[3] >= min(epochs, UPSAMPLE_MIN_EPOCHS) and up[0]["trainable"] == fields["trainable"]:
+        up[1]["image_size"] = ngettext(
+            "upsampled to {size} px: {n} image fits the budget at {size} px; pretrained features are stronger at "
+            "their native size", "upsampled to {size} px: {n} images fit the budget at {size} px; pretrained "
+            "features are stronger at their native size", n).format(size=native, n=n)
+        return up
+    reasons = dict(reasons)
+    reasons["image_size"] = _("{reason}; {native} px would not fit the budget of {budget} s with these "
+                              "layers").format(reason=reasons["image_size"], native=native, budget=f"{budget:g}")
+    return fields, reasons, small[2], epochs
+
+
+LR_FIND_STEPS = 30           # a short sweep: enough to see where the loss of a probe-fitted head starts to rise
+LR_FIND_RANGE = (1e-6, 1e-1)  # the sweep's rates
+LR_FIND_SHARE = 0.1          # the sweep may take at most this share of the time budget, else it is skipped
+# The rates a recipe accepts from the finder: on digits 1e-3 already pulled a probe-fitted model from 0.90 to 0.45
+# validation accuracy in one epoch, and below 3e-5 a few epochs barely move the layers.
+LR_LIMITS = (3e-5, 1e-3)
+_FOUND: dict[tuple, dict] = {}  # (data, images, the fields the sweep depends on) -> the finder's result
+
+
+def _with_found_lr(data: str, fields: dict, reasons: dict, stats: dict, rates: tuple[float, float], budget: float,
+                   device: str) -> tuple[dict, dict]:
+    """The fine-tuning recipes' learning rate from a short LR-finder sweep (core.train.lr_finder) that starts from
+    the probe-fitted head, kept within ``LR_LIMITS``; skipped, with the reason, when it would eat the budget."""
+    from core.config import RunConfig, fields as config_fields
+
+    fwd, trn = rates
+    batch = int(fields.get("batch_size", RunConfig.batch_size))
+    cost = stats["n_train"] / fwd + LR_FIND_STEPS * batch / trn
+    fields, reasons = dict(fields), dict(reasons)
+    if cost > LR_FIND_SHARE * budget:
+        reasons["lr"] = _("{reason}; the LR finder is skipped: its sweep would take about {cost} s, more than a "
+                          "tenth of the {budget} s budget").format(reason=reasons["lr"], cost=f"{cost:.0f}",
+                                                                    budget=f"{budget:g}")
+        return fields, reasons
+    known = {f.name for f in config_fields()}
+    config = RunConfig(**{**{k: v for k, v in fields.items() if k in known}, "data": data, "device": device,
+                          "time_budget_s": 0.0})
+    key = (data, stats["n"], config.backbone, config.image_size, config.trainable, config.augment, config.lr_decay,
+           config.label_smoothing, config.body_eval, config.batch_size, config.optimizer, config.seed, device)
+    if key not in _FOUND:
+        from core.train import lr_finder
+
+        _FOUND[key] = lr_finder.lr_find(config, start_lr=LR_FIND_RANGE[0], end_lr=LR_FIND_RANGE[1],
+                                        num_iter=LR_FIND_STEPS)
+    found = _FOUND[key]["suggestion"]
+    lo, hi = LR_LIMITS
+    fields["lr"] = float(min(max(found, lo), hi))
+    why = _("the LR finder (a {steps}-step sweep from the probe-fitted head) suggested {found}").format(
+        steps=LR_FIND_STEPS, found=f"{found:.2g}")
+    if found > hi:
+        why = _("{why}, capped at {lr}: larger steps undo the probe-fitted head").format(why=why, lr=f"{hi:g}")
+    elif found < lo:
+        why = _("{why}, raised to {lr}: smaller steps barely move the layers in a few epochs").format(
+            why=why, lr=f"{lo:g}")
+    reasons["lr"] = _("{why}; layer groups toward the input learn less (lr_decay)").format(why=why)
+    return fields, reasons
 
 
 def _rates(fields: dict, device: str) -> tuple[float, float]:
@@ -290,15 +404,19 @@ def _rates(fields: dict, device: str) -> tuple[float, float]:
 
 def _why_epochs(epochs: int, preset: str, budget: float) -> str:
     if not epochs:
-        return f"even one epoch may not fit in {budget:g} s; the run stops at the budget with the best weights"
+        return _("even one epoch may not fit in {budget:g} s; the run stops at the budget with the best weights").format(
+                   budget=budget)
     if epochs == MAX_EPOCHS[preset]:
-        return f"{epochs}: the most this recipe uses; the time budget leaves room for all of them"
-    return f"{epochs}: as many as fit in the {budget:g} s budget at the speed measured on this machine"
+        return _("{epochs}: the most this recipe uses; the time budget leaves room for all of them").format(
+                   epochs=epochs)
+    return _("{epochs}: as many as fit in the {budget:g} s budget at the speed measured on this machine").format(
+               epochs=epochs, budget=budget)
 
 
 def describe(p: Plan) -> str:
     """The plan as text for a terminal: each choice, its value and why, then the expected time."""
-    lines = [f"preset {p.preset}: expected about {_duration(p.expected_s)} (budget {_duration(p.budget_s)})"]
+    lines = [_("preset {preset}: expected about {duration} (budget {budget})").format(
+                 preset=p.preset, duration=_duration(p.expected_s), budget=_duration(p.budget_s))]
     for k in sorted(p.reasons):
         lines.append(f"  {k:<16} {str(p.fields.get(k, '')):<20} {p.reasons[k]}")
     return "\n".join(lines)
@@ -306,7 +424,7 @@ def describe(p: Plan) -> str:
 
 def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s} s" if m else f"{s} s"
+    return _("{m} min {s} s").format(m=m, s=s) if m else _("{s} s").format(s=s)
 
 
 # --- after a run: was it finished? -------------------------------------------------------------------
@@ -325,16 +443,18 @@ def unfinished(events: list[dict]) -> dict | None:
     more = min(20, max(2, n // 2))
     last, earlier = epochs[-1], epochs[:-1]
     if end.get("stopped_by") == "time_budget":
-        return {"more_epochs": more, "message": f"training stopped at the time budget after epoch {last['epoch']}; "
-                                                f"{more} more epochs may still improve the model"}
+        return {"more_epochs": more, "message": _("training stopped at the time budget after epoch {epoch}; "
+                                                  "{more} more epochs may still improve the model").format(
+                                                    epoch=last['epoch'], more=more)}
     if earlier and last["val_acc"] > max(e["val_acc"] for e in earlier) + RISING:
-        return {"more_epochs": more, "message": f"validation accuracy was still rising at the last epoch "
-                                                f"({earlier[-1]['val_acc']:.1%} → {last['val_acc']:.1%})"}
+        return {"more_epochs": more, "message": _("validation accuracy was still rising at the last epoch "
+                                                  "({before:.1%} → {after:.1%})").format(
+                                                    before=earlier[-1]['val_acc'], after=last['val_acc'])}
     start = next((e for e in events if e.get("type") == "start"), {})
     head_only = start.get("trainable_groups") == ["head"]
     if head_only and earlier and earlier[-1]["train_loss"] > 0 and \
             (earlier[-1]["train_loss"] - last["train_loss"]) / earlier[-1]["train_loss"] > UNCONVERGED:
-        return {"more_epochs": more, "message": f"the head had not converged: its training loss still fell "
-                                                f"{earlier[-1]['train_loss']:.3f} → {last['train_loss']:.3f} "
-                                                f"in the last epoch"}
+        return {"more_epochs": more, "message": _("the head had not converged: its training loss still fell "
+                                                  "{before:.3f} → {after:.3f} in the last epoch").format(
+                                                    before=earlier[-1]['train_loss'], after=last['train_loss'])}
     return None

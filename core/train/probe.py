@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from core.i18n import _
 
 # Inverse L2 strength as scikit-learn counts it (loss summed over rows + ||W||^2 / (2 C)); 1.0 is its default
 # and what the issue's "ten lines of scikit-learn" baseline uses, which the warm start must match.
@@ -55,8 +56,8 @@ def warm_start(head: nn.Linear, train: tuple[torch.Tensor, torch.Tensor], val: t
                class_weight: torch.Tensor | None = None) -> dict:
     """Fit the probe on ``train`` (features, labels), copy it into ``head``; returns the probe's accuracies."""
     if not isinstance(head, nn.Linear):
-        raise TypeError(f"the probe warm start fits a linear head; this model's head is {type(head).__name__} — "
-                        f"set probe_init to false for it")
+        raise TypeError(_("the probe warm start fits a linear head; this model's head is {name} — set probe_init "
+                          "to false for it").format(name=type(head).__name__))
     w, b = fit_linear(*train, head.out_features, class_weight=class_weight)
     with torch.no_grad():
         head.weight.copy_(w.to(head.weight))

@@ -20,6 +20,7 @@ from torch import nn
 
 from core.config import RunConfig
 from core.data.preprocess import Preprocessing
+from core.i18n import N_
 from core.storage import cards
 
 
@@ -43,7 +44,7 @@ class Technique:
     best_file = cards.BEST_FILE         # where the best weights go inside the run folder
     validates = True                    # False: no validation split; epochs are judged on training metrics
     drop_last = False                   # drop a short last batch (contrastive losses need negatives)
-    stopped_message = "stopped by the user; the best checkpoint so far is kept"
+    stopped_message = N_("stopped by the user; the best checkpoint so far is kept")
     modality = "image"                  # what a sample is: "image" (decoded, cached, augmented) or "text" (token ids)
 
     def check(self, config: RunConfig) -> None:

@@ -24,6 +24,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable
 
+from core.data.message import Message
+from core.i18n import N_
 from core.storage import cards
 
 TB_DIR = "tensorboard"                       # <run_dir>/tensorboard/: point `tensorboard --logdir` at the runs folder
@@ -39,14 +41,15 @@ Warn = Callable[[str], None]
 
 
 def missing(tensorboard: bool = False, mlflow_uri: str = "") -> list[str]:
-    """One message per tracking backend turned on whose package is not installed (cheap: nothing is imported)."""
+    """One message per tracking backend turned on whose package is not installed (cheap: nothing is imported).
+    Each is a core.data.message.Message: English as a str, ``.shown()`` in the current language."""
     out = []
     if tensorboard and find_spec("tensorboard") is None:
-        out.append("TensorBoard logging is on but the tensorboard package is not installed; "
-                   "run `pip install tensorboard` or turn TensorBoard off")
+        out.append(Message(N_("TensorBoard logging is on but the tensorboard package is not installed; run `pip "
+                              "install tensorboard` or turn TensorBoard off")))
     if mlflow_uri and find_spec("mlflow") is None:
-        out.append("MLflow logging is on but the mlflow package is not installed; "
-                   "run `pip install mlflow-skinny` (or `mlflow`) or clear the MLflow tracking URI")
+        out.append(Message(N_("MLflow logging is on but the mlflow package is not installed; run `pip install "
+                              "mlflow-skinny` (or `mlflow`) or clear the MLflow tracking URI")))
     return out
 
 
@@ -90,8 +93,8 @@ class _TensorBoard:
         self.last_epoch = 0
 
     def advice(self, e: BaseException) -> str:
-        return (f"TensorBoard logging stopped ({_short(e)}); training goes on without it. "
-                f"Check the disk space and permissions of the run folder, or turn TensorBoard off")
+        return Message(N_("TensorBoard logging stopped ({error}); training goes on without it. Check the disk space "
+                          "and permissions of the run folder, or turn TensorBoard off"), error=_short(e))
 
     def start(self, ev: dict) -> None:
         epoch = ev.get("start_epoch", 0) or 0
@@ -144,11 +147,11 @@ class _MLflow:
 
     def advice(self, e: BaseException) -> str:
         if isinstance(e, ImportError):
-            return (f"MLflow logging stopped: {_short(e)}; training goes on without it. "
-                    f"Run `pip install mlflow-skinny` or clear the MLflow tracking URI")
-        return (f"MLflow logging to {self.uri} stopped ({_short(e)}); training goes on without it. "
-                f"Check that the tracking server is running (e.g. `mlflow server --port 5000`) and the URI is "
-                f"right, or clear the MLflow tracking URI")
+            return Message(N_("MLflow logging stopped: {error}; training goes on without it. Run `pip install "
+                              "mlflow-skinny` or clear the MLflow tracking URI"), error=_short(e))
+        return Message(N_("MLflow logging to {uri} stopped ({error}); training goes on without it. Check that the "
+                          "tracking server is running (e.g. `mlflow server --port 5000`) and the URI is right, or "
+                          "clear the MLflow tracking URI"), uri=self.uri, error=_short(e))
 
     # every call below runs on the worker thread, in the order the events came
     def submit(self, fn: Callable[[], None]) -> None:
@@ -310,13 +313,14 @@ class Sink:
         self._lock = threading.RLock()
         self.backends: list = []
         for problem in missing(config.tensorboard, config.mlflow_uri):
-            warn(problem + "; training goes on without it")
+            warn(Message(N_("{problem}; training goes on without it"), problem=problem))
         if config.tensorboard and find_spec("tensorboard") is not None:
             try:
                 self.backends.append(_TensorBoard(run, config))
             except Exception as e:
-                warn(f"TensorBoard logging could not start ({_short(e)}); training goes on without it. "
-                     f"Run `pip install tensorboard` if it is missing, or turn TensorBoard off")
+                warn(Message(N_("TensorBoard logging could not start ({error}); training goes on without it. Run "
+                                "`pip install tensorboard` if it is missing, or turn TensorBoard off"),
+                             error=_short(e)))
         if config.mlflow_uri and find_spec("mlflow") is not None:
             self.backends.append(_MLflow(run, config, self.warn))
 
@@ -358,9 +362,10 @@ class Sink:
             timeout = 60.0
         for b in self.backends:
             if isinstance(b, _MLflow) and not b.close(timeout):
-                self.warn(f"MLflow at {b.uri} did not take the run's last records within {timeout:g} s (slow or "
-                          f"unreachable server); the MLflow run may be incomplete. The run itself is complete on "
-                          f"disk; set {TRACKING_TIMEOUT_ENV} to wait longer")
+                self.warn(Message(N_("MLflow at {uri} did not take the run's last records within {seconds} s (slow "
+                                     "or unreachable server); the MLflow run may be incomplete. The run itself is "
+                                     "complete on disk; set {variable} to wait longer"), uri=b.uri,
+                                  seconds=f"{timeout:g}", variable=TRACKING_TIMEOUT_ENV))
         with self._lock:
             self._closed = True
 

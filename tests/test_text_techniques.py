@@ -1,0 +1,131 @@
+"""The techniques for text through the one loop (issue 17): distillation into a smaller encoder, multi-task heads
+over several label columns, continued masked-language-model pretraining on the user's own texts."""
+from __future__ import annotations
+
+import io
+import json
+import math
+from contextlib import redirect_stdout
+
+import pytest
+import torch
+
+from core import cli, techniques
+from core.config import RunConfig
+from core.data import text
+from core.models import text_backbones
+from core.results import loading
+from core.techniques import text_distill, text_multitask, text_pretrain
+
+SMALL = dict(device="cpu", max_length=32, batch_size=16)
+
+
+def _config(data, **kw) -> RunConfig:
+    given = {**SMALL, **kw, "data": str(data)}
+    return techniques.default_text_config(RunConfig(**given), explicit=set(given))
+
+
+def _epochs(run_dir) -> list[dict]:
+    with open(f"{run_dir}/events.jsonl") as f:
+        return [e for e in map(json.loads, f) if e["type"] == "epoch"]
+
+
+@pytest.fixture(scope="module")
+def topics(tmp_path_factory):
+    return text.make_sample(tmp_path_factory.mktemp("text-techniques") / "topics.csv", per_class=16)
+
+
+@pytest.fixture(scope="module")
+def teacher(topics):
+    """A fine-tuned text classifier (head on the bundled all-MiniLM-L6-v2): the teacher of the students."""
+    result = techniques.fit(_config(topics, epochs=4))
+    assert result["status"] == "finished"
+    return result["run_dir"]
+
+
+@pytest.fixture(scope="module")
+def students(topics, teacher):
+    """(distilled, labels-only) MiniLM-L3 students: same data, seed and recipe; only alpha differs."""
+    config = _config(topics, backbone=text_backbones.TRUNCATED, epochs=40)
+    distilled = text_distill.distill(teacher, config, alpha=0.5, temperature=4.0)
+    alone = text_distill.distill(teacher, config, alpha=1.0, temperature=4.0)
+    return distilled["run_dir"], alone["run_dir"]
+
+
+def test_a_distilled_text_student_is_smaller_predicts_and_names_its_teacher(teacher, students):
+    big, small = loading.load_model(teacher), loading.load_model(students[0])
+    n = lambda m: sum(p.numel() for p in m.model.parameters())  # noqa: E731
+    assert n(small) < 0.8 * n(big)
+    assert len(small.model.body.model.encoder.layer) == 3 < len(big.model.body.model.encoder.layer)
+    assert small.card["distilled_from"]["teacher"] == teacher
+    assert small.card["distilled_from"]["backbone"] == text_backbones.DEFAULT
+    preds = small.predict(["The pizza and the pasta were delicious.", "The tennis final went to five sets."])
+    assert [p["label"] for p in preds] == ["food", "sports"]
+
+
+def test_distillation_brings_the_student_closer_to_the_teacher_than_labels_alone(teacher, students):
+    split = text.TextSplit.from_dict(json.loads(open(f"{students[0]}/split.json").read()))
+    texts = [t for t, _ in split.val]
+    p_teacher = loading.load_model(teacher).predict_proba(texts)
+
+    def kl(run_dir) -> float:  # KL(teacher || student) on the validation texts, both at temperature 1
+        p = loading.load_model(run_dir).predict_proba(texts)
+        return float((p_teacher * (p_teacher.log() - p.clamp_min(1e-9).log())).sum(1).mean())
+
+    distilled, alone = kl(students[0]), kl(students[1])
+    assert distilled < 0.6 * alone, (distilled, alone)
+
+
+def test_a_text_student_needs_a_text_teacher(topics, tmp_path):
+    config = _config(topics, backbone=text_backbones.TRUNCATED, technique="text_distill", teacher=str(tmp_path))
+    with pytest.raises(ValueError, match="no weights yet"):
+        techniques.check(config)
+
+
+def test_text_multitask_reports_every_column_and_its_heads_predict_both(tmp_path):
+    data = text.make_multitask_sample(tmp_path / "reviews.csv", per_class=16)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = cli.main(["multitask", "--data", str(data), "--device", "cpu", "--max-length", "32",
+                         "--batch-size", "16", "--epochs", "8"])
+    assert code == 0
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert result["technique"] == "text_multitask"
+    assert set(result["tasks"]) == {"topic", "sentiment"}
+    last = _epochs(result["run_dir"])[-1]["tasks"]
+    assert set(last) == {"topic", "sentiment"} and all(0 <= last[t]["val_f1"] <= 1 for t in last)
+    assert last["topic"]["val_acc"] >= 0.8 and last["sentiment"]["val_acc"] >= 0.7
+
+    model = text_multitask.load(result["run_dir"])
+    preds = model.predict(["Sadly, the article was mostly about the football.",
+                           "Happily, we talked about the soup all evening."])
+    assert [(p["topic"]["label"], p["sentiment"]["label"]) for p in preds] == [("sports", "negative"),
+                                                                               ("food", "positive")]
+
+
+def test_text_multitask_names_the_columns_when_a_task_is_missing(tmp_path):
+    data = text.make_multitask_sample(tmp_path / "reviews.csv", per_class=4)
+    with pytest.raises(ValueError, match="its label columns are topic, sentiment"):
+        text.read_tasks(data, ["mood"])
+
+
+def test_mlm_pretraining_lowers_the_loss_on_the_users_text_and_the_encoder_trains_a_classifier(topics, tmp_path):
+    corpus = tmp_path / "notes.txt"  # unlabelled: one text per line
+    corpus.write_text("\n".join(r.text for r in text.read(topics).rows), encoding="utf-8")
+    run = text_pretrain.pretrain(text_backbones.DEFAULT, str(corpus), epochs=2, batch_size=16, lr=1e-4,
+                                 max_length=32, device="cpu")
+    losses = [e["val_loss"] for e in _epochs(run.path)]
+    assert len(losses) == 2 and losses[1] < losses[0] < math.log(30522)  # below a uniform guess over the vocabulary
+    name = run.result()["backbone_name"]
+    assert name == text_backbones.adapted_name(text_backbones.DEFAULT, run.path.name)
+    assert any(r["name"] == name for r in text_backbones.list_adapted())
+
+    result = techniques.fit(_config(topics, backbone=name, epochs=4))
+    assert result["status"] == "finished" and result["val_accuracy"] >= 0.75
+    from safetensors.torch import load_file
+
+    adapted = load_file(str(run.path / text_backbones.ADAPTED_FILE))
+    key = "model.encoder.layer.0.attention.self.query.weight"
+    body = loading.load_model(result["run_dir"]).model.body.state_dict()
+    base = text_backbones.build_body(text_backbones.DEFAULT).state_dict()
+    assert torch.equal(body[key], adapted[key]) and not torch.equal(adapted[key], base[key])
