@@ -51,9 +51,11 @@ def main() -> None:
         _field(_("Dataset:"), common.md(common.dataset() or "—"))
         job, run = common.current_job(), common.current_run()
         if job is not None:
-            _field(_("Job:"), f"`{job.id[:15]}` · {common.status_text(job.status())}")
+            _field(_("Job:"), f"`{job.id[:15]}`")
+            _field(_("Status:"), common.status_text(job.status()))  # a line of its own: it never wraps mid-word
         elif run is not None:
-            _field(_("Run:"), f"`{run.id[:15]}` · {common.status_text(run.status())}")
+            _field(_("Run:"), f"`{run.id[:15]}`")
+            _field(_("Status:"), common.status_text(run.status()))
         else:
             _field(_("Job:"), _("none yet"))
         _field(_("Device:"), common.device())

@@ -43,7 +43,9 @@ def serving(home: Path):
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
                              "--server.port", str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
+                             "--browser.gatherUsageStats", "false",
+                             # no "source file changed" prompt (it would count as a script still running)
+                             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -66,7 +68,14 @@ def serving(home: Path):
         log.close()
 
 
-def take(url: str, lang: str, sample: str, epochs: int, out: Path, chromium: str, width: int, height: int) -> None:
+def _settled(page) -> None:
+    """Wait until the app has no script run in progress (Streamlit's "Running..." status widget is gone)."""
+    page.wait_for_timeout(500)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=300_000)
+
+
+def take(url: str, lang: str, sample: str, epochs: int, budget: int, out: Path, chromium: str, width: int,
+         height: int) -> None:
     """Drive the app in ``lang``: sample on the Data step, one run on the Train step, then the screenshot."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
@@ -93,22 +102,38 @@ def take(url: str, lang: str, sample: str, epochs: int, out: Path, chromium: str
             page.locator("[data-testid='stSidebarNav'] a[href$='/train']").click()
             start = page.locator(".st-key-train_start button")
             page.locator(".st-key-train_start button:enabled").wait_for(timeout=300_000)  # the recipe measured the machine
+            if budget:  # the recipe plans again for this budget
+                box = page.locator(".st-key-train_budget input")
+                box.fill(str(budget))
+                box.press("Enter")
+                # the new plan is on screen once its table shows this budget (time_budget_s, the same in every language)
+                page.locator("[data-testid='stTable'] td").filter(
+                    has_text=re.compile(rf"^\s*{re.escape(str(float(budget)))}\s*$")).first.wait_for(timeout=600_000)
+                page.locator(".st-key-train_start button:enabled").wait_for(timeout=300_000)
             if epochs:
                 box = page.locator(".st-key-train_epochs input")
                 box.fill(str(epochs))
                 box.press("Enter")
                 page.wait_for_timeout(1500)
-            start.click()
-            page.locator(".st-key-train_start button:disabled").wait_for()  # the job is running
+            for attempt in range(3):  # a click during a rerun (a redraw after the budget) can be lost: try again
+                _settled(page)
+                start.click()
+                try:
+                    page.locator(".st-key-train_start button:disabled").wait_for(timeout=30_000)  # the job is running
+                    break
+                except PlaywrightTimeout:
+                    if attempt == 2:
+                        raise
             page.locator(".st-key-train_chart_epochs .js-plotly-plot").wait_for(timeout=1_800_000)
             page.locator(".st-key-train_start button:enabled").wait_for(timeout=1_800_000)  # the job has ended
             page.wait_for_timeout(2000)  # let the charts settle
             page.locator(".st-key-train_start").evaluate("e => e.scrollIntoView({block: 'start'})")
             page.mouse.move(width * 0.6, height / 2)
-            page.mouse.wheel(0, -70)  # the caption above the buttons, as in the English picture
+            page.mouse.wheel(0, -45)  # the caption above the buttons, as in the English picture
+            page.mouse.move(5, height - 5)  # off the charts: no Plotly toolbar in the picture
             page.wait_for_timeout(800)
         except Exception:
-            failed = out.with_name(f"{out.stem}.failed.png")
+            failed = Path(tempfile.gettempdir()) / f"{out.stem}.failed.png"
             page.screenshot(path=str(failed), full_page=True)
             print(f"failed; the browser's view at that moment: {failed}", file=sys.stderr)
             raise
@@ -127,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="built-in sample to train on (default: digits; allowed: digits, shapes)")
     ap.add_argument("--epochs", type=int, default=0,
                     help="epochs of the run (default: 0 = the Balanced recipe's own choice; allowed: 0-500)")
+    ap.add_argument("--budget", type=int, default=0,
+                    help="time budget of the recipe in seconds (default: 0 = the recipe's own; allowed: 0-86400); a "
+                         "larger one lets a loaded machine train all the recipe's epochs")
     ap.add_argument("--width", type=int, default=1400, help="browser viewport width in pixels (default: 1400; "
                                                             "allowed: 800-3840)")
     ap.add_argument("--height", type=int, default=1080, help="browser viewport height in pixels (default: 1080; "
@@ -136,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 0 <= args.epochs <= 500:
         ap.error(f"--epochs must be between 0 and 500; got {args.epochs}")
+    if not 0 <= args.budget <= 86_400:
+        ap.error(f"--budget must be between 0 and 86400 seconds; got {args.budget}")
     if not (800 <= args.width <= 3840 and 600 <= args.height <= 2160):
         ap.error(f"--width must be 800-3840 and --height 600-2160; got {args.width}x{args.height}")
     if not Path(args.chromium).exists():
@@ -144,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ts-shots-") as tmp:
         t0 = time.time()
         with serving(Path(tmp)) as url:
-            take(url, args.lang, args.sample, args.epochs, out, args.chromium, args.width, args.height)
+            take(url, args.lang, args.sample, args.epochs, args.budget, out, args.chromium, args.width, args.height)
         print(f"wrote {out} ({args.lang}, {args.sample} sample) in {time.time() - t0:.3g} s")
     return 0
 

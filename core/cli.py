@@ -607,9 +607,10 @@ def parser() -> argparse.ArgumentParser:
                     help=_("text: tokens kept per text, 8..512 (default 128)"))
     sp.add_argument("--mask-prob", dest="mask_prob", type=float, default=0.15,
                     help=_("text: share of tokens masked per text, 0.05..0.5 (default 0.15, as BERT)"))
-    sp.add_argument("--epochs", type=int, default=5, help=_("passes over the images, >= 1 (default 5)"))
+    sp.add_argument("--epochs", type=int, default=5, help=_("passes over the images or texts, >= 1 (default 5)"))
     sp.add_argument("--batch-size", dest="batch_size", type=int, default=32,
-                    help=_("images per step, >= 2: the others in a batch are the negatives (default 32)"))
+                    help=_("images or texts per step, >= 2 for images: the others in a batch are the "
+                           "negatives (default 32)"))
     sp.add_argument("--temperature", type=float, default=0.2, help=_("NT-Xent temperature > 0, 0.1-0.5 (default "
                                                                      "0.2)"))
     sp.add_argument("--lr", type=float, default=None,

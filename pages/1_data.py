@@ -26,7 +26,8 @@ with tab_sample:
                                        "topics": _("topics — sentences about 4 topics (text classification)")}.get)
     if st.button(_("Use this sample"), key="data_use_sample", type="primary"):
         with st.spinner(_("Writing the sample images…")):
-            common.set_dataset(text_steps.sample() if sample == "topics" else de.import_sample(sample, owner=common.owner()))
+            common.set_dataset(text_steps.sample() if sample == "topics"  # the text sample
+                               else de.import_sample(sample, owner=common.owner()))
         common.flash(_("Using the {sample} sample.").format(sample=sample))
         st.rerun()
 

@@ -64,7 +64,8 @@ if table["skipped"]:
 d = common.draft()
 tasks = st.multiselect(_("Tasks"), list(table["tasks"]), default=list(table["tasks"]), key="mt_tasks")
 cols = st.columns(max(len(tasks), 1))
-weights = {t: cols[i].number_input(_("Weight of {task}").format(task=common.md(t)), 0.0, 10.0, 1.0, 0.1, key=f"mt_weight_{t}")
+weights = {t: cols[i].number_input(_("Weight of {task}").format(task=common.md(t)), 0.0, 10.0, 1.0, 0.1,
+                                   key=f"mt_weight_{t}")
            for i, t in enumerate(tasks)}
 epochs = st.number_input(_("Epochs"), 1, 500, int(d["epochs"]), key="mt_epochs")
 st.caption(_("Backbone {backbone} with the layer and optimizer settings of your draft. Loss = sum over tasks of "

@@ -15,7 +15,8 @@ from pages import common, data_tools
 _ = i18n.gettext
 
 
-@st.cache_resource(show_spinner=_("Loading the model…"), max_entries=4)
+# show_spinner is fixed when this module is first imported, in that session's language: the callers show one instead
+@st.cache_resource(show_spinner=False, max_entries=4)
 def model(path: str, mtime: float):
     """A loaded model, cached until its weights file changes."""
     return services.load_model(path)
@@ -100,7 +101,8 @@ def try_it(run: runs.Run, classes: list[str]) -> None:
     images = list(uploads or []) + ([shot] if shot is not None else [])
     if not images:
         return
-    m = model(str(run.best_weights), os.path.getmtime(run.best_weights))
+    with st.spinner(_("Loading the model…")):
+        m = model(str(run.best_weights), os.path.getmtime(run.best_weights))
     try:
         preds = m.predict(images, top_k=top_k)
     except ValueError as e:  # an upload that is not a readable image
@@ -149,7 +151,7 @@ def _trained_on(run: runs.Run) -> str:
         return ""
 
 
-@st.cache_data(show_spinner=_("Comparing the test images with the run's images…"), max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16)
 def _overlap(run_dir: str, name: str, signature: str, owner: str | None) -> dict | str:
     """The content overlap of a test set with a run, or the reason it cannot test the run (a str)."""
     try:
@@ -175,8 +177,9 @@ def test_set(run: runs.Run) -> None:
                         else n)
     if name is None:
         return
-    found = _overlap(str(run.path), name, services.dataset_action("signature", name, owner=common.owner()),
-                     common.owner())
+    with st.spinner(_("Comparing the test images with the run's images…")):
+        found = _overlap(str(run.path), name, services.dataset_action("signature", name, owner=common.owner()),
+                         common.owner())
     if isinstance(found, str):
         st.error(common.md(found))
         return

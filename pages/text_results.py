@@ -44,7 +44,7 @@ def _items_table(items: list[dict], key: str, empty: str, loss: bool = False) ->
                          _("predicted"): [it["pred_class"] for it in items],
                          _("confidence"): [100 * it["confidence"] for it in items]})
     if loss:
-        rows[_("loss")] = [round(it["loss"], 3) for it in items]
+        rows[_("loss")] = [float(f"{it['loss']:.3g}") for it in items]
     st.container(key=key).dataframe(rows, hide_index=True, width="stretch",  # the key names the box (tests)
                                     column_config={_("confidence"): _PERCENT})
 
@@ -118,8 +118,10 @@ def _confusion(rep: dict, classes: list[str]) -> None:
 
     def label(c: str) -> str:
         t, p = map(int, c.split(","))
+        n = matrix[t][p]
         return i18n.ngettext("true {true} → predicted {pred}: {n} text",
-                             "true {true} → predicted {pred}: {n} texts", matrix[t][p]).format(true=classes[t], pred=classes[p], n=matrix[t][p])
+                             "true {true} → predicted {pred}: {n} texts", n).format(true=classes[t],
+                                                                                    pred=classes[p], n=n)
 
     cell = st.selectbox(_("Cell"), cells, key="eval_text_cell", format_func=label)
     if cell is not None:

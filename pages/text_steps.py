@@ -47,7 +47,7 @@ def upload(up, append: bool = False) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _health(ds: str, stamp: str, owner: str | None, val_fraction: float, seed: int, max_length: int,
-            backbone: str) -> dict:
+            backbone: str, lang: str) -> dict:  # lang: the report's warnings are sentences in that language
     return text_services.dataset_health(ds, owner, val_fraction=val_fraction, seed=seed, max_length=max_length,
                                         backbone=backbone)
 
@@ -60,7 +60,7 @@ def data(ds: str) -> None:
         stamp = text_services.signature(ds, me)
         with st.spinner(_("Checking the texts…")):
             rep = _health(ds, stamp, me, float(draft["val_fraction"]), int(draft["seed"]),
-                          int(draft.get("max_length") or 128), str(draft["backbone"]))
+                          int(draft.get("max_length") or 128), str(draft["backbone"]), i18n.current_language())
     except ValueError as e:
         st.error(_("This dataset cannot be used as it is: {problem}").format(problem=common.md(e)))
         data_tools.delete_dataset(ds)
@@ -75,8 +75,9 @@ def data(ds: str) -> None:
     st.plotly_chart(fig, key="data_counts_chart", width="stretch")
 
     unit = _("tokens") if rep["token_unit"] == "tokens" else _("words")
-    st.plotly_chart(charts.histogram(rep["lengths"], _("Length of each text ({unit})").format(unit=unit), unit),
-                    key="data_lengths_chart", width="stretch")
+    lengths = charts.histogram(rep["lengths"], _("Length of each text ({unit})").format(unit=unit), unit)
+    lengths.update_layout(yaxis_title=_("texts"))
+    st.plotly_chart(lengths, key="data_lengths_chart", width="stretch")
     t = rep["tokens"]
     st.caption(_("Median {median}, 95th percentile {p95}, longest {max} {unit}.").format(
         median=t["median"], p95=t["p95"], max=t["max"], unit=unit)
@@ -95,7 +96,8 @@ def _health_report(rep: dict) -> None:
         st.warning(common.md(w))  # the warnings quote row numbers and class names of the upload
     if not rep["warnings"]:
         st.success(_("No problems found: no empty or duplicate texts, no leakage, no encoding problems."))
-    with st.expander(_("Details: empty and duplicate rows, leakage, encoding problems"), expanded=bool(rep["warnings"])):
+    with st.expander(_("Details: empty and duplicate rows, leakage, encoding problems"),
+                     expanded=bool(rep["warnings"])):
         st.write(_("Empty texts: {n}").format(n=len(rep["empty_rows"]))
                  + (" (" + _("rows {rows}").format(rows=", ".join(rep["empty_rows"][:20])) + ")"
                     if rep["empty_rows"] else ""))
@@ -114,7 +116,8 @@ def _health_report(rep: dict) -> None:
             st.write(_("Leakage not checked: {reason}").format(reason=common.md(leak.get("reason", ""))))
         st.write(_("Rows that are not valid UTF-8: {n}").format(n=len(rep["encoding_problems"])))
         if rep["encoding_problems"]:
-            st.dataframe([{_("row"): p["row"], _("problem"): p["message"]} for p in rep["encoding_problems"]],
+            st.dataframe([{_("row"): p["row"], _("problem"): text_services.problem_message(p)}
+                          for p in rep["encoding_problems"]],
                          key="data_text_encoding", hide_index=True, width="stretch")
         if rep["skipped"]:
             st.write(_("Rows left out (no usable label): {n}").format(n=len(rep["skipped"])))
@@ -173,7 +176,8 @@ def backbone(draft: dict) -> None:
     common.set_fields(backbone=name, pretrained=not random_init)
     row = table.loc[name]
     st.write(_("**{title}**: {params} M parameters, sentence embeddings of {dim} numbers, {blocks} transformer "
-               "blocks, {groups} layer groups.").format(title=common.md(row["title"]), params=f"{row['params (M)']:.3g}",
+               "blocks, {groups} layer groups.").format(title=common.md(row["title"]),
+                                                          params=f"{row['params (M)']:.3g}",
                                                           dim=row["dim"], blocks=row["blocks"], groups=row["groups"]))
     if row["weights"] == "download" and not random_init:
         offline = [n for n in names if table.loc[n, "weights"] != "download"]
@@ -245,15 +249,17 @@ def layers(ds: str, draft: dict) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric(_("Trainable parameters"), f"{learn:,}")
     c2.metric(_("Total parameters"), f"{total:,}")
-    c3.metric(_("Share of weights that learn"), i18n.format_percent(learn / total))
+    c3.metric(_("Share of weights that learn"), f"{100 * learn / total:.3g}%")  # three significant digits
     st.dataframe([{_("group"): g, _("parameters"): sizes[g], _("share (%)"): float(f"{100 * sizes[g] / total:.3g}"),
-                   _("learns"): g in chosen} for g in groups], key="layers_table", hide_index=True, width="stretch")
+                   _("learns"): g in chosen} for g in groups], key="layers_table", hide_index=True, width="stretch",
+                 column_config={_("parameters"): st.column_config.NumberColumn(format="localized")})
     st.caption(_("The new head has {n} parameters for your {classes} classes; the embeddings hold most of the "
                  "encoder's weights (one vector per word piece of its vocabulary).").format(
         n=f"{sizes['head']:,}", classes=n_classes))
     if len(chosen) > 1 and float(draft["lr"]) > 1e-3:
         st.warning(_("The learning rate is {lr}, made for the head alone: at that rate the transformer blocks lose "
-                     "what they learned in pretraining. Set about 1e-4 on the Train step.").format(lr=f"{draft['lr']:.3g}"))
+                     "what they learned in pretraining. Set about 1e-4 on the Train step.").format(
+            lr=f"{draft['lr']:.3g}"))
     if len(chosen) > 1:
         decay = st.slider(_("Discriminative learning rate: each group toward the embeddings learns at lr × factor^k"),
                           0.1, 1.0, float(draft["lr_decay"]), 0.05, key="layers_lr_decay",

@@ -161,7 +161,9 @@ def _fmt_s(s: float | None) -> str:
     if s is None:
         return "—"
     s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+    if s >= 3600:
+        return _("{h}h{m}m").format(h=s // 3600, m=f"{s % 3600 // 60:02d}")
+    return _("{m}m{s}s").format(m=s // 60, s=f"{s % 60:02d}")
 
 
 def monitor(active: bool) -> None:

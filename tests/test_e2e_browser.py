@@ -256,6 +256,7 @@ def test_the_flow_in_chinese_shows_chinese_labels_and_switching_language_keeps_d
     # 4 · 训练: one epoch, small images, no augmentation; the live chart appears, the run finishes
     _goto_step(page, "4 · 训练")
     epochs = page.locator(".st-key-train_epochs input")
+    epochs.wait_for(timeout=180_000)  # after the recipe has measured this machine's speed
     epochs.fill("1")
     epochs.press("Enter")
     _choose(page, "train_image_size", "64 px")
@@ -263,20 +264,20 @@ def test_the_flow_in_chinese_shows_chinese_labels_and_switching_language_keeps_d
     page.locator(".st-key-train_start button").click()
     page.locator(".st-key-train_chart_loss .js-plotly-plot").first.wait_for(timeout=180_000)
     page.get_by_text("已完成").first.wait_for(timeout=300_000)
-    for label in ("训练完成", "最佳验证集准确率", "轮次", "开始训练"):
-        page.get_by_text(label).first.wait_for()
+    for label in ("训练完成。最佳一轮的权重已随训练记录保存。", "最佳验证集准确率", "轮次", "开始训练"):  # alert, metrics, button
+        page.get_by_text(label, exact=True).first.wait_for()
     _shows_no_english(page, _english_of("streamlit_app.py", "pages/common.py", "pages/4_train.py",
                                         "pages/train_live.py", "pages/lang.py"))
     before = dict(p.split("=", 1) for p in page.url.split("?", 1)[1].split("&"))
     assert before["lang"] == "zh_CN" and before["ds"] == "sample-shapes" and before["job"]
 
     # the switch: English and back; the dataset, the job and the page stay
-    page.locator(".st-key-lang_switch").get_by_role("button", name="English").click()
+    page.locator(".st-key-lang_switch").get_by_text("English", exact=True).click()
     page.get_by_role("heading", name="4 · Train").first.wait_for()
     sidebar.get_by_text("Dataset:").first.wait_for()
     assert "sample-shapes" in sidebar.inner_text() and before["job"][:15] in sidebar.inner_text()
     page.get_by_text("Training finished").first.wait_for()
-    page.locator(".st-key-lang_switch").get_by_role("button", name="简体中文").click()
+    page.locator(".st-key-lang_switch").get_by_text("简体中文", exact=True).click()
     page.get_by_role("heading", name="4 · 训练").first.wait_for()
     after = dict(p.split("=", 1) for p in page.url.split("?", 1)[1].split("&"))
     assert after == before

@@ -313,3 +313,80 @@ def test_a_training_event_is_stored_in_english_and_shown_in_the_readers_language
         assert events.text(stored) == "在第 2/5 轮后达到 30 秒的时间预算而停止；保留第 1 轮"
         assert events.text({"type": "warning", "message": "an old run's warning"}) == "an old run's warning"
     assert events.text(stored) == stored["message"]
+
+
+def _png(path: Path, size: int = 40, colour=(200, 30, 30)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path)
+
+
+def test_a_bad_upload_is_refused_in_chinese_with_the_users_file_name_intact(tmp_path):
+    from core.data import ingest
+
+    upload = tmp_path / "假期 <b>照片 #1.zip"
+    _png(upload.with_suffix(".png"))
+    upload.write_bytes(upload.with_suffix(".png").read_bytes())  # a PNG renamed .zip: not an archive
+    said = {}
+    for lang in ("en", "zh_CN"):
+        with i18n.language(lang), pytest.raises(ingest.IngestError) as e:
+            ingest.extract_archive(upload, tmp_path / f"out-{lang}")
+        said[lang] = str(e.value)
+    assert said["en"] == ("假期 <b>照片 #1.zip is not a zip archive (it looks like a single image; put the images in "
+                          "class folders and zip them) — upload a .zip file")
+    assert said["zh_CN"] == ("假期 <b>照片 #1.zip 不是 zip 压缩包（看起来是单张图像；请把图像放进类别文件夹后再打包成 zip）"
+                             "——请上传 .zip 文件")
+
+
+def test_health_warnings_and_skip_reasons_are_shown_in_chinese_and_stored_in_english(tmp_path):
+    import json
+
+    from core.data import ingest
+
+    for i in range(3):
+        _png(tmp_path / "cats" / f"c{i}.png", colour=(10 * i, 0, 0))
+        _png(tmp_path / "dogs" / f"d{i}.png", colour=(0, 10 * i, 0))
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    index = ingest.scan_folder(tmp_path)
+    with i18n.language("zh_CN"):
+        report = ingest.health_report(index)
+    assert "类别 'cats' 有 3 张图像；建议至少 20 张" in report["warnings"]
+    assert "1 个文件未纳入数据集——原因见“skipped”" in report["warnings"]
+    assert report["skipped"] == [{"path": "dogs/notes.txt", "reason": "不是图像（.txt）；支持的类型为 "
+                                  ".bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp"}]
+    # what a cache or a run folder keeps is English, and it reads in Chinese again after a round trip through JSON
+    stored = json.loads(json.dumps(index.to_dict()))
+    assert stored["skipped"][0]["reason"].startswith("not an image (.txt); supported types are ")
+    back = ingest.DatasetIndex.from_dict(stored).skipped[0]
+    with i18n.language("zh_CN"):
+        assert back.shown() == report["skipped"][0]["reason"]
+    assert ingest.health_report(index)["warnings"][0] == "class 'cats' has 3 images; 20 or more are recommended"
+
+
+def test_a_damaged_image_in_a_dataset_keeps_its_file_name_in_the_chinese_reason(tmp_path):
+    from core.data import ingest
+
+    for cls in ("a", "b"):
+        for i in range(2):
+            _png(tmp_path / cls / f"{i}.png", colour=(60 * i, 0, 0))
+    (tmp_path / "b" / "破损 #1.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    index = ingest.scan_folder(tmp_path)
+    (bad,) = [s for s in index.skipped if s.path == "b/破损 #1.jpg"]
+    assert bad.reason.startswith("破损 #1.jpg is ")  # the English record
+    with i18n.language("zh_CN"):
+        assert re.fullmatch(r"破损 #1\.jpg (不是可识别的图像|不完整或已损坏).*", bad.shown())
+
+
+def test_chart_titles_axes_and_legends_are_chinese_under_zh_cn():
+    from core.app import charts
+
+    events = [{"type": "epoch", "epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4}]
+    with i18n.language("zh_CN"):
+        curves = charts.epoch_curves(events)
+        matrix = charts.confusion([[3, 1], [0, 4]], ["猫 <i>", "dog"])
+    assert curves.layout.title.text == "每轮" and curves.layout.xaxis.title.text == "轮"
+    assert [t.name for t in curves.data] == ["训练损失", "验证损失", "训练准确率", "验证准确率"]
+    assert (matrix.layout.xaxis.title.text, matrix.layout.yaxis.title.text) == ("预测类别", "真实")
+    assert list(matrix.data[0].x) == ["猫 &lt;i&gt;", "dog"]  # the user's labels as they are, escaped for Plotly
+    assert charts.epoch_curves(events).layout.xaxis.title.text == "epoch"  # and English outside the block

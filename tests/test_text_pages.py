@@ -79,7 +79,7 @@ def test_a_zip_of_class_folders_of_txt_files_is_a_text_dataset_and_a_one_class_t
     assert not [n for n in de.list_datasets() if n.startswith("one")]
 
 
-def test_the_topics_sample_and_the_backbone_step_show_the_text_encoders(text_ds):
+def test_the_topics_sample_and_the_backbone_step_show_the_text_encoders_and_images_switch_back(text_ds):
     at = app()
     at.selectbox(key="data_sample").set_value("topics")
     at.button(key="data_use_sample").click().run()
@@ -91,6 +91,13 @@ def test_the_topics_sample_and_the_backbone_step_show_the_text_encoders(text_ds)
     assert box.value == "all_minilm_l6_v2"
     assert "works with no network" in texts(at.success)
     assert "bert_base_uncased" in table(at, "note").index
+
+    at.switch_page("pages/1_data.py").run()  # back to images: the draft drops the text choices
+    at.selectbox(key="data_sample").set_value("shapes")
+    at.button(key="data_use_sample").click().run()
+    assert metrics(at)["Images"] and at.session_state["draft"]["backbone"] == "efficientnet_lite0"
+    at.switch_page("pages/2_backbone.py").run()
+    assert at.selectbox(key="bb_name").value == "efficientnet_lite0"
 
 
 def test_the_layers_step_shows_embeddings_blocks_and_head_with_the_share_that_learns(text_ds):

@@ -73,6 +73,10 @@ def test_a_text_run_s_evaluation_shows_accuracy_and_the_per_class_table(text_run
         assert table.loc[row["class"], "f1"] == pytest.approx(100 * row["f1"])
         assert table.loc[row["class"], "support"] == row["support"] > 0
     assert not at.get("image")  # no image gallery for a text run
+    mistakes = _frame(at, "eval_text_mistakes")  # top losses: the wrong texts, most confidently wrong first
+    wrong = sorted((it for it in report["items"] if it["label"] != it["pred"]), key=lambda it: -it["loss"])
+    assert list(mistakes["text"]) == [it["text"] for it in wrong] and len(wrong) > 0
+    assert list(mistakes["loss"]) == sorted(mistakes["loss"], reverse=True)
 
 
 def test_a_confusion_cell_lists_the_texts_of_that_cell(text_run, report):
@@ -152,3 +156,18 @@ def test_the_runs_page_classifies_texts_for_a_text_run(text_run):
     rows = _frame(at, "runs_texts_preds")
     assert list(rows["text"]) == TYPED
     assert list(rows["label"]) == [p["label"] for p in loading.load_model(_run_dir(text_run)).predict(TYPED)]
+
+
+def test_the_text_evaluation_speaks_chinese_with_the_typed_text_kept_as_it_is(text_run):
+    from core import i18n
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(job=text_run, lang="zh_CN")
+    at.run()
+    at.switch_page("pages/5_evaluate.py").run()
+    with i18n.language("zh_CN"):  # AppTest formats the select boxes' options again in this thread
+        at.text_area(key="eval_texts").input(TYPED[0]).run()
+    assert not at.exception, at.exception
+    assert "验证集文本数" in {m.label for m in at.metric}
+    assert any("绿色" in c.value for c in at.caption)  # the explanation's legend, its placeholders filled
+    assert list(_frame(at, "eval_texts_preds")["文本"]) == [TYPED[0]]

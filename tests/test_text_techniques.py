@@ -2,6 +2,7 @@
 over several label columns, continued masked-language-model pretraining on the user's own texts."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -15,7 +16,9 @@ from core.config import RunConfig
 from core.data import text
 from core.models import text_backbones
 from core.results import loading
+from core.storage import runs
 from core.techniques import text_distill, text_multitask, text_pretrain
+from core.train.control import Control
 
 SMALL = dict(device="cpu", max_length=32, batch_size=16)
 
@@ -76,8 +79,9 @@ def test_distillation_brings_the_student_closer_to_the_teacher_than_labels_alone
     assert distilled < 0.6 * alone, (distilled, alone)
 
 
-def test_a_text_student_needs_a_text_teacher(topics, tmp_path):
-    config = _config(topics, backbone=text_backbones.TRUNCATED, technique="text_distill", teacher=str(tmp_path))
+def test_a_text_student_needs_a_finished_text_teacher(topics, tmp_path):
+    config = dataclasses.replace(_config(topics, backbone=text_backbones.TRUNCATED), technique="text_distill",
+                                 teacher=str(tmp_path))
     with pytest.raises(ValueError, match="no weights yet"):
         techniques.check(config)
 
@@ -92,15 +96,17 @@ def test_text_multitask_reports_every_column_and_its_heads_predict_both(tmp_path
     result = json.loads(out.getvalue().strip().splitlines()[-1])
     assert result["technique"] == "text_multitask"
     assert set(result["tasks"]) == {"topic", "sentiment"}
-    last = _epochs(result["run_dir"])[-1]["tasks"]
+    last = next(e for e in _epochs(result["run_dir"]) if e["epoch"] == result["best_epoch"])["tasks"]
     assert set(last) == {"topic", "sentiment"} and all(0 <= last[t]["val_f1"] <= 1 for t in last)
     assert last["topic"]["val_acc"] >= 0.8 and last["sentiment"]["val_acc"] >= 0.7
 
-    model = text_multitask.load(result["run_dir"])
-    preds = model.predict(["Sadly, the article was mostly about the football.",
-                           "Happily, we talked about the soup all evening."])
-    assert [(p["topic"]["label"], p["sentiment"]["label"]) for p in preds] == [("sports", "negative"),
-                                                                               ("food", "positive")]
+    model = text_multitask.load(result["run_dir"])  # from the saved file: both heads, in the tasks' order
+    split = json.loads(open(f"{result['run_dir']}/split.json").read())
+    preds = model.predict([t for t, _ in split["val"]])
+    for k, task in enumerate(split["tasks"]):
+        truth = [split["tasks"][task][y[k]] for _, y in split["val"]]
+        hits = sum(p[task]["label"] == t for p, t in zip(preds, truth)) / len(truth)
+        assert hits == pytest.approx(last[task]["val_acc"], abs=1e-6), task  # the saved heads are the best epoch's
 
 
 def test_text_multitask_names_the_columns_when_a_task_is_missing(tmp_path):
@@ -113,7 +119,7 @@ def test_mlm_pretraining_lowers_the_loss_on_the_users_text_and_the_encoder_train
     corpus = tmp_path / "notes.txt"  # unlabelled: one text per line
     corpus.write_text("\n".join(r.text for r in text.read(topics).rows), encoding="utf-8")
     run = text_pretrain.pretrain(text_backbones.DEFAULT, str(corpus), epochs=2, batch_size=16, lr=1e-4,
-                                 max_length=32, device="cpu")
+                                 trainable="last-2", max_length=32, device="cpu")
     losses = [e["val_loss"] for e in _epochs(run.path)]
     assert len(losses) == 2 and losses[1] < losses[0] < math.log(30522)  # below a uniform guess over the vocabulary
     name = run.result()["backbone_name"]
@@ -125,7 +131,25 @@ def test_mlm_pretraining_lowers_the_loss_on_the_users_text_and_the_encoder_train
     from safetensors.torch import load_file
 
     adapted = load_file(str(run.path / text_backbones.ADAPTED_FILE))
-    key = "model.encoder.layer.0.attention.self.query.weight"
+    key = "model.encoder.layer.5.attention.self.query.weight"  # a block that learned (trainable last-2)
     body = loading.load_model(result["run_dir"]).model.body.state_dict()
     base = text_backbones.build_body(text_backbones.DEFAULT).state_dict()
     assert torch.equal(body[key], adapted[key]) and not torch.equal(adapted[key], base[key])
+
+
+def test_a_stopped_mlm_run_resumes_to_the_uninterrupted_result(tmp_path):
+    corpus = text.make_sample(tmp_path / "small.csv", per_class=8)  # its texts; the labels are not read
+    config = RunConfig(data=str(corpus), sources=[str(corpus)], backbone=text_backbones.DEFAULT, device="cpu",
+                       technique="text_pretrain", trainable="last-1", epochs=3, batch_size=8, lr=1e-4, max_length=24,
+                       augment="none", cache_features=False, early_stopping_metric="val_loss")
+    whole = techniques.fit(config)
+    ctl = Control()
+    run = runs.create(config)
+    stop_after_2 = lambda ev: ctl.stop() if ev["type"] == "epoch" and ev["epoch"] == 2 else None  # noqa: E731
+    assert techniques.fit(config, stop_after_2, ctl, run)["status"] == "stopped"
+    techniques.fit(config, run=runs.open_run(run.path), resume=True)
+    a, b = _epochs(whole["run_dir"]), _epochs(run.path)
+    assert [e["epoch"] for e in b] == [1, 2, 3]
+    # the masks drawn in epoch 3 come from the restored random state: the same tokens are masked as without a stop
+    assert b[2]["train_loss"] == pytest.approx(a[2]["train_loss"], abs=1e-4)
+    assert b[2]["val_loss"] == pytest.approx(a[2]["val_loss"], abs=1e-4)

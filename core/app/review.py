@@ -12,18 +12,21 @@ from typing import Callable
 
 from core.app import services
 from core.data import versions as dv
+from core.data.message import shown
+from core.i18n import _
 
 
 def find(name: str, owner: str | None = None, image_size: int = 0,
          progress: Callable[[int, int], None] | None = None) -> dict:
-    """Suspected images of dataset ``name``, most suspicious first, with absolute files for thumbnails."""
+    """Suspected images of dataset ``name``, most suspicious first, with absolute files for thumbnails; their
+    ``reasons`` in the current language."""
     from core.results import label_issues  # torch: only when detection runs
 
     folder = services.dataset_dir(name, owner)
     report = label_issues.detect(str(folder), image_size=image_size, progress=progress)
     root = Path(report.root)
-    suspects = [{**s.to_dict(), "file": str(root / s.path), "neighbour_files": [str(root / p) for p in s.neighbours]}
-                for s in report.suspects]
+    suspects = [{**s.to_dict(), "reasons": [shown(r) for r in s.reasons], "file": str(root / s.path),
+                 "neighbour_files": [str(root / p) for p in s.neighbours]} for s in report.suspects]
     return {"dataset": name, "classes": report.classes, "suspects": suspects, "summary": report.summary()}
 
 
@@ -32,7 +35,7 @@ def apply(name: str, decisions: dict[str, tuple[str, str | None]], owner: str | 
     services.dataset_dir(name, owner)
     chosen = [dv.Decision(p, a, lab) for p, (a, lab) in decisions.items() if a != "keep"]
     if not chosen:
-        raise ValueError("every decision is 'keep': there is nothing to change, so no new version was written")
+        raise ValueError(_("every decision is 'keep': there is nothing to change, so no new version was written"))
     return dv.apply(name, chosen)
 
 

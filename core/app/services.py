@@ -21,6 +21,7 @@ from core.storage import runs
 from core.storage import workspace
 from core.storage.cards import read_card  # header only: no tensor, no torch
 from core.config import RunConfig
+from core.i18n import N_, _, ngettext
 
 _SID_RE = re.compile(r"^[0-9a-f]{32}$")
 # Fields the guided flow edits; everything else keeps RunConfig's defaults.
@@ -53,7 +54,7 @@ def defaults() -> dict:
 
 def _path(sid: str) -> Path:
     if not valid_sid(sid):
-        raise ValueError(f"draft id must be 32 hex characters (from new_sid()); got {sid!r}")
+        raise ValueError(_("draft id must be 32 hex characters (from new_sid()); got {value}").format(value=repr(sid)))
     return workspace.sub("drafts") / f"{sid}.json"
 
 
@@ -88,7 +89,7 @@ def load(sid: str, owner: str | None = None) -> dict:
 def save(sid: str, draft: dict, owner: str | None = None) -> None:
     """Write the draft atomically (only the editable fields, and its owner when sign-in is on)."""
     if not owns_draft(sid, owner):
-        raise ValueError(f"draft {sid[:8]}… was not found in your workspace; start a new one")
+        raise ValueError(_("draft {draft}… was not found in your workspace; start a new one").format(draft=sid[:8]))
     data = {k: draft[k] for k in EDITABLE if k in draft} | ({"owner": owner} if owner is not None else {})
     runs.atomic_write_text(_path(sid), json.dumps(data, indent=2))
 
@@ -123,18 +124,20 @@ def trainable_preset(groups: list[str], preset: str, n: int = 2) -> list[str]:
     if preset == "last":
         body = groups[:-1]
         return body[max(len(body) - n, 0):] + ["head"]
-    raise ValueError(f"preset must be one of head, last, all; got {preset!r}")
+    raise ValueError(_("preset must be one of head, last, all; got {value}").format(value=repr(preset)))
 
 
-# The one vocabulary for layer choices (Backbone, Layers, Train, messages): choice -> (label, one sentence).
+# The one vocabulary for layer choices (Backbone, Layers, Train, messages): choice -> (label, one sentence), in
+# English (N_): show them with _().
 LAYER_CHOICES = {
-    "head": ("head only", "Only the new classifier learns your classes; the pretrained backbone is used as it is. "
-                          "Best with few images (under about 100 per class)."),
-    "last": ("last 2 groups + head", "The new classifier and the backbone's last 2 layer groups (the ones that "
-                                     "recognise object parts) adapt to your images; earlier layers stay as they are."),
-    "all": ("everything", "Every layer adapts to your images. Needs hundreds of images per class, else the "
-                          "pretrained features are overwritten by noise."),
-    "custom": ("custom", "You pick which layer groups learn; the new classifier always does."),
+    "head": (N_("head only"), N_("Only the new classifier learns your classes; the pretrained backbone is used as it "
+                                 "is. Best with few images (under about 100 per class).")),
+    "last": (N_("last 2 groups + head"), N_("The new classifier and the backbone's last 2 layer groups (the ones "
+                                            "that recognise object parts) adapt to your images; earlier layers stay "
+                                            "as they are.")),
+    "all": (N_("everything"), N_("Every layer adapts to your images. Needs hundreds of images per class, else the "
+                                 "pretrained features are overwritten by noise.")),
+    "custom": (N_("custom"), N_("You pick which layer groups learn; the new classifier always does.")),
 }
 
 
@@ -146,14 +149,15 @@ def layer_choice(trainable: str, trainable_groups: list[str] | None = None) -> s
 
 
 def layer_label(trainable: str, trainable_groups: list[str] | None = None) -> str:
-    """The words for a layer setting, torch-free: 'head only', 'last 2 groups + head', 'everything', 'custom (…)'."""
+    """The words for a layer setting in the current language, torch-free: 'head only', 'last 2 groups + head',
+    'everything', 'custom (…)'."""
     choice = layer_choice(trainable, trainable_groups)
     if choice != "custom":
-        return LAYER_CHOICES[choice][0]
+        return _(LAYER_CHOICES[choice][0])
     if trainable_groups:
-        return f"custom ({', '.join(trainable_groups)})"
+        return _("custom ({groups})").format(groups=", ".join(trainable_groups))
     m = re.fullmatch(r"last-(\d+)", str(trainable))
-    return f"custom (last {m[1]} groups + head)" if m else "custom"
+    return _("custom (last {n} groups + head)").format(n=m[1]) if m else _("custom")
 
 
 def describe_layers(backbone: str, trainable: str, trainable_groups: list[str] | None = None,
@@ -166,8 +170,8 @@ def describe_layers(backbone: str, trainable: str, trainable_groups: list[str] |
     groups = freezing.plan(backbone, trainable, trainable_groups)
     sizes = group_param_counts(backbone, max(num_classes, 2))
     learn, total = sum(sizes[g] for g in groups), sum(sizes.values())
-    label = f"custom ({', '.join(groups)})" if choice == "custom" else LAYER_CHOICES[choice][0]
-    return {"choice": choice, "label": label, "sentence": LAYER_CHOICES[choice][1], "groups": groups, "trainable": learn,
+    label = _("custom ({groups})").format(groups=", ".join(groups)) if choice == "custom" else _(LAYER_CHOICES[choice][0])
+    return {"choice": choice, "label": label, "sentence": _(LAYER_CHOICES[choice][1]), "groups": groups, "trainable": learn,
             "total": total, "share": learn / total if total else 0.0}
 
 
@@ -204,7 +208,6 @@ def preset_plan(dataset_dir: str | Path, preset: str = "balanced", time_budget_s
 
     src = dataset_dir if str(dataset_dir).startswith("sample:") else _source(dataset_dir, owner)
     from core.data import text  # torch-free
-    from core.i18n import _
 
     if text.is_stored(src):  # the Train step gives a text dataset the text recipe (core.app.text_services)
         raise ValueError(_("the image recipes measure image backbones and do not apply to text dataset '{name}'; "
@@ -252,8 +255,10 @@ def backbone_table(owner: str | None = None) -> list[dict]:
         b = base.get(a["base"], {})
         rows.append({"name": a["name"], "title": a["title"], "params (M)": b.get("params (M)"),
                      "input": b.get("input"), "ImageNet top-1 (%)": None, "weights": "adapted",
-                     "groups": b.get("groups"), "note": f"{a['base']} after self-supervised pretraining on "
-                                                        f"{a['dataset']} ({a['epochs']} epochs)."})
+                     "groups": b.get("groups"),
+                     "note": ngettext("{base} after self-supervised pretraining on {dataset} ({n} epoch).",
+                                      "{base} after self-supervised pretraining on {dataset} ({n} epochs).",
+                                      a["epochs"]).format(base=a["base"], dataset=a["dataset"], n=a["epochs"])})
     return rows
 
 
@@ -334,8 +339,9 @@ def evaluate_on(run_dir: str | Path, dataset_dir: str | Path, owner: str | None 
     seen = {str(Path(p).resolve()) for p in found["overlapping"]}
     keep = [i for i, it in enumerate(rep["items"]) if str(Path(it["path"]).resolve()) not in seen]
     if not keep:
-        raise ValueError(f"every image of {Path(str(dataset_dir)).name!r} in a class the model knows is a copy of an "
-                         f"image this run trained or validated on; upload images the run never saw")
+        raise ValueError(_("every image of {name} in a class the model knows is a copy of an image this run trained "
+                           "or validated on; upload images the run never saw").format(
+                             name=repr(Path(str(dataset_dir)).name)))
     if len(keep) < len(rep["items"]):
         import numpy as np
 
@@ -430,7 +436,7 @@ def export_files(run_dir: str | Path, owner: str | None = None) -> dict:
 
     run = open_run(run_dir, owner).require_intact(action="exported")
     if not run.best_weights.exists():
-        raise ValueError(f"run {run.id} has no checkpoint yet; train at least one epoch first")
+        raise ValueError(_("run {run} has no checkpoint yet; train at least one epoch first").format(run=run.id))
     card = read_card(run.path)
     return {"safetensors": run.best_weights, "bundle": formats.export(run.path, "pt"),
             "card": json.dumps(card, indent=2).encode(), "config": run.config().to_json().encode()}
@@ -462,8 +468,8 @@ def open_run(run_id_or_path: str | Path, owner: str | None = None) -> runs.Run:
     except ValueError:
         run = None
     if run is None or not owners.visible(run.path, owner):
-        raise ValueError(f"run {Path(str(run_id_or_path)).name!r} was not found in your workspace; "
-                         f"pick one on the Runs page")
+        raise ValueError(_("run {run} was not found in your workspace; pick one on the Runs page").format(
+            run=repr(Path(str(run_id_or_path)).name)))
     return run
 
 
@@ -485,8 +491,8 @@ def resume_run(manager, run_id: str, owner: str | None = None):
     run = open_run(run_id, owner)
     held = locks.holder(run.path)
     if held is not None:
-        raise ValueError(f"run {run.id[:15]} is still being trained ({locks.describe(held)}); stop it first or "
-                         f"wait for it to finish")
+        raise ValueError(_("run {run} is still being trained ({holder}); stop it first or wait for it to "
+                           "finish").format(run=run.id[:15], holder=locks.describe(held)))
     return manager.resume_run(run.id, owner=owner)
 
 
@@ -500,7 +506,7 @@ def unfinished(run_dir: str | Path, owner: str | None = None) -> dict | None:
 def train_more(manager, run_id: str, more_epochs: int, owner: str | None = None):
     """Resume a finished run with its epochs raised by ``more_epochs`` (the schedule restarts over the new epochs)."""
     if not (isinstance(more_epochs, int) and 1 <= more_epochs <= 500):
-        raise ValueError(f"more epochs must be a whole number in 1..500; got {more_epochs!r}")
+        raise ValueError(_("more epochs must be a whole number in 1..500; got {value}").format(value=repr(more_epochs)))
     run = open_run(run_id, owner)
     config = run.config()
     # from the last epoch run: one stopped at its time budget ran fewer than its config's epochs
@@ -520,7 +526,8 @@ def _source(path: str | Path, owner: str | None) -> Path:
             owners.check(folder, owner, "dataset")
             return p
     if owner is not None:  # a signed-in user names data of the workspace only, never a server path
-        raise ValueError(f"{Path(str(path)).name!r} was not found in your workspace; upload it on the Data step")
+        raise ValueError(_("{name} was not found in your workspace; upload it on the Data step").format(
+            name=repr(Path(str(path)).name)))
     return p
 
 
@@ -536,7 +543,8 @@ def dataset_dir(name: str, owner: str | None = None) -> Path:
     from core.data import edits
 
     if name not in my_datasets(owner):
-        raise ValueError(f"dataset {name!r} was not found in your workspace; upload one or pick a sample")
+        raise ValueError(_("dataset {name} was not found in your workspace; upload one or pick a sample").format(
+            name=repr(name)))
     return edits.dataset_dir(name)
 
 
@@ -550,7 +558,8 @@ def dataset_action(action: str, name: str, *args, owner: str | None = None):
     from core.data import edits
 
     if action not in _DATASET_ACTIONS or not hasattr(edits, action):
-        raise ValueError(f"dataset action must be one of {', '.join(_DATASET_ACTIONS)}; got {action!r}")
+        raise ValueError(_("dataset action must be one of {choices}; got {value}").format(
+            choices=", ".join(_DATASET_ACTIONS), value=repr(action)))
     dataset_dir(name, owner)
     return getattr(edits, action)(name, *args)
 

@@ -85,6 +85,13 @@ def dataset_health(name: str, owner: str | None = None, **kw) -> dict:
     return text_health(services.dataset_dir(name, owner), **kw)
 
 
+def problem_message(problem: dict) -> str:
+    """An encoding problem of the health report in the current language (stored ones were written in English)."""
+    if "n" in problem and "bytes" in problem:
+        return text_data.encoding_message(int(problem["n"]), str(problem["bytes"]))
+    return str(problem.get("message", ""))
+
+
 def text_backbone_table() -> list[dict]:
     """One row per text backbone for the chooser (weights: bundled, cached or download)."""
     from core.models import text_backbones
@@ -117,11 +124,12 @@ def text_fields() -> dict:
     layers and no image-only settings."""
     from core import techniques
 
-    cfg = techniques.default_text_config(RunConfig())
-    return {"backbone": cfg.backbone, "pretrained": True, "augment": cfg.augment, "image_size": cfg.image_size,
-            "lr": cfg.lr, "epochs": cfg.epochs, "early_stopping_metric": cfg.early_stopping_metric,
-            "trainable": "head", "trainable_groups": None, "unfreeze_after": 0, "probe_init": False,
-            "preset": "custom", "max_length": cfg.max_length, "time_budget_s": 0.0}
+    cfg = techniques.default_text_config(RunConfig()).to_dict()  # what `python -m core train --data x.csv` trains
+    same = ("backbone", "pretrained", "augment", "image_size", "lr", "lr_decay", "epochs", "optimizer", "scheduler",
+            "label_smoothing", "early_stopping_metric", "unfreeze_after", "probe_init", "body_eval",
+            "cache_features", "max_length", "time_budget_s")
+    return {k: cfg[k] for k in same if k in cfg} | {"trainable": "head", "trainable_groups": None,
+                                                    "preset": "custom"}
 
 
 def image_fields(draft: dict) -> dict:

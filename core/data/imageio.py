@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.data.message import Message, shown
-from core.i18n import N_
+from core.i18n import N_, _
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -97,10 +97,9 @@ def max_pixels_limit() -> int:
     except ValueError:
         value = 0
     if value <= 0:
-        raise ValueError(
-            f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, got {raw!r} "
-            f"— set it like {MAX_PIXELS_ENV}=50000000 or unset it to use {DEFAULT_MAX_PIXELS:,}"
-        )
+        raise ValueError(_("{env} must be a positive whole number of pixels, got {value} — set it like "
+                           "{env}=50000000 or unset it to use {default}").format(
+            env=MAX_PIXELS_ENV, value=repr(raw), default=f"{DEFAULT_MAX_PIXELS:,}"))
     return value
 
 
@@ -113,8 +112,8 @@ def _env_mb(env: str, default: int) -> int:
     except ValueError:
         value = 0
     if value <= 0:
-        raise ValueError(f"{env} must be a positive number of megabytes, got {raw!r} — set it like "
-                         f"{env}={default} or unset it to use {default}")
+        raise ValueError(_("{env} must be a positive number of megabytes, got {value} — set it like {env}={default} "
+                           "or unset it to use {default}").format(env=env, value=repr(raw), default=default))
     return int(value * 1024**2)
 
 

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Callable, Sequence, Union
 
 from core.data.imageio import IMAGE_EXTENSIONS
 from core.data.message import Message, shown, stored
-from core.i18n import N_
+from core.i18n import N_, _
 
 LAYOUTS = ("class-folders", "split-folders", "csv")
 SPLITS = ("train", "val")
@@ -242,7 +242,8 @@ def _workers() -> int:
     try:
         wanted = int(raw) if raw else DEFAULT_WORKERS
     except ValueError:
-        raise ValueError(f"{WORKERS_ENV} must be a whole number of threads (1-32), got {raw!r}") from None
+        raise ValueError(_("{env} must be a whole number of threads (1-32), got {value}").format(
+            env=WORKERS_ENV, value=repr(raw))) from None
     return max(1, min(wanted, 32, os.cpu_count() or 1))
 
 

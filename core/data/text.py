@@ -70,11 +70,17 @@ def _repair(value: str, where: str, problems: list[dict]) -> str:
     if not bad:
         return value
     shown = " ".join(f"0x{ord(c) - 0xDC00:02X}" for c in bad[:4])
-    problems.append({"row": where, "message": ngettext(
+    # n and bytes kept beside the message: a stored dataset's report is shown again in the reader's language
+    problems.append({"row": where, "message": encoding_message(len(bad), shown), "n": len(bad), "bytes": shown})
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def encoding_message(n: int, shown: str) -> str:
+    """What was wrong with one row's bytes and what to do, in the current language."""
+    return ngettext(
         "{n} byte that is not UTF-8 ({bytes}); replaced by U+FFFD — save the file as UTF-8 to keep it",
         "{n} bytes that are not UTF-8 ({bytes}); replaced by U+FFFD — save the file as UTF-8 to keep them",
-        len(bad)).format(n=len(bad), bytes=shown)})
-    return _SURROGATE.sub("\ufffd", value)
+        n).format(n=n, bytes=shown)
 
 
 def _records(path: Path, raw: bytes) -> tuple[list[str], list[tuple[str, dict]]]:

@@ -41,13 +41,13 @@ def check(config: RunConfig) -> RunConfig:
 
 
 def _same_modality(config: RunConfig) -> None:
-    """A text backbone trains with the text technique only, and the text technique with text backbones only."""
+    """A text backbone trains with the text techniques only, and the text techniques with text backbones only."""
     from core.models import text_backbones
 
     if text_backbones.is_text(config.backbone) != (config.technique in TEXT_TECHNIQUES):
         raise ValueError(_("backbone {backbone!r} and technique {technique!r} do not go together: text backbones "
-                           "({names}) train with the text techniques ({text_techniques}), and those need one of "
-                           "them").format(backbone=config.backbone, technique=config.technique,
+                           "({names}) train with technique text or another text technique ({text_techniques}), and "
+                           "those need one of them").format(backbone=config.backbone, technique=config.technique,
                                           names=', '.join(text_backbones.names()),
                                           text_techniques=', '.join(TEXT_TECHNIQUES)))
 

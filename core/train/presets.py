@@ -229,22 +229,27 @@ def _recipe(preset: str, stats: dict) -> tuple[dict, dict]:
          "probe_init": _("the head starts as a logistic regression fitted on the frozen features (a linear "
                          "probe), so training starts at least as good as the simplest honest baseline"),
          "label_smoothing": _("0.1: softer targets make a small dataset's model less over-confident"),
-         "body_eval": (_("on: fine-tuned layers keep their pretrained BatchNorm statistics and run without "
-                         "dropout, so a small dataset's batches do not pull the features away from the probe's")) if tune else
-                      _("off: no body layer learns"),
-         # measured on digits: 1e-3 pulled a probe-fitted model from 0.90 to 0.45 validation accuracy in one epoch
-         "lr": (_("3e-4 for the head, less toward the input: a probe-fitted head needs small steps, larger ones "
-                  "undo it (the LR finder on this page can refine it)") if tune else
-                _("3e-4: the probe already fitted the head, so the epochs only polish it")),
-         "lr_decay": (_("0.5: each layer group toward the input learns at half the rate of the one above "
-                        "(discriminative learning rates), so general features change least")) if tune else
-                     _("1: only the head learns"),
-         "scheduler": (_("one-cycle: a warm-up protects the pretrained features, then the rate anneals")
-                       if tune else _("cosine: the rate anneals to zero so the last epoch settles")),
-         "unfreeze_after": (_("1 head epoch on augmented images, then one more layer group per epoch (gradual "
-                              "unfreezing)")) if preset == "best" and tune else
-                           _("0: the probe fit replaces the frozen warm-up epoch")}
+         **_recipe_reasons(tune, gradual=preset == "best" and tune)}
     return f, r
+
+
+def _recipe_reasons(tune: bool, gradual: bool) -> dict:
+    """The reasons of the fields that differ between fine-tuning and head-only recipes."""
+    return {"body_eval": (_("on: fine-tuned layers keep their pretrained BatchNorm statistics and run without "
+                            "dropout, so a small dataset's batches do not pull the features away from the "
+                            "probe's")) if tune else _("off: no body layer learns"),
+            # measured on digits: 1e-3 pulled a probe-fitted model from 0.90 to 0.45 validation accuracy in one epoch
+            "lr": (_("3e-4 for the head, less toward the input: a probe-fitted head needs small steps, larger ones "
+                     "undo it (the LR finder on this page can refine it)") if tune else
+                   _("3e-4: the probe already fitted the head, so the epochs only polish it")),
+            "lr_decay": (_("0.5: each layer group toward the input learns at half the rate of the one above "
+                           "(discriminative learning rates), so general features change least")) if tune else
+                        _("1: only the head learns"),
+            "scheduler": (_("one-cycle: a warm-up protects the pretrained features, then the rate anneals")
+                          if tune else _("cosine: the rate anneals to zero so the last epoch settles")),
+            "unfreeze_after": (_("1 head epoch on augmented images, then one more layer group per epoch (gradual "
+                                 "unfreezing)")) if gradual else
+                              _("0: the probe fit replaces the frozen warm-up epoch")}
 
 
 def _fit_epochs(preset: str, fields: dict, stats: dict, rates, budget: float) -> int:
@@ -314,6 +319,10 @@ def _fit(preset: str, fields: dict, reasons: dict, stats: dict, budget: float, d
         reasons["trainable"] = (_("a budget of {budget:g} s leaves no room to fine-tune layers here (that run "
                                   "would take about {one:.0f} s): only the head learns").format(
                                     budget=budget, one=one))
+        fields["body_eval"] = overrides.get("body_eval", False)
+        head_only = _recipe_reasons(tune=False, gradual=False)  # the reasons of the fields just changed
+        reasons.update({k: head_only[k] for k in ("lr", "lr_decay", "scheduler", "unfreeze_after", "body_eval")})
+        reasons["augment"] = suggest_augment(stats["n_train"], False)[1]
         rates = _rates(fields, device)
         epochs = _fit_epochs(preset, fields, stats, rates, budget)
     return fields, reasons, rates, epochs
