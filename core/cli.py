@@ -393,7 +393,8 @@ def cmd_predict(a) -> None:
     from core.results.loading import LoadedMultiTask, LoadedTextModel, load_model
 
     model = load_model(a.model)
-    if isinstance(model, LoadedTextModel) or a.text or a.texts_file:
+    text_model = isinstance(model, LoadedTextModel) or getattr(model, "tokenizer", None) is not None
+    if text_model or a.text or a.texts_file:
         return _predict_texts(a, model)
     if not a.images:
         raise CliError(_("name image files to predict (or --text / --texts-file for a text model)"))
@@ -416,9 +417,10 @@ def cmd_predict(a) -> None:
 
 def _predict_texts(a, model) -> None:
     """One JSON line per text, in input order: the --text values first, then the lines of --texts-file."""
-    from core.results.loading import LoadedTextModel
+    from core.results.loading import LoadedMultiTask, LoadedTextModel
 
-    if not isinstance(model, LoadedTextModel):
+    multitask = isinstance(model, LoadedMultiTask) and model.tokenizer is not None  # a head per label column
+    if not isinstance(model, LoadedTextModel) and not multitask:
         raise CliError(_("{model} is an image model; --text and --texts-file need a text classifier (trained on a "
                          "CSV/TSV/JSONL of text,label)").format(model=a.model))
     if a.images:
@@ -437,6 +439,9 @@ def _predict_texts(a, model) -> None:
     for i in range(0, len(texts), 64):
         chunk = texts[i:i + 64]
         for t, pred in zip(chunk, model.predict(chunk, top_k=a.top_k)):
+            if multitask:
+                print(json.dumps({"text": t, "tasks": pred}, ensure_ascii=False))
+                continue
             print(json.dumps({"text": t, "label": pred["label"], "confidence": round(pred["confidence"], 6),
                               "top_k": pred["top_k"]}, ensure_ascii=False))
 

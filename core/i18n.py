@@ -121,6 +121,10 @@ def translations(lang: str) -> _gettext.NullTranslations:
                       f"repository", stacklevel=2)
         return _gettext.NullTranslations()
     buf = io.BytesIO()
+    for message in list(catalog):  # Babel keeps a plural entry whose forms are all empty: drop it, so that
+        forms = message.string if isinstance(message.string, tuple) else (message.string,)
+        if message.id and isinstance(message.id, tuple) and not any(forms):  # gettext picks singular/plural
+            catalog.delete(message.id, message.context)
     mofile.write_mo(buf, catalog)  # untranslated and fuzzy entries are left out, so they show the English text
     buf.seek(0)
     return _gettext.GNUTranslations(buf)

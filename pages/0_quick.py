@@ -59,6 +59,12 @@ ds = common.dataset()
 if ds is None:
     st.info(_("No images yet: upload a .zip or a folder above, or try the sample."))
     st.stop()
+if common.is_text():  # Quick start trains photos; a text table goes through the guided steps
+    st.info(_("{name} is a text dataset. Quick start is for photos: train it on the guided steps, which read "
+              "text as well (the text health report on 1 · Data, then the sentence encoder, layers and "
+              "training).").format(name=f"**{common.md(ds)}**"))
+    common.link("data", _("Open 1 · Data"))
+    st.stop()
 try:
     index, health = data_tools.scan_and_check(ds)
 except ValueError as e:

@@ -41,6 +41,12 @@ st.write(_("A model that never saw an image's label predicts its class (5-fold l
            "splits, and nearly blank, dark or blurry images come first. Your decisions become a new version of "
            "the dataset; the original stays as it is."))
 name = common.require_dataset()
+if common.is_text(name):
+    st.info(_("Label review looks at images; {name} is a text dataset. Its health report on 1 · Data lists "
+              "empty and duplicate rows, the same text under different labels and train/validation "
+              "leakage.").format(name=f"**{md(name)}**"))
+    common.link("data", _("Open 1 · Data"))
+    st.stop()
 me = common.owner()
 ss = st.session_state
 

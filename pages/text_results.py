@@ -45,7 +45,7 @@ def _items_table(items: list[dict], key: str, empty: str, loss: bool = False) ->
                          _("confidence"): [100 * it["confidence"] for it in items]})
     if loss:
         rows[_("loss")] = [float(f"{it['loss']:.3g}") for it in items]
-    st.container(key=key).dataframe(rows, hide_index=True, width="stretch",  # the key names the box (tests)
+    st.container(key=key).dataframe(rows, hide_index=True, width="stretch", key=f"{key}_df",  # the key names the box (tests)
                                     column_config={_("confidence"): _PERCENT})
 
 
@@ -71,7 +71,7 @@ def evaluate(run: runs.Run) -> None:
         for avg in ("macro", "weighted"):
             table.loc[_("{average} avg").format(average=avg)] = {**rep["averages"][avg], "support": support}
         table[["precision", "recall", "f1"]] *= 100  # percentages with three significant digits
-        st.container(key="eval_table").dataframe(table, width="stretch", column_config={
+        st.container(key="eval_table").dataframe(table, width="stretch", key="eval_table_df", column_config={
             "precision": st.column_config.NumberColumn(_("precision"), format="%.1f %%"),
             "recall": st.column_config.NumberColumn(_("recall"), format="%.1f %%"), "f1": _PERCENT,
             "support": st.column_config.NumberColumn(_("support"), format="%d")})
@@ -153,7 +153,7 @@ def predict_texts(run: runs.Run, key: str, n_classes: int = 5) -> list[dict]:
     model = _model(run)
     k = min(k, len(model.classes))
     preds = [{**p, "text": t} for t, p in zip(texts, model.predict(texts, top_k=k))]
-    st.container(key=f"{key}_preds").dataframe(pd.DataFrame({
+    st.container(key=f"{key}_preds").dataframe(key=f"{key}_preds_df", data=pd.DataFrame({
         _("text"): texts, _("label"): [p["label"] for p in preds],
         _("confidence"): [100 * p["confidence"] for p in preds],
         _("top {k}").format(k=k): [" · ".join(f"{c} {q:.1%}" for c, q in p["top_k"]) for p in preds]}),
@@ -197,7 +197,7 @@ def explain(run: runs.Run, texts: list[str], classes: list[str]) -> None:
     with st.expander(_("Scores per token")):
         st.container(key="eval_explain_table").dataframe(
             pd.DataFrame({_("token"): [t for t, _s in words], _("score"): [float(f"{s:.3g}") for _t, s in words]}),
-            hide_index=True)
+            hide_index=True, key="eval_explain_df")
 
 
 # --- Export ----------------------------------------------------------------------------------------------------

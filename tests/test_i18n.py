@@ -390,3 +390,20 @@ def test_chart_titles_axes_and_legends_are_chinese_under_zh_cn():
     assert (matrix.layout.xaxis.title.text, matrix.layout.yaxis.title.text) == ("预测类别", "真实")
     assert list(matrix.data[0].x) == ["猫 &lt;i&gt;", "dog"]  # the user's labels as they are, escaped for Plotly
     assert charts.epoch_curves(events).layout.xaxis.title.text == "epoch"  # and English outside the block
+
+
+def test_a_plural_message_without_translation_falls_back_to_the_english_form_for_n(tmp_path, monkeypatch):
+    po = tmp_path / "zh_CN" / "LC_MESSAGES" / "messages.po"
+    po.parent.mkdir(parents=True)
+    po.write_text('msgid ""\nmsgstr ""\n"Plural-Forms: nplurals=1; plural=0;\\n"\n"Content-Type: text/plain; '
+                  'charset=utf-8\\n"\n\nmsgid "{n} image"\nmsgid_plural "{n} images"\nmsgstr[0] ""\n\n'
+                  'msgid "{n} run"\nmsgid_plural "{n} runs"\nmsgstr[0] "{n} 条训练记录"\n', encoding="utf-8")
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path)
+    i18n.translations.cache_clear()
+    try:
+        with i18n.language("zh_CN"):
+            assert i18n.ngettext("{n} image", "{n} images", 5).format(n=5) == "5 images"
+            assert i18n.ngettext("{n} image", "{n} images", 1).format(n=1) == "1 image"
+            assert i18n.ngettext("{n} run", "{n} runs", 5).format(n=5) == "5 条训练记录"
+    finally:
+        i18n.translations.cache_clear()

@@ -133,3 +133,11 @@ def test_train_starts_a_text_job_with_the_draft_s_settings(text_ds):
     at.run()
     assert metrics(at)["Epoch"] == "1 / 1"
     assert plotly(at, "train_chart_epochs")
+
+
+@pytest.mark.parametrize("page,says,action", [("0_quick", "Quick start is for photos", "quick_train"),
+                                             ("11_review", "Label review looks at images", "review_find")])
+def test_the_photo_only_pages_send_a_text_dataset_to_the_guided_steps(text_ds, page, says, action):
+    at = app(page, ds=text_ds)
+    assert says in texts(at.info)
+    assert action not in {b.key for b in at.button}  # nothing that would scan the text table as images

@@ -108,6 +108,19 @@ def test_text_multitask_reports_every_column_and_its_heads_predict_both(tmp_path
         hits = sum(p[task]["label"] == t for p, t in zip(preds, truth)) / len(truth)
         assert hits == pytest.approx(last[task]["val_acc"], abs=1e-6), task  # the saved heads are the best epoch's
 
+    # load_model and the CLI's predict know it too: every task per text, in input order
+    assert loading.load_model(result["run_dir"]).predict(["a text"])[0].keys() == {"topic", "sentiment"}
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli.main(["predict", "--model", result["run_dir"], "--text", split["val"][0][0],
+                         "--text", split["val"][1][0]]) == 0
+    lines = [json.loads(x) for x in out.getvalue().strip().splitlines()]
+    assert [x["text"] for x in lines] == [split["val"][0][0], split["val"][1][0]]
+    assert [{t: v["label"] for t, v in x["tasks"].items()} for x in lines] == \
+        [{t: v["label"] for t, v in p.items()} for p in preds[:2]]
+    assert [x["tasks"]["topic"]["confidence"] for x in lines] == pytest.approx(
+        [p["topic"]["confidence"] for p in preds[:2]], abs=1e-5)
+
 
 def test_text_multitask_names_the_columns_when_a_task_is_missing(tmp_path):
     data = text.make_multitask_sample(tmp_path / "reviews.csv", per_class=4)

@@ -190,24 +190,34 @@ def load_text(path: str | Path, state: dict, card: dict) -> LoadedTextModel:
 
 @dataclass
 class LoadedMultiTask:
-    """A multi-task model rebuilt from an export: every task's prediction in one forward pass."""
+    """A multi-task model rebuilt from an export: every task's prediction in one forward pass. Image models
+    take images; text models (``tokenizer`` set) take a list of texts."""
 
     model: MultiTaskNet
     tasks: dict[str, list[str]]
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None
     card: dict
+    tokenizer: object = None
+    max_length: int = 128
 
     @torch.no_grad()
-    def predict_proba(self, images: list) -> dict[str, torch.Tensor]:
-        """{task: (n, classes) probabilities} for images (paths, file-likes or PIL images)."""
-        pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in images]
-        out = self.model(preprocess_images(pil, self.preprocessing))
-        return {t: torch.softmax(v.float(), 1) for t, v in out.items()}
+    def predict_proba(self, inputs: list) -> dict[str, torch.Tensor]:
+        """{task: (n, classes) probabilities} for images (paths, file-likes or PIL images) or texts."""
+        if self.tokenizer is not None:
+            from core.models import text_backbones
 
-    def predict(self, images: list, top_k: int = 1) -> list[dict]:
-        """Per image: {task: {'label', 'confidence', 'top_k': [(label, p), ...]}} for every task."""
-        probs = self.predict_proba(images)
-        out = [{} for _ in images]
+            if isinstance(inputs, str):
+                raise TypeError(_("predict takes a list of texts; wrap the one text in a list: predict([text])"))
+            x = text_backbones.tokenize(self.tokenizer, list(inputs), self.max_length)
+        else:
+            pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in inputs]
+            x = preprocess_images(pil, self.preprocessing)
+        return {t: torch.softmax(v.float(), 1) for t, v in self.model(x).items()}
+
+    def predict(self, inputs: list, top_k: int = 1) -> list[dict]:
+        """Per input: {task: {'label', 'confidence', 'top_k': [(label, p), ...]}} for every task."""
+        probs = self.predict_proba(inputs)
+        out = [{} for _ in inputs]
         for t, p in probs.items():
             k = min(top_k, len(self.tasks[t]))
             for i, row in enumerate(p):
@@ -224,7 +234,19 @@ def load_multitask(path: str | Path) -> LoadedMultiTask:
     if card_kind(card) != "multitask":
         raise ValueError(_("{name} holds a {card_kind} model, not a multi-task one; load it with "
                            "core.results.loading.load_model").format(name=path.name, card_kind=card_kind(card)))
+    tasks = {t: list(c) for t, c in card["tasks"].items()}
+    if card.get("modality") == "text":  # a sentence encoder, one linear head per label column
+        from core.models import text_backbones
+
+        folder = weights_file(path).parent / TOKENIZER_DIR
+        src = str(folder) if (folder / "config.json").is_file() else None
+        dim = text_backbones.get(card["backbone"]).dim
+        build = lambda: MultiTaskNet(  # noqa: E731
+            text_backbones.build_body(card["backbone"], pretrained=False, source=src),
+            torch.nn.ModuleDict({t: torch.nn.Linear(dim, len(c)) for t, c in tasks.items()}))
+        return LoadedMultiTask(_with_weights(build, state).eval(), tasks, None, card,
+                               text_backbones.tokenizer(card["backbone"], source=src),
+                               int(card["preprocessing"]["max_length"]))
     model = _with_weights(lambda: build_multitask(card["backbone"], card["tasks"], pretrained=False)[0], state)
     model.eval()
-    return LoadedMultiTask(model, {t: list(c) for t, c in card["tasks"].items()},
-                           Preprocessing.from_dict(card["preprocessing"]), card)
+    return LoadedMultiTask(model, tasks, Preprocessing.from_dict(card["preprocessing"]), card)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from core.config import RunConfig
 from core.data import text as text_data
 from core.i18n import _
 from core.models import text_backbones
-from core.models.heads import MultiTaskNet, TaskHeads
+from core.models.heads import TaskHeads
 from core.models.net import TransferNet
 from core.results import loading
 from core.storage import cards, runs
@@ -113,41 +112,8 @@ TECHNIQUE = TextMultiTask
 
 # --- load-back -----------------------------------------------------------------------------------------------
 
-@dataclass
-class LoadedTextMultiTask:
-    """A text multi-task model rebuilt from its run or export: every task's prediction for each text."""
-
-    model: MultiTaskNet
-    tasks: dict[str, list[str]]
-    card: dict
-    tokenizer: object
-    max_length: int
-
-    @torch.no_grad()
-    def predict_proba(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """{task: (n, classes) probabilities} for texts."""
-        if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; wrap the one text in a list: predict([text])")
-        out = self.model(text_backbones.tokenize(self.tokenizer, list(texts), self.max_length))
-        return {t: torch.softmax(v.float(), 1) for t, v in out.items()}
-
-    def predict(self, texts: list[str], top_k: int = 1) -> list[dict]:
-        """Per text: {task: {'label', 'confidence', 'top_k': [(label, p), ...]}} for every task."""
-        probs = self.predict_proba(texts)
-        out = [{} for _ in texts]
-        for t, p in probs.items():
-            k = min(top_k, len(self.tasks[t]))
-            for i, row in enumerate(p):
-                q, j = row.topk(k)
-                top = [(self.tasks[t][c], float(v)) for v, c in zip(q.tolist(), j.tolist())]
-                out[i][t] = {"label": top[0][0], "confidence": top[0][1], "top_k": top}
-        return out
-
-
-def load(path: str | Path) -> LoadedTextMultiTask:
-    """Rebuild a text multi-task model from its run directory or .safetensors export."""
-    from safetensors.torch import load_file
-
+def load(path: str | Path) -> loading.LoadedMultiTask:
+    """Rebuild a text multi-task model from its run directory or .safetensors export (``load_model`` does the same)."""
     file = cards.weights_file(Path(path))
     if not file.is_file():
         raise ValueError(_("{path} has no weights yet ({name} missing); train at least one epoch").format(
@@ -156,12 +122,4 @@ def load(path: str | Path) -> LoadedTextMultiTask:
     if cards.card_kind(card) != "multitask" or card.get("modality") != "text":
         raise ValueError(_("{name} is not a text multi-task model; load it with core.results.loading.load_model")
                          .format(name=file.name))
-    folder = file.parent / loading.TOKENIZER_DIR
-    src = str(folder) if (folder / "config.json").is_file() else None
-    tasks = {t: list(c) for t, c in card["tasks"].items()}
-    dim = text_backbones.get(card["backbone"]).dim
-    model = MultiTaskNet(text_backbones.build_body(card["backbone"], pretrained=False, source=src),
-                         nn.ModuleDict({t: nn.Linear(dim, len(c)) for t, c in tasks.items()}))
-    model.load_state_dict(load_file(str(file)))
-    return LoadedTextMultiTask(model.eval(), tasks, card, text_backbones.tokenizer(card["backbone"], source=src),
-                               int(card["preprocessing"]["max_length"]))
+    return loading.load_multitask(file)
