@@ -130,7 +130,7 @@ def take(url: str, lang: str, sample: str, epochs: int, budget: int, out: Path, 
             page.locator(".st-key-train_start").evaluate("e => e.scrollIntoView({block: 'start'})")
             page.mouse.move(width * 0.6, height / 2)
             page.mouse.wheel(0, -45)  # the caption above the buttons, as in the English picture
-            page.mouse.move(5, height - 5)  # off the charts: no Plotly toolbar in the picture
+            page.mouse.move(width - 10, height - 10)  # off the charts and the sidebar: no toolbars in the picture
             page.wait_for_timeout(800)
         except Exception:
             failed = Path(tempfile.gettempdir()) / f"{out.stem}.failed.png"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.app import charts
-from core.app import services
+from core.app import services, text_services
 from core.app.engine import i18n
 from pages import common, technique_tools as tt, train_live
 
@@ -17,7 +17,7 @@ st.write(_("Distillation trains a small, fast student to imitate a big teacher y
            "large to deploy and a smaller backbone trained alone falls short of it."))
 
 teachers = [i for i in common.finished_runs()
-            if common.technique_of(services.open_run(i, common.owner())) in (None, "distill")]
+            if common.technique_of(services.open_run(i, common.owner())) in (None, "distill", "text")]
 if not teachers:
     st.info(_("Distillation needs a teacher: a finished training run with a checkpoint, and there is none yet. "
               "Train one first (a large backbone makes the best teacher)."))
@@ -30,7 +30,8 @@ current = st.session_state.get("job")
 teacher = st.selectbox(_("Teacher run"), teachers, index=teachers.index(current) if current in teachers else 0,
                        key="distill_teacher", format_func=common.run_label)
 tcfg = services.open_run(teacher, common.owner()).config()
-names = [r["name"] for r in services.backbone_table(common.owner())]
+text = tcfg.technique == "text"  # issue 17: a text teacher teaches a smaller text encoder (text_distill)
+names = text_services.student_names() if text else [r["name"] for r in services.backbone_table(common.owner())]
 preferred = next((n for n in ("mobilenet_v3_small", "efficientnet_lite0") if n in names and n != tcfg.backbone),
                  names[0])
 c1, c2, c3, c4 = st.columns(4)
@@ -41,15 +42,28 @@ temperature = c3.slider(_("Temperature T"), 1.0, 10.0, 4.0, 0.5, key="distill_te
                         help=_("Higher T softens the teacher's probabilities and passes on more of what it knows "
                                "about similar classes."))
 epochs = c4.number_input(_("Epochs"), 1, 500, int(d["epochs"]), key="distill_epochs")
-st.caption(_("The student learns on the teacher's data ({data}) with the layer and optimizer settings of your draft; "
-             "augmentation is off because the teacher's logits are computed once, on the centre crop.").format(
-    data=common.md(tcfg.dataset or tcfg.data)))
+if text:
+    max_length = st.number_input(_("Max length (tokens)"), 8, 512, int(tcfg.max_length or 128),
+                                 key="distill_max_length", help=_("Tokens kept per text; longer texts are cut. "
+                                                                  "Default: the teacher's."))
+    st.caption(_("The text student learns on the teacher's texts ({data}) with the layer settings of your draft "
+                 "(the text recipe when the draft holds image choices); the teacher's logits are computed once per "
+                 "text.").format(data=common.md(tcfg.dataset or tcfg.data)))
+else:
+    st.caption(_("The student learns on the teacher's data ({data}) with the layer and optimizer settings of your "
+                 "draft; "
+                 "augmentation is off because the teacher's logits are computed once, on the centre crop.").format(
+        data=common.md(tcfg.dataset or tcfg.data)))
 
-run, job, active = tt.current("distill")
+kind = "text_distill" if text else "distill"
+run, job, active = tt.current(kind)
 
 
 def distill_config():
     """The student's config: the draft's settings on the teacher's data, this user's teacher run."""
+    if text:
+        return text_services.distill_config(d, teacher, student, alpha, temperature, int(epochs), int(max_length),
+                                            common.owner())
     cfg = services.to_config(d, tcfg.data, common.owner(), backbone=student, augment="none", trainable_groups=None,
                              epochs=int(epochs), name=f"{student} distilled from {tcfg.backbone}")
     cfg.technique, cfg.teacher = "distill", teacher
@@ -68,7 +82,7 @@ if run is not None:
         st.write(_("Accuracy on the student's validation split, agreement with the teacher's top-1, size and CPU "
                    "latency. Train once more with alpha = 1 to add the same student without a teacher."))
         rcfg = run.config()
-        peers = {r.id: r for r in common.user_runs() if r.best_weights.exists() and common.technique_of(r) == "distill"
+        peers = {r.id: r for r in common.user_runs() if r.best_weights.exists() and common.technique_of(r) == kind
                  and r.config().teacher == rcfg.teacher}
         students = {_("student {backbone} α={alpha} ({run})").format(backbone=r.config().backbone,
                                                                       alpha=r.config().distill_alpha, run=rid[:15]): rid
@@ -78,7 +92,8 @@ if run is not None:
             if st.button(_("Compare"), key="distill_compare"):
                 with st.spinner(_("Scoring every model on the validation split…")):
                     try:
-                        rows = services.distill_compare(rcfg.teacher, students, common.owner())
+                        compare = text_services.distill_compare if text else services.distill_compare
+                        rows = compare(rcfg.teacher, students, common.owner())
                     except ValueError as e:
                         st.error(common.md(e))
                         st.stop()

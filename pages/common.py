@@ -267,6 +267,9 @@ def technique_of(run: runs.Run) -> str | None:
 
 # Runs whose checkpoint is not one classifier: they are evaluated and exported on their own pages.
 OWN_PAGE = {"multitask": ("multitask", N_("Go to 9 · Multi-task")), "simclr": ("pretrain", N_("Go to 10 · Pretrain"))}
+# issue 17: the text multi-task model and the adapted text encoder likewise (a text_distill student is one text
+# classifier: Evaluate and Export take it like a "text" run)
+OWN_PAGE |= {"text_multitask": OWN_PAGE["multitask"], "text_pretrain": OWN_PAGE["simclr"]}
 
 
 def require_run(step: str) -> runs.Run:

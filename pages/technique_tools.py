@@ -61,3 +61,22 @@ def live(technique: str, key: str, draw) -> None:
         draw(run, events, status)
 
     body()
+
+
+def keep_upload(up, prefix: str) -> str:
+    """Write an uploaded file once into an upload folder of this user, named by owner and content (the same
+    upload on every rerun is written once); its path, the file's suffix kept (readers go by it)."""
+    import hashlib
+    from pathlib import Path
+
+    from core.app.engine import owners, runs, workspace
+
+    payload = up.getvalue()
+    digest = hashlib.sha256(f"{common.owner()}\n".encode() + payload).hexdigest()[:16]
+    folder = workspace.sub("uploads") / f"{prefix}-{digest}"
+    target = folder / f"upload{Path(up.name).suffix.lower()}"
+    if not target.exists():
+        folder.mkdir(exist_ok=True)
+        owners.record(folder, common.owner())
+        runs.atomic_write_bytes(target, payload)
+    return str(target)

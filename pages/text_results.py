@@ -22,8 +22,8 @@ _PERCENT = st.column_config.NumberColumn(format="%.1f %%")  # values in percent,
 
 
 def is_text_run(run: runs.Run) -> bool:
-    """Whether a run trained a text classifier (its config's technique is "text")."""
-    return common.technique_of(run) == "text"
+    """Whether a run trained a text classifier (technique "text", or a student distilled from a text teacher)."""
+    return common.technique_of(run) in ("text", "text_distill")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

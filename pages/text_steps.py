@@ -20,7 +20,7 @@ _, N_ = i18n.gettext, i18n.N_
 def text_draft() -> dict:
     """This tab's draft, switched to the text recipe when it still holds image choices (a new tab opened on a
     text dataset by a link, say)."""
-    if common.draft()["backbone"] not in [r["name"] for r in _text_rows()]:
+    if common.draft()["backbone"] not in [r["name"] for r in _all_rows()]:
         common.set_fields(**text_services.text_fields())
     return common.draft()
 
@@ -145,12 +145,18 @@ def _split(rep: dict, draft: dict) -> None:
 
 WEIGHTS = {"bundled": N_("ships with the app: works with no network"),
            "cached": N_("downloaded before: on this machine"),
-           "download": N_("downloaded once from the Hugging Face hub when training starts (network needed)")}
+           "download": N_("downloaded once from the Hugging Face hub when training starts (network needed)"),
+           "adapted": N_("adapted to your texts in a pretraining run (10 · Pretrain): on this machine")}
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _text_rows() -> list[dict]:
     return text_services.text_backbone_table()
+
+
+def _all_rows() -> list[dict]:
+    """The registry's text encoders and this user's adapted ones (10 · Pretrain), each with its note."""
+    return _text_rows() + text_services.adapted_rows(common.owner())
 
 
 def backbone(draft: dict) -> None:
@@ -159,7 +165,7 @@ def backbone(draft: dict) -> None:
     st.write(_("For text, the backbone is a sentence encoder already trained on a large corpus of sentences. "
                "Its embeddings are reused and a new head learns your classes; on the Layers step you choose "
                "whether some of its transformer blocks adapt too."))
-    rows = _text_rows()
+    rows = _all_rows()
     table = pd.DataFrame(rows).set_index("name")
     shown = table.assign(weights=[_(WEIGHTS.get(w, w)) for w in table["weights"]])
     st.dataframe(shown, key="bb_table", width="stretch",
@@ -216,7 +222,7 @@ def layers(ds: str, draft: dict) -> None:
                "to your texts. The fewer texts you have, the fewer groups should learn."))
     draft = text_draft()
     backbone_name = draft["backbone"]
-    if backbone_name not in [r["name"] for r in _text_rows()]:
+    if backbone_name not in [r["name"] for r in _all_rows()]:
         st.error(_("{name} is an image backbone; a text dataset needs a text backbone.").format(
             name=common.md(backbone_name)))
         common.link("backbone", _("Choose a backbone on 2 · Backbone"))

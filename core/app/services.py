@@ -100,7 +100,7 @@ def to_config(draft: dict, data: str | Path, owner: str | None = None, **overrid
     fields = {k: v for k, v in draft.items() if k in known}
     fields.update(overrides)
     _source(data, owner)  # another user's dataset or upload is "not found", before anything reads it
-    if str(fields.get("backbone", "")).startswith("adapted:"):  # adapted:<base>:<run id>, a run of its own
+    if str(fields.get("backbone", "")).startswith(("adapted:", "adapted-text:")):  # <base>:<run id>, a run of its own
         owners.check(runs.root() / str(fields["backbone"]).rsplit(":", 1)[-1], owner, "adapted backbone")
     cfg = RunConfig(**{**fields, "data": str(data)})
     cfg.dataset = cfg.dataset or Path(str(data)).name

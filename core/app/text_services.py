@@ -226,3 +226,143 @@ def text_card_markdown(run_dir: str | Path, owner: str | None = None) -> str:
     from core.storage.cards import read_card
 
     return tx.card_markdown(read_card(services.open_run(run_dir, owner).require_intact(action="shown").path))
+
+
+# --- the technique pages with text (helper X2): 8 · Distill, 9 · Multi-task, 10 · Pretrain -------------------
+
+TEXT_RUNS = ("text", "text_distill")  # techniques whose checkpoint is one text classifier (a teacher, Evaluate)
+
+
+def is_text_classifier_run(run_dir: str | Path, owner: str | None = None) -> bool:
+    """Whether one of ``owner``'s runs trained a text classifier (technique text or text_distill)."""
+    try:
+        return services.open_run(run_dir, owner).config().technique in TEXT_RUNS
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def student_names() -> list[str]:
+    """Text backbones a text student may use, the small default student (MiniLM-L3) first."""
+    from core.models import text_backbones
+
+    names = text_backbones.names()
+    return [text_backbones.TRUNCATED] + [n for n in names if n != text_backbones.TRUNCATED]
+
+
+def _text_base(draft: dict) -> dict:
+    """The draft when it holds text choices, else the text recipe (a text technique on an image draft)."""
+    from core.models import text_backbones
+
+    return dict(draft) if text_backbones.is_text(str(draft.get("backbone"))) else {**draft, **text_fields()}
+
+
+def distill_config(draft: dict, teacher: str, student: str, alpha: float, temperature: float, epochs: int,
+                   max_length: int | None = None, owner: str | None = None) -> RunConfig:
+    """A text student's config (technique text_distill) on the text teacher's data, with the draft's layers."""
+    from core import techniques
+
+    tcfg = services.open_run(teacher, owner).config()
+    if tcfg.technique not in TEXT_RUNS:
+        raise ValueError(_("run {run} is not a text classifier; a text student needs a finished text run as its "
+                           "teacher").format(run=teacher))
+    fields = _text_base(draft)
+    cfg = services.to_config(fields, tcfg.data, owner, backbone=student, augment="none", trainable_groups=None,
+                             epochs=int(epochs), max_length=int(max_length or tcfg.max_length or 128),
+                             probe_init=False, name=f"{student} distilled from {tcfg.backbone}",
+                             technique="text_distill",
+                             teacher=services.open_run(teacher, owner).id, distill_alpha=float(alpha),
+                             distill_temperature=float(temperature))
+    cfg.dataset = tcfg.dataset or cfg.dataset
+    return techniques.check(cfg)
+
+
+def distill_compare(teacher: str, students: dict, owner: str | None = None) -> list[dict]:
+    """Teacher and text student rows: accuracy, agreement, parameters, size, CPU latency
+    (core.techniques.text_distill.compare; services.distill_compare is the image one)."""
+    from core.techniques import text_distill
+
+    students = {label: services.open_run(rid, owner).path for label, rid in students.items()}
+    return text_distill.compare(services.open_run(teacher, owner).path, students, latency_repeats=5)
+
+
+def dataset_table(name: str, owner: str | None = None) -> Path:
+    """The table behind one of ``owner``'s text datasets: the uploaded .csv/.tsv/.jsonl kept with it (all its
+    columns), else the stored text.csv (text and label only)."""
+    from core.storage import owners, workspace
+
+    kept = sorted(p for p in workspace.sub("uploads").glob(f"{name}--*/*")
+                  if p.suffix.lower() in TABLE_SUFFIXES and owners.visible(p.parent, owner))
+    return kept[-1] if kept else services.dataset_dir(name, owner) / text_data.STORED
+
+
+def task_table(source: str | Path, tasks: list[str] | None = None, owner: str | None = None) -> dict:
+    """A text table's label columns (task -> classes), labelled rows, rows left out and its text column
+    (core.data.text.read_tasks)."""
+    path = services._source(source, owner)
+    table = text_data.read_tasks(path, tasks)
+    return {"tasks": table.tasks, "rows": len(table.texts), "text_column": table.text_column,
+            "skipped": [f"row {s['row']}: {s['message']}" for s in table.skipped]}
+
+
+def multitask_config(draft: dict, source: str | Path, tasks: list[str], weights: list[float], epochs: int,
+                     max_length: int | None = None, owner: str | None = None) -> RunConfig:
+    """One text encoder, one head per chosen label column of ``source`` (technique text_multitask)."""
+    from core import techniques
+
+    fields = _text_base(draft)
+    cfg = services.to_config(fields, source, owner, augment="none", trainable_groups=None, epochs=int(epochs),
+                             max_length=int(max_length or fields.get("max_length") or 128), probe_init=False,
+                             cache_features=False, name=f"multi-task: {', '.join(tasks)}",
+                             technique="text_multitask", tasks=list(tasks), task_weights=[float(w) for w in weights])
+    return techniques.check(cfg)
+
+
+def pretrain_bases() -> list[str]:
+    """Text backbones masked-language-model pretraining can start from (registry entries, not adapted ones)."""
+    from core.models import text_backbones
+
+    return text_backbones.names()
+
+
+def pretrain_config(source: str | Path, base: str, epochs: int, batch_size: int, max_length: int = 128,
+                    trainable: str = "all", owner: str | None = None) -> RunConfig:
+    """Masked-language-model pretraining of text encoder ``base`` on the texts of ``source`` (a text dataset
+    folder or an uploaded .txt/.csv; labels are ignored), technique text_pretrain."""
+    from core import techniques
+
+    folder = services._source(source, owner)
+    dataset = folder.name if folder.is_dir() else folder.stem
+    cfg = RunConfig(data=str(folder), backbone=base, image_size=0, trainable=trainable, epochs=int(epochs),
+                    batch_size=int(batch_size), lr=1e-4, scheduler="cosine", augment="none",
+                    technique="text_pretrain", sources=[str(folder)], dataset=dataset, max_length=int(max_length),
+                    cache_features=False, early_stopping_metric="val_loss", name=f"MLM on {dataset}")
+    return techniques.check(cfg)
+
+
+def adapted_rows(owner: str | None = None) -> list[dict]:
+    """``owner``'s adapted text encoders (core.models.text_backbones.list_adapted) as rows of the Backbone step's
+    text table, each with its note (base, run, dataset, validation MLM loss)."""
+    from core.models import text_backbones
+
+    rows = []
+    for a in text_backbones.list_adapted():
+        try:
+            services.open_run(a["run_dir"], owner)
+            spec = text_backbones.get(a["name"])
+        except ValueError:
+            continue  # another user's run, or an encoder whose base left the registry
+        loss = a.get("metrics", {}).get("mlm_loss")
+        note = _("{base} adapted to {dataset} by masked-language-model pretraining in run {run}").format(
+            base=a["base"], dataset=a.get("dataset") or "?", run=Path(a["run_dir"]).name[:15])
+        if isinstance(loss, (int, float)):
+            note += _("; validation MLM loss {loss}").format(loss=f"{loss:.3g}")
+        rows.append({"name": a["name"], "title": spec.title, "params (M)": spec.params_m, "dim": spec.dim,
+                     "blocks": spec.n_layers, "weights": "adapted", "groups": len(spec.groups) + 1, "note": note})
+    return rows
+
+
+def is_text_backbone(name) -> bool:
+    """Whether ``name`` is a text backbone (a registry entry or an adapted text encoder)."""
+    from core.models import text_backbones
+
+    return text_backbones.is_text(name)

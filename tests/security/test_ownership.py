@@ -78,6 +78,9 @@ def test_the_facade_answers_not_found_for_another_users_run_dataset_upload_or_ba
                  lambda: services.to_config({**services.defaults(),
                                              "backbone": f"adapted:efficientnet_lite0:{alice['adapted'].id}"},
                                             de.root() / bob["ds"], BOB),
+                 lambda: services.to_config({**services.defaults(),  # the text encoders' adapted names too
+                                             "backbone": f"adapted-text:all_minilm_l6_v2:{alice['adapted'].id}"},
+                                            de.root() / bob["ds"], BOB),
                  lambda: de.import_zip(tmp_path / "x.zip", ds, append=True, owner=BOB)):
         with pytest.raises(ValueError, match="not found in your workspace"):
             call()
