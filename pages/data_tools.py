@@ -34,7 +34,8 @@ def import_folder(files, fallback: str = "folder") -> str:
 
 
 @st.cache_data(show_spinner=_("Scanning the dataset…"), max_entries=16)
-def _scan(ds: str, signature: str) -> tuple[dict, dict]:
+def _scan(ds: str, signature: str, lang: str) -> tuple[dict, dict]:
+    """The index and health report; ``lang`` keys the cache, since the report's warnings are in that language."""
     index = de.scan(ds)
     return index.to_dict(), ingest.health_report(index, sample_limit=300)
 
@@ -42,7 +43,7 @@ def _scan(ds: str, signature: str) -> tuple[dict, dict]:
 def scan_and_check(ds: str) -> tuple[ingest.DatasetIndex, dict]:
     """(index, health report) of one of this user's datasets; cached until a file in it changes."""
     signature = services.dataset_action("signature", ds, owner=common.owner())  # "not found" if not theirs
-    index, health = _scan(ds, signature)
+    index, health = _scan(ds, signature, i18n.current_language())
     return ingest.DatasetIndex.from_dict(index), health
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.app import services
+from core.app.engine import events as run_events
 from core.app.engine import i18n
 from pages import common
 
@@ -57,7 +58,7 @@ def live(technique: str, key: str, draw) -> None:
         if status == "failed":
             end = next((e for e in reversed(events) if e.get("type") == "end"), {})
             st.error(_("The run failed: {error}").format(
-                error=common.md((job.error if job is not None else None) or end.get("message"))))
+                error=common.md((job.error if job is not None else None) or run_events.text(end))))
         draw(run, events, status)
 
     body()

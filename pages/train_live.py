@@ -7,6 +7,7 @@ from core.app import charts
 from core.app.engine import edits as de
 from core.app import services
 from core.app.engine import POLICIES, PRESETS, i18n
+from core.app.engine import events as run_events
 from pages import common, data_tools
 
 _, N_ = i18n.gettext, i18n.N_
@@ -215,11 +216,11 @@ def monitor(active: bool) -> None:
             c4.metric(_("Validation loss"), f"{e['val_loss']:.3f}")
         for e in events:
             if e.get("type") == "early_stop":
-                st.info(common.md(e.get("message", "")))
+                st.info(common.md(run_events.text(e)))
         end = next((e for e in reversed(events) if e.get("type") == "end"), None)
         if status == "failed":
             st.error(_("Training failed: {error}").format(
-                error=common.md((job.error if job is not None else None) or (end or {}).get("message"))))
+                error=common.md((job.error if job is not None else None) or run_events.text(end or {}))))
             tb = (job.traceback if job is not None else None) or (end or {}).get("traceback")
             if tb:
                 with st.expander(_("Traceback")):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -153,12 +154,14 @@ def test_the_quick_page_uploads_trains_predicts_and_offers_the_download(shapes_d
     ds = at.session_state["ds"]
     assert ds.startswith("quick-shapes")
     settings = next(c.value for c in at.caption if c.value.startswith("Settings:"))
-    assert "image size **96 px**" in settings  # 96-px shapes are not upsampled to 224
+    shown = re.search(r"image size \*\*(\d+) px\*\*", settings)
+    assert shown and shown.group(1) in ("96", "224")  # native 96 px, or 224 where the budget affords upsampling
 
     at.button(key="quick_train").click().run()
     job = at.session_state["job"]
     assert at.query_params["job"] == job
     assert wait_for_run(job, timeout=180) == "finished"
+    assert runs.Run(runs.root() / job).config().image_size == int(shown.group(1))  # the size shown is trained
     at.run()
     assert not at.exception
     assert any("quick_chart_loss" in el.proto.id for el in at.get("plotly_chart"))

@@ -12,7 +12,7 @@ from core.config import AUGMENTS
 from core.data import edits, ingest
 from core.data.augment import POLICIES, PRESETS
 from core.storage import downloads, locks, owners, runs, workspace
-from core.train import tracking
+from core.train import events, tracking
 
-__all__ = ["AUGMENTS", "POLICIES", "PRESETS", "downloads", "edits", "i18n", "ingest", "locks", "owners",
+__all__ = ["AUGMENTS", "POLICIES", "PRESETS", "downloads", "edits", "events", "i18n", "ingest", "locks", "owners",
            "runs", "tracking", "workspace"]

@@ -97,7 +97,7 @@ def _register(spec: BackboneSpec) -> None:
 
 
 _register(BackboneSpec(
-    "efficientnet_lite0", "EfficientNet-Lite0 (bundled)", "_fc",
+    "efficientnet_lite0", N_("EfficientNet-Lite0 (bundled)"), "_fc",
     (("stem", ("_conv_stem", "_bn0", "_blocks.0")), ("stage1", _seq("_blocks", (1, 2))),
      ("stage2", _seq("_blocks", (3, 4))), ("stage3", _seq("_blocks", (5, 6, 7))),
      ("stage4", _seq("_blocks", (8, 9, 10))), ("stage5", _seq("_blocks", range(11, 16))),
@@ -112,10 +112,10 @@ _register(BackboneSpec(
     architecture=("efficientnet_lite_pytorch", "EfficientNet.from_name", "efficientnet-lite0")))
 
 
-def _lite(k: int, size: int, params_m: float, top1: float) -> BackboneSpec:
+def _lite(k: int, title: str, size: int, params_m: float, top1: float) -> BackboneSpec:
     """EfficientNet-Lite1/2: Lite0's layout with deeper stages (21 blocks), weights bundled in their own pip package."""
     return BackboneSpec(
-        f"efficientnet_lite{k}", f"EfficientNet-Lite{k} (bundled)", "_fc",
+        f"efficientnet_lite{k}", title, "_fc",
         (("stem", ("_conv_stem", "_bn0", "_blocks.0")), ("stage1", _seq("_blocks", (1, 2, 3))),
          ("stage2", _seq("_blocks", (4, 5, 6))), ("stage3", _seq("_blocks", range(7, 11))),
          ("stage4", _seq("_blocks", range(11, 15))), ("stage5", _seq("_blocks", range(15, 21))),
@@ -130,8 +130,8 @@ def _lite(k: int, size: int, params_m: float, top1: float) -> BackboneSpec:
         architecture=("efficientnet_lite_pytorch", "EfficientNet.from_name", f"efficientnet-lite{k}"))
 
 
-_register(_lite(1, 240, 5.42, 76.7))
-_register(_lite(2, 260, 6.09, 77.6))
+_register(_lite(1, N_("EfficientNet-Lite1 (bundled)"), 240, 5.42, 76.7))
+_register(_lite(2, N_("EfficientNet-Lite2 (bundled)"), 260, 6.09, 77.6))
 _register(_tv("resnet18", "ResNet-18", "fc", _RESNET_GROUPS, N_("The brief's example; small and robust."),
               gradcam_layer="layer4"))
 _register(_tv("resnet50", "ResNet-50", "fc", _RESNET_GROUPS, gradcam_layer="layer4"))
