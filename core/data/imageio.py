@@ -357,7 +357,7 @@ def _chunked_range(im: Image.Image, float_data: bool) -> tuple[float, float]:
     # Pillow stores 16-bit greyscale in mode "I" for some formats; values that fit in 16 bits are
     # treated as such. Wider data has no fixed white point, so its own range is stretched.
     low, high = np.inf, -np.inf
-    for _, band in _row_chunks(im):
+    for _top, band in _row_chunks(im):
         if float_data:
             band = np.nan_to_num(band.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         if band.size:

@@ -163,7 +163,7 @@ def _visible(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str
 def _descend(top: Path) -> Path:
     """Step through wrapper folders (a lone folder with sub-folders and no images or labels)."""
     current = top
-    for _ in range(64):  # a bound, not an expectation: nobody nests wrappers this deep
+    for _depth in range(64):  # a bound, not an expectation: nobody nests wrappers this deep
         dirs, files, _ = _visible(current)
         has_data = any(is_image_name(f.name) or _suffix(f.name) in LABEL_EXTENSIONS for f in files)
         if len(dirs) != 1 or has_data:

@@ -37,7 +37,7 @@ def apply(model: nn.Module, backbone: str, trainable_groups: list[str]) -> dict[
     counts = {"trainable": 0, "total": 0}
     for g, params in backbones.param_groups_of(backbone, model).items():
         on = g in trainable_groups
-        for _, p in params:
+        for _name, p in params:
             p.requires_grad_(on)
             counts["total"] += p.numel()
             counts["trainable"] += p.numel() if on else 0

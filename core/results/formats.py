@@ -405,10 +405,10 @@ def _normalise(x: torch.Tensor, lm: LoadedModel) -> torch.Tensor:
 def _latency_ms(fn, x: torch.Tensor, repeats: int) -> float:
     """Median wall time of one call, after a warm-up (the JIT optimises on its first calls)."""
     with torch.no_grad():
-        for _ in range(2):
+        for _try in range(2):
             fn(x)
         times = []
-        for _ in range(repeats):
+        for _rep in range(repeats):
             t0 = time.perf_counter()
             fn(x)
             times.append(time.perf_counter() - t0)

@@ -264,7 +264,7 @@ class Distributed(Single):
 
         out = {k: tuple(rebuild(dl) for dl in pair) for k, pair in loaders.items()}
         if self._debug:
-            for k, (_, val) in out.items():
+            for k, (_n, val) in out.items():
                 self._log_shard({"kind": "val", "features": bool(k), "indices": list(val.sampler),
                                  "n": len(val.dataset)})
         return out

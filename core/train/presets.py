@@ -148,7 +148,7 @@ def throughput(backbone: str, size: int, device: str = "auto", trainable: str = 
     def timed(fn) -> float:
         fn()  # warm-up: first calls pay for kernel selection and allocation
         best = float("inf")
-        for _ in range(2):  # the faster of two: other processes on a shared machine only ever slow one down
+        for _try in range(2):  # the faster of two: other processes on a shared machine only ever slow one down
             t0 = time.perf_counter()
             fn()
             if dev.type == "cuda":
