@@ -295,7 +295,7 @@ def test_a_preset_plan_gives_its_reasons_in_the_language_it_is_shown_in(monkeypa
     left = {k: r for k, r in zh.reasons.items() if not _CJK.search(r) or _ENGLISH_RUN.search(r)}
     assert not left, f"plan reasons left in English under zh_CN: {left}"
     assert zh.reasons["seed"] == "由你设定" and en.reasons["seed"] == "set by you"
-    assert zh_text.startswith("预设方案 balanced：预计约") and en_text.startswith("preset balanced: expected about")
+    assert zh_text.startswith("训练方案 balanced：预计约") and en_text.startswith("preset balanced: expected about")
 
 
 def test_a_training_event_is_stored_in_english_and_shown_in_the_readers_language():
@@ -387,7 +387,7 @@ def test_chart_titles_axes_and_legends_are_chinese_under_zh_cn():
         matrix = charts.confusion([[3, 1], [0, 4]], ["猫 <i>", "dog"])
     assert curves.layout.title.text == "每轮" and curves.layout.xaxis.title.text == "轮"
     assert [t.name for t in curves.data] == ["训练损失", "验证损失", "训练准确率", "验证准确率"]
-    assert (matrix.layout.xaxis.title.text, matrix.layout.yaxis.title.text) == ("预测类别", "真实")
+    assert (matrix.layout.xaxis.title.text, matrix.layout.yaxis.title.text) == ("预测类别", "真实类别")
     assert list(matrix.data[0].x) == ["猫 &lt;i&gt;", "dog"]  # the user's labels as they are, escaped for Plotly
     assert charts.epoch_curves(events).layout.xaxis.title.text == "epoch"  # and English outside the block
 
