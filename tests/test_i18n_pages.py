@@ -154,6 +154,19 @@ def visible_texts(at: AppTest) -> list[str]:
 
 # --- the workspace the pages show --------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_workspace(tmp_path_factory):
+    """A workspace of this module's own: what other test modules leave behind (runs of every technique, adapted
+    backbones, damaged runs) would make the pages, and so the sweep, depend on the order tests run in."""
+    old = os.environ.get("TRANSFER_STUDIO_HOME")
+    os.environ["TRANSFER_STUDIO_HOME"] = str(tmp_path_factory.mktemp("i18n-sweep-home"))
+    yield
+    if old is None:
+        os.environ.pop("TRANSFER_STUDIO_HOME", None)
+    else:
+        os.environ["TRANSFER_STUDIO_HOME"] = old
+
+
 @pytest.fixture(scope="module")
 def sweep_ds(shapes_dir) -> str:
     name = de.unique_name("sweep-shapes")

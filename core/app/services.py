@@ -253,7 +253,9 @@ def backbone_table(owner: str | None = None) -> list[dict]:
     base = {r["name"]: r for r in rows}
     for a in adapted:
         b = base.get(a["base"], {})
-        rows.append({"name": a["name"], "title": a["title"], "params (M)": b.get("params (M)"),
+        title = _("{title}, adapted on {dataset}").format(title=_(b["title"]) if b.get("title") else a["base"],
+                                                          dataset=a["dataset"])
+        rows.append({"name": a["name"], "title": title, "params (M)": b.get("params (M)"),
                      "input": b.get("input"), "ImageNet top-1 (%)": None, "weights": "adapted",
                      "groups": b.get("groups"),
                      "note": ngettext("{base} after self-supervised pretraining on {dataset} ({n} epoch).",
