@@ -186,8 +186,7 @@ def cmd_train(a) -> dict:
             return _supervised(run, bool(a.resume))
         return fit(run.config(), _progress_printer(), run=run, resume=bool(a.resume))
     config = _config_from_flags(a, text_aware=True)
-    if a.out:
-        os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
+    _use_out(a)
     config = _with_preset(a, config)
     if ddp.launched():  # started by torchrun: one DDP rank
         return worker.train(config, _progress_printer())
@@ -207,12 +206,18 @@ def _supervised(run, resume: bool) -> dict:
     return fit(config, _progress_printer(), ctl, run, resume=resume)
 
 
-def _config_from_flags(a, text_aware: bool = False) -> RunConfig:
+def _flag_fields(a) -> dict:
+    """--config's fields, then every config flag given on the command line (trainable_groups split on commas)."""
     base = RunConfig.load(a.config).to_dict() if a.config else {}
     for f in fields():
         v = getattr(a, f.name, None)
         if v is not None:
             base[f.name] = v.split(",") if f.name == "trainable_groups" else v
+    return base
+
+
+def _config_from_flags(a, text_aware: bool = False) -> RunConfig:
+    base = _flag_fields(a)
     if not base.get("data"):
         raise CliError(_("--data is required (a folder of class folders, a .zip, or sample:digits)"))
     config = RunConfig.from_dict(base)
@@ -276,11 +281,7 @@ def _text_technique_config(a, technique: str, **recipe) -> RunConfig:
     every field the user did not set."""
     import dataclasses
 
-    base = RunConfig.load(a.config).to_dict() if a.config else {}
-    for f in fields():
-        v = getattr(a, f.name, None)
-        if v is not None:
-            base[f.name] = v.split(",") if f.name == "trainable_groups" else v
+    base = _flag_fields(a)
     if not base.get("data"):
         raise CliError(_("--data is required (a CSV, TSV or JSONL table of texts)"))
     config = techniques.default_text_config(RunConfig.from_dict(base), explicit=set(base))
@@ -298,27 +299,18 @@ def _text_teacher(teacher: str) -> bool:
         return False  # the image path reports what is wrong with it
 
 
-def _cmd_text_distill(a) -> dict:
-    from core.models import text_backbones
-    from core.techniques import text_distill
-
-    # a head on the frozen student is cheap per epoch (embeddings computed once): enough epochs to match the teacher
-    config = _text_technique_config(a, "text_distill", backbone=text_backbones.TRUNCATED, epochs=30)
-    result = text_distill.distill(a.teacher, config, a.alpha, a.temperature, _progress_printer())
-    if a.compare and result.get("status") == "finished":
-        baseline = text_distill.distill(a.teacher, config, 1.0, a.temperature, _progress_printer())
-        result["comparison"] = text_distill.compare(a.teacher, {"distilled": result["run_dir"],
-                                                                "without teacher": baseline["run_dir"]})
-    return result
-
-
 def cmd_distill(a) -> dict:
-    from core.techniques import distill
-
     _use_out(a)
-    if _text_teacher(a.teacher):
-        return _cmd_text_distill(a)
-    config = _config_from_flags(a)
+    if _text_teacher(a.teacher):  # a text teacher (issue 17): a text student, same loss and comparison
+        from core.models import text_backbones
+        from core.techniques import text_distill as distill
+
+        # a head on the frozen student is cheap per epoch (embeddings computed once): enough epochs to match it
+        config = _text_technique_config(a, "text_distill", backbone=text_backbones.TRUNCATED, epochs=30)
+    else:
+        from core.techniques import distill
+
+        config = _config_from_flags(a)
     result = distill.distill(a.teacher, config, a.alpha, a.temperature, _progress_printer())
     if a.compare and result.get("status") == "finished":
         baseline = distill.distill(a.teacher, config, 1.0, a.temperature, _progress_printer())
@@ -342,9 +334,9 @@ def cmd_multitask(a) -> dict:
 
 
 def _is_text_corpus(data: str) -> bool:
-    from core.data import text
+    from core.data import text_tasks
 
-    return text.looks_like_corpus(data)
+    return text_tasks.looks_like_corpus(data)
 
 
 def _cmd_text_pretrain(a) -> dict:

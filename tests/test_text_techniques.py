@@ -13,7 +13,7 @@ import torch
 
 from core import cli, techniques
 from core.config import RunConfig
-from core.data import text
+from core.data import text, text_tasks
 from core.models import text_backbones
 from core.results import loading
 from core.storage import runs
@@ -87,7 +87,7 @@ def test_a_text_student_needs_a_finished_text_teacher(topics, tmp_path):
 
 
 def test_text_multitask_reports_every_column_and_its_heads_predict_both(tmp_path):
-    data = text.make_multitask_sample(tmp_path / "reviews.csv", per_class=16)
+    data = text_tasks.make_multitask_sample(tmp_path / "reviews.csv", per_class=16)
     out = io.StringIO()
     with redirect_stdout(out):
         code = cli.main(["multitask", "--data", str(data), "--device", "cpu", "--max-length", "32",
@@ -123,9 +123,9 @@ def test_text_multitask_reports_every_column_and_its_heads_predict_both(tmp_path
 
 
 def test_text_multitask_names_the_columns_when_a_task_is_missing(tmp_path):
-    data = text.make_multitask_sample(tmp_path / "reviews.csv", per_class=4)
+    data = text_tasks.make_multitask_sample(tmp_path / "reviews.csv", per_class=4)
     with pytest.raises(ValueError, match="its label columns are topic, sentiment"):
-        text.read_tasks(data, ["mood"])
+        text_tasks.read_tasks(data, ["mood"])
 
 
 def test_mlm_pretraining_lowers_the_loss_on_the_users_text_and_the_encoder_trains_a_classifier(topics, tmp_path):

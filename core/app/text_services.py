@@ -13,6 +13,7 @@ from core.app import services
 from core.config import RunConfig
 from core.data import edits
 from core.data import text as text_data
+from core.data import text_tasks
 from core.i18n import N_, _
 
 TABLE_SUFFIXES = text_data.TABLE_SUFFIXES
@@ -297,9 +298,9 @@ def dataset_table(name: str, owner: str | None = None) -> Path:
 
 def task_table(source: str | Path, tasks: list[str] | None = None, owner: str | None = None) -> dict:
     """A text table's label columns (task -> classes), labelled rows, rows left out and its text column
-    (core.data.text.read_tasks)."""
+    (core.data.text_tasks.read_tasks)."""
     path = services._source(source, owner)
-    table = text_data.read_tasks(path, tasks)
+    table = text_tasks.read_tasks(path, tasks)
     return {"tasks": table.tasks, "rows": len(table.texts), "text_column": table.text_column,
             "skipped": [f"row {s['row']}: {s['message']}" for s in table.skipped]}
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from core.config import RunConfig
-from core.data import text as text_data
+from core.data import text_tasks
 from core.i18n import _
 from core.models import text_backbones
 from core.models.heads import TaskHeads
@@ -72,7 +72,7 @@ class TextMultiTask(MultiTask):
             self.tasks = {t: list(c) for t, c in d["tasks"].items()}
             train, val, digest = d["train"], d["val"], d.get("content_hash")
         else:
-            table = text_data.read_tasks(config.data, config.tasks)
+            table = text_tasks.read_tasks(config.data, config.tasks)
             self.tasks = table.tasks
             rows = [[text, [self.tasks[t].index(table.labels[t][i]) if table.labels[t][i] else MISSING
                             for t in self.tasks]] for i, text in enumerate(table.texts)]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from core.config import RunConfig
-from core.data import text as text_data
+from core.data import text_tasks
 from core.i18n import N_, _
 from core.models import text_backbones
 from core.models.net import TransferNet
@@ -155,7 +155,7 @@ class TextPretrain(Technique):
             d = json.loads(split_file.read_text())
             train, val = d["train"], d["val"]
         else:
-            texts = [t for s in sources for t in text_data.read_unlabelled(s)]
+            texts = [t for s in sources for t in text_tasks.read_unlabelled(s)]
             if len(texts) < 4:
                 raise ValueError(_too_few(len(texts)))
             order = np.random.RandomState(config.seed).permutation(len(texts)).tolist()
