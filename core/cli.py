@@ -9,16 +9,13 @@ from pathlib import Path
 
 from core import i18n
 from core.i18n import N_, _, ngettext
-from core.train import control, ddp, events
+from core.train import control, ddp
 from core.jobs import worker
-from core import techniques
+from core import cli_text, techniques
+from core.cli_common import CliError, flag_fields, progress_printer
 from core.config import RunConfig, field_help, fields
 
 TTA_MODES = ("none", "flip", "multicrop")  # core.results.tta.MODES, without importing torch for --help
-
-
-class CliError(Exception):
-    """Bad input: printed as one line, exit code 2."""
 
 
 def _bool(text: str) -> bool:
@@ -143,54 +140,23 @@ def _add_tracking_flags(p: argparse.ArgumentParser) -> None:
                    help=_("MLflow experiment name (default transfer-studio)"))
 
 
-_NOT_METRICS = ("type", "time", "epoch", "epochs", "time_s")
-
-
-def _progress_printer():
-    """A one-line progress bar on a terminal; silent when stderr is not a terminal."""
-    tty = sys.stderr.isatty()
-
-    def on_event(ev: dict) -> None:
-        t = ev["type"]
-        if t == "step" and tty:
-            frac = ev.get("step", 0) / max(ev.get("total_steps", 0), 1)
-            bar = "#" * int(frac * 30)
-            line = _("epoch {epoch} loss {loss:.4f} {speed:.0f} img/s ETA {eta:.0f}s").format(
-                epoch=ev.get("epoch"), loss=ev.get("loss", 0.0), speed=ev.get("images_per_s", 0.0),
-                eta=ev.get("eta_s", 0.0))
-            sys.stderr.write(f"\r[{bar:<30}] {frac:5.1%} {line} ")
-            sys.stderr.flush()
-        elif t == "phase" and tty:
-            sys.stderr.write(f"\r{_(ev['phase'])}: {ev['done']}/{ev['total']}    ")
-            sys.stderr.flush()
-        elif t == "epoch":  # every technique logs its own metrics (val_acc, pair_acc, per-task ...): show the numbers
-            shown = " ".join(f"{k} {v:.4g}" for k, v in ev.items()
-                             if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool))
-            line = _("epoch {epoch}/{epochs}: {metrics}").format(epoch=ev.get("epoch"), epochs=ev.get("epochs"),
-                                                                 metrics=shown)
-            sys.stderr.write(f"\r{line}\n")
-        elif t in ("warning", "early_stop"):
-            sys.stderr.write(f"\n{events.text(ev)}\n")
-    return on_event
-
-
 def cmd_train(a) -> dict:
     from core.storage import runs
     from core.techniques import fit
 
     if a.resume or a.run_dir:
         if ddp.launched():  # rank 0 opens the run; the others are sent what they need
-            return worker.train(None, _progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
+            return worker.train(None, progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
         run = runs.open_run(a.resume or a.run_dir)
         if os.environ.get(control.SUPERVISOR_ENV):  # a job of the app: obey its pause / stop files
             return _supervised(run, bool(a.resume))
-        return fit(run.config(), _progress_printer(), run=run, resume=bool(a.resume))
+        return fit(run.config(), progress_printer(), run=run, resume=bool(a.resume))
     config = _config_from_flags(a, text_aware=True)
     _use_out(a)
     config = _with_preset(a, config)
     if ddp.launched():  # started by torchrun: one DDP rank
-        return worker.train(config, _progress_printer())
-    return fit(config, _progress_printer())
+        return worker.train(config, progress_printer())
+    return fit(config, progress_printer())
 
 
 def _supervised(run, resume: bool) -> dict:
@@ -203,25 +169,15 @@ def _supervised(run, resume: bool) -> dict:
     config = run.config()
     ctl = control.DistControl(ddp.context(), run.path)
     signal.signal(signal.SIGTERM, lambda *_: ctl.stop())
-    return fit(config, _progress_printer(), ctl, run, resume=resume)
-
-
-def _flag_fields(a) -> dict:
-    """--config's fields, then every config flag given on the command line (trainable_groups split on commas)."""
-    base = RunConfig.load(a.config).to_dict() if a.config else {}
-    for f in fields():
-        v = getattr(a, f.name, None)
-        if v is not None:
-            base[f.name] = v.split(",") if f.name == "trainable_groups" else v
-    return base
+    return fit(config, progress_printer(), ctl, run, resume=resume)
 
 
 def _config_from_flags(a, text_aware: bool = False) -> RunConfig:
-    base = _flag_fields(a)
+    base = flag_fields(a)
     if not base.get("data"):
         raise CliError(_("--data is required (a folder of class folders, a .zip, or sample:digits)"))
     config = RunConfig.from_dict(base)
-    if text_aware and base.get("technique") in (None, "text") and _is_text_data(config.data):
+    if text_aware and base.get("technique") in (None, "text") and cli_text.is_text_data(config.data):
         # a table of text,label (issue 17): the default text backbone and recipe, except what the user set
         config = techniques.default_text_config(config, explicit=set(base))
     return techniques.check(config)
@@ -249,12 +205,6 @@ def _with_preset(a, config: RunConfig) -> RunConfig:
     return techniques.check(RunConfig.from_dict({**config.to_dict(), **p.fields}))
 
 
-def _is_text_data(data: str) -> bool:
-    from core.data import text
-
-    return text.looks_like_text(data)
-
-
 def cmd_lr_find(a) -> dict:
     from core.train.lr_finder import lr_find
 
@@ -276,44 +226,19 @@ def _use_out(a) -> None:
         os.environ["TRANSFER_STUDIO_HOME"] = str(Path(a.out).resolve())
 
 
-def _text_technique_config(a, technique: str, **recipe) -> RunConfig:
-    """The config of a text technique (issue 17) from the flags: the default text recipe, then ``recipe``, for
-    every field the user did not set."""
-    import dataclasses
-
-    base = _flag_fields(a)
-    if not base.get("data"):
-        raise CliError(_("--data is required (a CSV, TSV or JSONL table of texts)"))
-    config = techniques.default_text_config(RunConfig.from_dict(base), explicit=set(base))
-    return dataclasses.replace(config, technique=technique, **{k: v for k, v in recipe.items() if k not in base})
-
-
-def _text_teacher(teacher: str) -> bool:
-    """Whether the teacher (run id, run folder or export) is a text classifier; False when it cannot be read."""
-    from core.storage import cards, runs
-
-    try:
-        p = Path(teacher) if Path(teacher).exists() else runs.open_run(teacher).path
-        return cards.read_card(cards.weights_file(p)).get("modality") == "text"
-    except (ValueError, OSError):
-        return False  # the image path reports what is wrong with it
-
-
 def cmd_distill(a) -> dict:
     _use_out(a)
-    if _text_teacher(a.teacher):  # a text teacher (issue 17): a text student, same loss and comparison
-        from core.models import text_backbones
+    if cli_text.text_teacher(a.teacher):  # a text teacher (issue 17): a text student, same loss and comparison
         from core.techniques import text_distill as distill
 
-        # a head on the frozen student is cheap per epoch (embeddings computed once): enough epochs to match it
-        config = _text_technique_config(a, "text_distill", backbone=text_backbones.TRUNCATED, epochs=30)
+        config = cli_text.text_distill_config(a)
     else:
         from core.techniques import distill
 
         config = _config_from_flags(a)
-    result = distill.distill(a.teacher, config, a.alpha, a.temperature, _progress_printer())
+    result = distill.distill(a.teacher, config, a.alpha, a.temperature, progress_printer())
     if a.compare and result.get("status") == "finished":
-        baseline = distill.distill(a.teacher, config, 1.0, a.temperature, _progress_printer())
+        baseline = distill.distill(a.teacher, config, 1.0, a.temperature, progress_printer())
         result["comparison"] = distill.compare(a.teacher, {"distilled": result["run_dir"],
                                                            "without teacher": baseline["run_dir"]})
     return result
@@ -325,48 +250,19 @@ def cmd_multitask(a) -> dict:
     _use_out(a)
     tasks = a.mt_tasks.split(",") if a.mt_tasks else None
     weights = [float(w) for w in a.mt_weights.split(",")] if a.mt_weights else None
-    if a.data and _is_text_corpus(a.data):  # a table of texts and label columns (issue 17)
-        from core.techniques import text_multitask
-
-        return text_multitask.fit_text_multitask(_text_technique_config(a, "text_multitask"), tasks, weights,
-                                                 _progress_printer())
-    return multitask.fit_multitask(_config_from_flags(a), tasks, weights, _progress_printer())
-
-
-def _is_text_corpus(data: str) -> bool:
-    from core.data import text_tasks
-
-    return text_tasks.looks_like_corpus(data)
-
-
-def _cmd_text_pretrain(a) -> dict:
-    from core.models import text_backbones
-    from core.techniques import text_pretrain
-
-    printer = _progress_printer()
-
-    def on_event(ev: dict) -> None:
-        if ev["type"] == "epoch":
-            sys.stderr.write("\r" + _("epoch {epoch}/{epochs}: MLM loss {loss:.4f} on held-out texts, masked-token "
-                                       "accuracy {acc:.1%}").format(epoch=ev["epoch"], epochs=ev["epochs"],
-                                                                   loss=ev["val_loss"], acc=ev["val_acc"]) + "\n")
-        else:
-            printer(ev)
-    run = text_pretrain.pretrain(a.backbone or text_backbones.DEFAULT, a.data, epochs=a.epochs,
-                                 batch_size=a.batch_size, lr=a.lr or 1e-4, trainable=a.trainable,
-                                 max_length=a.max_length, mlm_probability=a.mask_prob, seed=a.seed, device=a.device,
-                                 on_event=on_event)
-    return run.result() or {"status": run.status(), "run_dir": str(run.path)}
+    if a.data and cli_text.is_text_corpus(a.data):  # a table of texts and label columns (issue 17)
+        return cli_text.cmd_text_multitask(a, tasks, weights)
+    return multitask.fit_multitask(_config_from_flags(a), tasks, weights, progress_printer())
 
 
 def cmd_pretrain(a) -> dict:
     from core.techniques import simclr
 
     _use_out(a)
-    if all(_is_text_corpus(d) for d in a.data):  # unlabelled text: masked-language-model pretraining (issue 17)
-        return _cmd_text_pretrain(a)
+    if all(cli_text.is_text_corpus(d) for d in a.data):  # unlabelled text: masked-language-model pretraining
+        return cli_text.cmd_text_pretrain(a)
     a.backbone, a.lr = a.backbone or "efficientnet_lite0", a.lr or 3e-4
-    printer = _progress_printer()
+    printer = progress_printer()
 
     def on_event(ev: dict) -> None:
         if ev["type"] == "epoch":  # no validation split here: print the contrastive figures instead
@@ -387,7 +283,7 @@ def cmd_predict(a) -> None:
     model = load_model(a.model)
     text_model = isinstance(model, LoadedTextModel) or getattr(model, "tokenizer", None) is not None
     if text_model or a.text or a.texts_file:
-        return _predict_texts(a, model)
+        return cli_text.predict_texts(a, model)
     if not a.images:
         raise CliError(_("name image files to predict (or --text / --texts-file for a text model)"))
     if isinstance(model, LoadedMultiTask):  # every task's prediction per image
@@ -405,37 +301,6 @@ def cmd_predict(a) -> None:
                               "top_k": pred["top_k"]}))
         except ValueError as e:
             print(json.dumps({"path": path, "error": str(e)}))
-
-
-def _predict_texts(a, model) -> None:
-    """One JSON line per text, in input order: the --text values first, then the lines of --texts-file."""
-    from core.results.loading import LoadedMultiTask, LoadedTextModel
-
-    multitask = isinstance(model, LoadedMultiTask) and model.tokenizer is not None  # a head per label column
-    if not isinstance(model, LoadedTextModel) and not multitask:
-        raise CliError(_("{model} is an image model; --text and --texts-file need a text classifier (trained on a "
-                         "CSV/TSV/JSONL of text,label)").format(model=a.model))
-    if a.images:
-        raise CliError(_("{model} is a text classifier; pass texts with --text or --texts-file, not files to "
-                         "open").format(model=a.model))
-    texts = list(a.text or [])
-    if a.texts_file:
-        try:
-            lines = Path(a.texts_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise CliError(_("cannot read --texts-file {file!r} as UTF-8 text: {error}").format(
-                file=a.texts_file, error=e)) from None
-        texts += [line for line in lines if line.strip()]
-    if not texts:
-        raise CliError(_("no text to predict; pass --text \"...\" (repeatable) or --texts-file FILE (one per line)"))
-    for i in range(0, len(texts), 64):
-        chunk = texts[i:i + 64]
-        for t, pred in zip(chunk, model.predict(chunk, top_k=a.top_k)):
-            if multitask:
-                print(json.dumps({"text": t, "tasks": pred}, ensure_ascii=False))
-                continue
-            print(json.dumps({"text": t, "label": pred["label"], "confidence": round(pred["confidence"], 6),
-                              "top_k": pred["top_k"]}, ensure_ascii=False))
 
 
 def cmd_export(a) -> None:

@@ -7,7 +7,8 @@ import pytest
 CORE = Path(__file__).resolve().parents[1] / "core"
 # bottom to top; a module may import its own layer and the layers below it, never one above
 # (i18n is the bottom leaf: every layer may translate its messages)
-LAYERS = ["i18n", "config", "storage", "data", "models", "results", "train", "techniques", "jobs", "app", "cli", "__main__"]
+LAYERS = ["i18n", "config", "storage", "data", "models", "results", "train", "techniques", "jobs", "app",
+          "cli_common", "cli_text", "cli", "__main__"]  # the CLI layer: cli_common under cli_text under cli
 
 
 def _module(path: Path) -> str:

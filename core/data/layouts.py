@@ -287,24 +287,20 @@ def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
         here = Path(current)
         keep = []
         for d in sorted(dirnames):
-            sub = here / d
-            if sub.is_symlink():
-                yield sub, Message(_LINK)
-            elif reason := _ignored_reason([d]):
-                yield sub, reason
+            reason = _not_followed(here / d)
+            if reason:
+                yield here / d, reason
             else:
                 keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
             path = here / f
-            if path.is_symlink():
-                yield path, Message(_LINK)
-            elif reason := _ignored_reason([f]):
-                yield path, reason
-            elif not is_image_name(f):
-                yield path, _not_image_reason(f)
-            else:
-                yield path, None
+            yield path, _not_followed(path) or (None if is_image_name(f) else _not_image_reason(f))
+
+
+def _not_followed(path: Path) -> str | None:
+    """Why the walk leaves this entry out: a symbolic link, or operating-system clutter; None otherwise."""
+    return Message(_LINK) if path.is_symlink() else _ignored_reason([path.name])
 
 
 # ---- CSV / TSV labels
@@ -387,6 +383,10 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
 
     basenames: dict[str, list[Path]] | None = None
     listed: dict[str, tuple[str, int]] = {}
+
+    def skip(name: str, msgid: str, **params) -> None:  # the row being read is left out, with its file and line
+        found.skipped.append(Skipped(name, Message(msgid, where=where, line=lineno, **params)))
+
     for label_path, table in tables:
         where = label_path.name
         for lineno, row in enumerate(table.rows, start=2):
@@ -394,24 +394,20 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
             label = row[table.label_col].strip() if table.label_col < len(row) else ""
             row_name = cell or f"{where} line {lineno}"
             if not cell:
-                found.skipped.append(Skipped(row_name, Message(N_("{where} line {line}: no file name, row ignored"),
-                                                            where=where, line=lineno)))
+                skip(row_name, N_("{where} line {line}: no file name, row ignored"))
                 continue
             if not label:
-                found.skipped.append(Skipped(cell, Message(
-                    N_("{where} line {line}: empty label — fill it in or remove the row"), where=where, line=lineno)))
+                skip(cell, N_("{where} line {line}: empty label — fill it in or remove the row"))
                 continue
             bad_label = labels.label_problem(label)
             if bad_label:
-                found.skipped.append(Skipped(cell, Message(
-                    N_("{where} line {line}: label {label} {problem} — labels must be plain text on one line; fix the "
-                       "cell"), where=where, line=lineno, label=repr(label[:60]), problem=bad_label)))
+                skip(cell, N_("{where} line {line}: label {label} {problem} — labels must be plain text on one line; "
+                              "fix the cell"), label=repr(label[:60]), problem=bad_label)
                 continue
             split = _row_split(row, table) or file_splits[label_path]
             if split == "test":
                 if has_val:
-                    found.skipped.append(Skipped(cell, Message(
-                        N_("{where} line {line}: test split not used (a val split exists)"), where=where, line=lineno)))
+                    skip(cell, N_("{where} line {line}: test split not used (a val split exists)"))
                     continue
                 split = "val"
             rel_name = cell.replace("\\", "/")
@@ -419,9 +415,8 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
             try:
                 resolved = paths.contained(base_real, rel_name)
             except paths.OutsideError as exc:
-                found.skipped.append(Skipped(cell, Message(
-                    N_("{where} line {line}: path leaves the dataset folder ({error})"), where=where, line=lineno,
-                    error=Message(exc.msgid, **exc.params))))
+                skip(cell, N_("{where} line {line}: path leaves the dataset folder ({error})"),
+                     error=Message(exc.msgid, **exc.params))
                 continue
             if not resolved.is_file() and "/" not in rel_name:
                 # Many exports list bare file names while the images sit in a sub-folder.
@@ -431,23 +426,19 @@ def _from_tables(base: Path, base_real: Path, tables: list[tuple[Path, _Table]])
                 if len(matches) == 1:
                     resolved = matches[0].resolve()
             if not resolved.is_file():
-                found.skipped.append(Skipped(cell, Message(
-                    N_("{where} line {line}: file not found — check the name or add the file"), where=where,
-                    line=lineno)))
+                skip(cell, N_("{where} line {line}: file not found — check the name or add the file"))
                 continue
             rel = resolved.relative_to(base_real).as_posix()
             ignored = _ignored_reason(rel.split("/"))
             if ignored:
-                found.skipped.append(Skipped(rel, Message(_ROW, where=where, line=lineno, reason=ignored)))
+                skip(rel, _ROW, reason=ignored)
                 continue
             if not is_image_name(rel):
-                found.skipped.append(Skipped(rel, Message(_ROW, where=where, line=lineno,
-                                                          reason=_not_image_reason(rel))))
+                skip(rel, _ROW, reason=_not_image_reason(rel))
                 continue
             if rel in listed:
-                found.skipped.append(Skipped(rel, Message(
-                    N_("{where} line {line}: listed again (first on {first_where} line {first_line}); kept the first"),
-                    where=where, line=lineno, first_where=listed[rel][0], first_line=listed[rel][1])))
+                skip(rel, N_("{where} line {line}: listed again (first on {first_where} line {first_line}); kept "
+                             "the first"), first_where=listed[rel][0], first_line=listed[rel][1])
                 continue
             listed[rel] = (where, lineno)
             found.candidates.append(_Candidate(rel, label, split))

@@ -25,8 +25,8 @@ from core.i18n import _, ngettext
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 TEXT_NAMES = ("text", "sentence", "review", "comment", "message", "content", "body", "utterance")
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "intent")
-_IMAGE_EXT = re.compile(r"\.(jpe?g|png|bmp|gif|webp|tiff?)$", re.IGNORECASE)
-_SURROGATE = re.compile("[\udc80-\udcff]")
+IMAGE_EXT = re.compile(r"\.(jpe?g|png|bmp|gif|webp|tiff?)$", re.IGNORECASE)
+SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass
@@ -59,20 +59,24 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def _decode(raw: bytes) -> str:
+def decode(raw: bytes) -> str:
+    """The text of a file's bytes as UTF-8 (a leading BOM dropped); each byte that is not UTF-8 kept as a marker
+    that ``repair`` reports and replaces."""
     # surrogateescape keeps each undecodable byte as a marker character, so the row holding it can be named
     text = raw.decode("utf-8", errors="surrogateescape")
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _repair(value: str, where: str, problems: list[dict]) -> str:
-    bad = _SURROGATE.findall(value)
+def repair(value: str, where: str, problems: list[dict]) -> str:
+    """``value`` with each byte ``decode`` could not read replaced by U+FFFD; what was replaced is appended to
+    ``problems`` as a row ``where`` (unchanged when nothing was)."""
+    bad = SURROGATE.findall(value)
     if not bad:
         return value
     shown = " ".join(f"0x{ord(c) - 0xDC00:02X}" for c in bad[:4])
     # n and bytes kept beside the message: a stored dataset's report is shown again in the reader's language
     problems.append({"row": where, "message": encoding_message(len(bad), shown), "n": len(bad), "bytes": shown})
-    return _SURROGATE.sub("\ufffd", value)
+    return SURROGATE.sub("\ufffd", value)
 
 
 def encoding_message(n: int, shown: str) -> str:
@@ -83,9 +87,9 @@ def encoding_message(n: int, shown: str) -> str:
         n).format(n=n, bytes=shown)
 
 
-def _records(path: Path, raw: bytes) -> tuple[list[str], list[tuple[str, dict]]]:
+def read_records(path: Path, raw: bytes) -> tuple[list[str], list[tuple[str, dict]]]:
     """(column names, [(row number as shown, {column: cell})]) of a CSV, TSV or JSONL file."""
-    text = _decode(raw)
+    text = decode(raw)
     if path.suffix.lower() == ".jsonl":
         out, columns = [], []
         for i, line in enumerate(text.splitlines(), start=1):
@@ -133,7 +137,7 @@ def detect_columns(columns: list[str], records: list[dict]) -> tuple[str, str]:
             continue
         stats[c] = {"mean_len": statistics.fmean(len(v) for v in filled),
                     "distinct": len(set(filled)), "n": len(filled),
-                    "paths": sum(bool(_IMAGE_EXT.search(v.strip())) for v in filled) / len(filled)}
+                    "paths": sum(bool(IMAGE_EXT.search(v.strip())) for v in filled) / len(filled)}
     if text_col is None:
         free = [c for c, s in stats.items() if c != label_col and s["paths"] < 0.5 and s["mean_len"] >= 15
                 and s["distinct"] >= 0.5 * s["n"]]
@@ -159,8 +163,8 @@ def _from_records(columns, records, text_col=None, label_col=None) -> TextTable:
                 column=c, columns=", ".join(columns)))
     table = TextTable([], text_col, label_col)
     for where, rec in records:
-        text = _repair(rec.get(text_col, "") or "", where, table.encoding_problems)
-        label = _repair(rec.get(label_col, "") or "", where, []).strip()
+        text = repair(rec.get(text_col, "") or "", where, table.encoding_problems)
+        label = repair(rec.get(label_col, "") or "", where, []).strip()
         problem = label_problem(label)
         if problem:
             table.skipped.append({"row": where, "message": _("label '{label}' {problem}; row left out").format(
@@ -177,7 +181,7 @@ def _from_folders(files: dict[str, bytes]) -> TextTable:
         parts = Path(name).parts
         if len(parts) < 2 or any(p.startswith(".") or p == "__MACOSX" for p in parts):
             continue
-        text = _repair(_decode(files[name]), name, table.encoding_problems)
+        text = repair(decode(files[name]), name, table.encoding_problems)
         table.rows.append(TextRow(text.strip(), parts[-2], name))
     return table
 
@@ -186,7 +190,7 @@ def read(path: str | Path, text_column: str | None = None, label_column: str | N
     """Read a CSV/TSV/JSONL table, a .zip of class folders of .txt files, or such a folder."""
     path = Path(path)
     if path.is_dir() and is_stored(path):
-        table = _read_stored(path)
+        table = read_stored(path)
     elif path.is_dir():
         files = {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*.txt") if p.is_file()}
         table = _from_folders(files)
@@ -195,7 +199,7 @@ def read(path: str | Path, text_column: str | None = None, label_column: str | N
             files = {n: z.read(n) for n in z.namelist() if n.lower().endswith(".txt") and not n.endswith("/")}
         table = _from_folders(files)
     elif path.suffix.lower() in TABLE_SUFFIXES:
-        columns, records = _records(path, path.read_bytes())
+        columns, records = read_records(path, path.read_bytes())
         table = _from_records(columns, records, text_column, label_column)
     else:
         raise ValueError(_("{file}: expected a .csv, .tsv, .jsonl, a .zip of class folders of .txt files, or such a "
@@ -216,7 +220,7 @@ def looks_like_text(path: str | Path) -> bool:
     if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
         return False
     try:
-        columns, records = _records(path, path.read_bytes()[:1_000_000])
+        columns, records = read_records(path, path.read_bytes()[:1_000_000])
         detect_columns(columns, [r for _, r in records])
     except (ValueError, csv.Error):
         return False
@@ -439,7 +443,9 @@ def is_stored(folder: str | Path) -> bool:
     return (Path(folder) / STORED).is_file()
 
 
-def _read_stored(folder: Path) -> TextTable:
+def read_stored(folder: Path) -> TextTable:
+    """The table a text dataset folder of the workspace holds (written by ``save``); rows without a label left
+    out."""
     with (folder / STORED).open(newline="", encoding="utf-8") as f:
         rows = [TextRow(r.get("text") or "", (r.get("label") or "").strip(), r.get("row") or str(i))
                 for i, r in enumerate(csv.DictReader(f), start=2)]

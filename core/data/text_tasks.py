@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.data.labels import label_problem
-from core.data.text import (_IMAGE_EXT, _SURROGATE, TABLE_SUFFIXES, TEXT_NAMES, _decode, _read_stored, _records,
-                            _repair, is_stored, looks_like_text, make_sample)
+from core.data.text import (IMAGE_EXT, SURROGATE, TABLE_SUFFIXES, TEXT_NAMES, decode, is_stored, looks_like_text,
+                            make_sample, read_records, read_stored, repair)
 from core.i18n import _
 
 # --- several label columns (multi-task learning) and unlabelled text (continued pretraining) -----------------
@@ -45,7 +45,7 @@ def text_column_of(columns: list[str], records: list[dict]) -> str:
     best, best_len = None, 15.0  # shorter on average than a short sentence: a label or an id, not free text
     for c in columns:
         filled = [r.get(c, "") for r in records[:2000] if r.get(c, "").strip()]
-        if not filled or sum(bool(_IMAGE_EXT.search(v.strip())) for v in filled) >= 0.5 * len(filled):
+        if not filled or sum(bool(IMAGE_EXT.search(v.strip())) for v in filled) >= 0.5 * len(filled):
             continue
         mean = statistics.fmean(len(v) for v in filled)
         if mean >= best_len and len(set(filled)) >= 0.5 * len(filled):
@@ -60,7 +60,7 @@ def _table_records(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
     if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
         raise ValueError(_("{name}: expected a .csv, .tsv or .jsonl table with a text column and one column per "
                            "task").format(name=path.name))
-    return _records(path, path.read_bytes())
+    return read_records(path, path.read_bytes())
 
 
 def read_tasks(path: str | Path, tasks: list[str] | None = None, text_column: str | None = None) -> TaskTextTable:
@@ -79,7 +79,7 @@ def read_tasks(path: str | Path, tasks: list[str] | None = None, text_column: st
         raise ValueError(_("each task may be named once; got {tasks}").format(tasks=", ".join(tasks)))
     table = TaskTextTable([], {t: [] for t in tasks}, text_col)
     for where, rec in records:
-        values = {t: _repair(rec.get(t, "") or "", where, []).strip() for t in tasks}
+        values = {t: repair(rec.get(t, "") or "", where, []).strip() for t in tasks}
         bad = next(((t, v, label_problem(v)) for t, v in values.items() if v and label_problem(v)), None)
         if bad:
             table.skipped.append({"row": where, "message": f"label {bad[1][:60]!r} of task {bad[0]!r} {bad[2]}; "
@@ -88,7 +88,7 @@ def read_tasks(path: str | Path, tasks: list[str] | None = None, text_column: st
         if not any(values.values()):
             table.skipped.append({"row": where, "message": "no label for any task; row left out"})
             continue
-        table.texts.append(_repair(rec.get(text_col, "") or "", where, table.encoding_problems))
+        table.texts.append(repair(rec.get(text_col, "") or "", where, table.encoding_problems))
         for t in tasks:
             table.labels[t].append(values[t])
     for t, classes in table.tasks.items():
@@ -104,24 +104,24 @@ def read_unlabelled(path: str | Path) -> list[str]:
     (its text column; labels, if any, are ignored), a folder or .zip of .txt files (one text per file)."""
     path = Path(path)
     if path.is_dir() and is_stored(path):
-        texts = [r.text for r in _read_stored(path).rows]
+        texts = [r.text for r in read_stored(path).rows]
     elif path.is_dir():
-        texts = [_decode(p.read_bytes()) for p in sorted(path.rglob("*.txt")) if p.is_file()
+        texts = [decode(p.read_bytes()) for p in sorted(path.rglob("*.txt")) if p.is_file()
                  and not any(part.startswith(".") for part in p.relative_to(path).parts)]
     elif path.suffix.lower() == ".zip" and path.is_file():
         with zipfile.ZipFile(path) as z:
-            texts = [_decode(z.read(n)) for n in sorted(z.namelist()) if n.lower().endswith(".txt")
+            texts = [decode(z.read(n)) for n in sorted(z.namelist()) if n.lower().endswith(".txt")
                      and not any(p.startswith(".") or p == "__MACOSX" for p in Path(n).parts)]
     elif path.suffix.lower() == ".txt" and path.is_file():
-        texts = _decode(path.read_bytes()).splitlines()
+        texts = decode(path.read_bytes()).splitlines()
     elif path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
-        columns, records = _records(path, path.read_bytes())
+        columns, records = read_records(path, path.read_bytes())
         col = text_column_of(columns, [r for _, r in records])
         texts = [r.get(col, "") for _, r in records]
     else:
         raise ValueError(_("{name}: expected a .txt file (one text per line), a .csv/.tsv/.jsonl table with a text "
                            "column, or a folder or .zip of .txt files").format(name=path.name))
-    texts = [_SURROGATE.sub("\ufffd", t).strip() for t in texts]
+    texts = [SURROGATE.sub("\ufffd", t).strip() for t in texts]
     texts = [t for t in texts if t]
     if not texts:
         raise ValueError(_("{name} holds no text; pretraining needs unlabelled texts (labels are not needed)")
@@ -141,7 +141,7 @@ def looks_like_corpus(path: str | Path) -> bool:
         return bool(files) and sum(p.suffix.lower() == ".txt" for p in files) >= 0.9 * len(files)
     if path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
         try:
-            columns, records = _records(path, path.read_bytes()[:1_000_000])
+            columns, records = read_records(path, path.read_bytes()[:1_000_000])
             text_column_of(columns, [r for _, r in records])
         except (ValueError, csv.Error):
             return False
