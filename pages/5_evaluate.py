@@ -11,7 +11,7 @@ from core.app import services
 from core.app.engine import i18n
 from pages import common, eval_tools, text_results
 
-_ = i18n.gettext
+_, N_ = i18n.gettext, i18n.N_
 
 common.entrypoint()
 st.title(_("5 · Evaluate"))
@@ -25,20 +25,38 @@ if text_results.is_text_run(run):  # issue 17: a text classifier's report, texts
 
 
 @st.cache_data(show_spinner=_("Evaluating the checkpoint on the validation images…"), max_entries=8)
-def evaluation(run_dir: str, mtime: float, owner: str | None) -> dict:
-    return services.evaluate_run(run_dir, owner)  # the owner is part of the cache key: one user's result each
+def evaluation(run_dir: str, mtime: float, owner: str | None, tta: str = "none") -> dict:
+    return services.evaluate_run(run_dir, owner, tta=tta)  # the owner is part of the cache key: one user's result each
 
 
+# the modes of core.results.tta, averaged over each image's views; every figure below uses the chosen one
+TTA = {"none": N_("none"), "flip": N_("flip"), "multicrop": N_("multi-crop")}
+tta = st.radio(_("Test-time augmentation"), list(TTA), format_func=lambda m: _(TTA[m]), key="eval_tta",
+               horizontal=True, help=_("Predict on a few views of each validation image and average their "
+                                       "probabilities. **flip**: the image and its mirror (2× the prediction time). "
+                                       "**multi-crop**: the centre and the 4 corners of the image enlarged 1.15× (5× "
+                                       "the prediction time). Flip helps when a mirrored image shows the same class, "
+                                       "and hurts where it does not (digits, text)."))
 try:
-    rep = evaluation(str(run.path), os.path.getmtime(run.best_weights), common.owner())
+    key = (str(run.path), os.path.getmtime(run.best_weights), common.owner())
+    rep, plain = evaluation(*key, tta), evaluation(*key, "none")  # the plain one: the delta's reference
 except (ValueError, OSError) as e:  # OSError: a file of the run is missing (split.json, say)
     st.error(common.md(e))
     st.stop()
 
+
+def gain(field: str) -> str | None:
+    """The change TTA brings to a metric, in percentage points (None without TTA)."""
+    if tta == "none":
+        return None
+    new, old = (r["accuracy"] if field == "accuracy" else r["averages"]["macro"]["f1"] for r in (rep, plain))
+    return _("{delta} pp vs no TTA").format(delta=f"{(new - old) * 100:+.3g}")
+
+
 classes = rep["classes"]
 c1, c2, c3 = st.columns(3)
-c1.metric(_("Validation accuracy"), i18n.format_percent(rep["accuracy"]))
-c2.metric(_("Macro F1"), i18n.format_percent(rep["averages"]["macro"]["f1"]))
+c1.metric(_("Validation accuracy"), i18n.format_percent(rep["accuracy"]), gain("accuracy"))
+c2.metric(_("Macro F1"), i18n.format_percent(rep["averages"]["macro"]["f1"]), gain("f1"))
 c3.metric(_("Validation images"), len(rep["items"]))
 
 tab_class, tab_confusion, tab_curves, tab_mistakes, tab_try, tab_test = st.tabs(

@@ -70,12 +70,24 @@ st.caption(_("For deployment without this code: TorchScript and ONNX take float 
              "on CPUs; the bundle is a zip with the weights, the card and a standalone predict.py."))
 OTHER = {"torchscript": N_("TorchScript (.pt)"), "onnx": N_("ONNX (.onnx)"), "int8": N_("int8 quantized TorchScript"),
          "bundle": N_("Zip bundle with predict.py")}
+# test-time augmentation baked into the graph (core.results.tta): only TorchScript and ONNX can carry it
+TTA = {"none": N_("none"), "flip": N_("flip"), "multicrop": N_("multi-crop")}
 for col, (fmt, label) in zip(st.columns(len(OTHER)), OTHER.items()):
-    ready = services.export_ready(run.path, fmt, common.owner())
+    tta = "none"
+    if fmt in ("torchscript", "onnx"):
+        tta = col.selectbox(_("Test-time augmentation"), list(TTA), format_func=lambda m: _(TTA[m]),
+                            key=f"export_tta_{fmt}", help=_("**flip**: the image and its mirror; **multi-crop**: the "
+                                                            "centre and the 4 corners of the image enlarged 1.15×. "
+                                                            "Costs 2× / 5× the prediction time."))
+        if tta != "none":
+            col.caption(_("The graph makes the views itself: give it each image once, as usual. Its output is the "
+                          "log of the probabilities averaged over the views (softmax of it gives them); the model "
+                          "card records the augmentation."))
+    ready = services.export_ready(run.path, fmt, common.owner(), tta=tta)
     if ready is None and col.button(_("Build {format}").format(format=_(label)), key=f"export_build_{fmt}"):
         try:
             with st.spinner(_("Building the {format} export…").format(format=fmt)):
-                ready = services.export_format(run.path, fmt, common.owner())
+                ready = services.export_format(run.path, fmt, common.owner(), tta=tta)
         except (ValueError, RuntimeError) as e:  # e.g. an operator the exporter cannot convert
             col.error(f"{fmt}: {common.md(e)}")
     if ready is not None:

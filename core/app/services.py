@@ -311,9 +311,9 @@ def augment_preview(path: str, backbone: str, image_size: int, augment: str, n: 
         return [Image.fromarray(transform(square).permute(1, 2, 0).numpy()) for _ in range(n)]
 
 
-def evaluate_run(run_dir: str | Path, owner: str | None = None, tta: bool = False) -> dict:
-    """core.results.metrics.evaluate_run, behind a lazy import (only ``owner``'s runs); ``tta`` averages each
-    image's prediction with its mirror's."""
+def evaluate_run(run_dir: str | Path, owner: str | None = None, tta: bool | str = False) -> dict:
+    """core.results.metrics.evaluate_run, behind a lazy import (only ``owner``'s runs); ``tta``: "none", "flip" (or
+    True: each image with its mirror), "multicrop" (centre + 4 corners), probabilities averaged."""
     from core.results import metrics
 
     return metrics.evaluate_run(open_run(run_dir, owner).require_intact(action="evaluated").path, tta=tta)
@@ -403,18 +403,20 @@ def export_formats() -> tuple[str, ...]:
     return FORMATS
 
 
-def export_ready(run_dir: str | Path, fmt: str, owner: str | None = None) -> Path | None:
-    """The existing export of a run in ``fmt`` when it is newer than the weights, else None."""
+def export_ready(run_dir: str | Path, fmt: str, owner: str | None = None, tta: bool | str = False) -> Path | None:
+    """The existing export of a run in ``fmt`` (with test-time augmentation ``tta`` in its graph) when it is newer
+    than the weights, else None."""
     from core.results import formats
 
-    return formats.ready(open_run(run_dir, owner).path, fmt)
+    return formats.ready(open_run(run_dir, owner).path, fmt, tta)
 
 
-def export_format(run_dir: str | Path, fmt: str, owner: str | None = None) -> Path:
-    """Write (or reuse) an export of a run in ``fmt``; returns the file (core.results.formats.export)."""
+def export_format(run_dir: str | Path, fmt: str, owner: str | None = None, tta: bool | str = False) -> Path:
+    """Write (or reuse) an export of a run in ``fmt``, ``tta`` ("none", "flip", "multicrop") baked into torchscript
+    and onnx graphs; returns the file (core.results.formats.export)."""
     from core.results import formats
 
-    return formats.export(open_run(run_dir, owner).require_intact(action="exported").path, fmt)
+    return formats.export(open_run(run_dir, owner).require_intact(action="exported").path, fmt, tta=tta)
 
 
 def int8_summary(int8_path: str | Path) -> dict | None:

@@ -104,9 +104,10 @@ def _current(path: Path, src: Path) -> bool:
     return path.exists() and src.exists() and path.stat().st_mtime >= src.stat().st_mtime
 
 
-def ready(model_path: str | Path, fmt: str) -> Path | None:
-    """The default export of this model in ``fmt`` when it is on disk and current with its weights, else None."""
-    path = default_path(model_path, fmt)
+def ready(model_path: str | Path, fmt: str, tta: bool | str = False) -> Path | None:
+    """The default export of this model in ``fmt`` (with ``tta`` in its graph) when it is on disk and current with
+    its weights, else None."""
+    path = default_path(model_path, fmt, tta)
     return path if _current(path, weights_file(model_path)) else None
 
 
