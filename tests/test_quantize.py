@@ -36,3 +36,37 @@ def test_calibration_images_are_spread_over_the_classes():
     items = [(f"{c}_{i}.png", c) for c in range(4) for i in range(100)]
     picked = formats._stratified(items, 40)
     assert len(picked) == 40 and {c: sum(1 for _, y in picked if y == c) for c in range(4)} == {c: 10 for c in range(4)}
+
+
+def _tiny_task():
+    """A small conv net and a two-class task it can learn: bright vs dark 8x8 images."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 2)).eval()
+    y = torch.arange(64) % 2
+    x = torch.rand(64, 3, 8, 8) * 0.5 + y.view(-1, 1, 1, 1) * 0.5
+
+    def batches():
+        return ((x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16))
+    return net, x, y, batches
+
+
+def test_quantization_aware_fine_tuning_stops_at_the_first_epoch_that_reaches_the_goal():
+    from core.results import quantize
+
+    net, x, y, batches = _tiny_task()
+    calls = []
+
+    def check(module):
+        calls.append(module)
+        return quantize.accuracy(module, x, y)
+    module, scores = quantize.qat(net, batches, epochs=6, check=check, goal=float("-inf"))
+    assert len(scores) == 1 and len(calls) == 1 and module is calls[0]  # first checked epoch: goal reached, stop
+    module, scores = quantize.qat(net, batches, epochs=6, check=check, goal=float("inf"))
+    # unreachable goal: every epoch after the observing ones is converted and scored, the best one kept
+    assert len(scores) == 6 - quantize.OBSERVE_EPOCHS
+    assert quantize.accuracy(module, x, y) == pytest.approx(max(scores))
+    assert "quantized" in str(type(dict(module.named_modules())["0"])).lower()

@@ -9,9 +9,18 @@ import torch
 from core.config import RunConfig
 
 def make_optimizer(config: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    # One fused kernel per step instead of a Python loop over the tensors (the default on the CPU): on
+    # EfficientNet-Lite0 the optimizer step was ~8% of a fine-tuning step on 2 CPU cores.
+    fused = {"fused": True} if _fusable(groups) else {}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True, **fused)
+    return torch.optim.AdamW(groups, lr=config.lr, **fused)
+
+
+def _fusable(groups: list[dict]) -> bool:
+    """Whether every parameter is a floating-point tensor on a device with fused optimizer kernels."""
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
 
 
 def make_scheduler(config: RunConfig, opt: torch.optim.Optimizer, total_steps: int):
