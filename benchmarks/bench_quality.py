@@ -51,17 +51,21 @@ def sample_photos(dest: Path, per_class: int, size: int = 160, seed: int = 0) ->
     return dest
 
 
-def build_sets(root: Path, quick: bool) -> dict[str, Path]:
-    """The benchmark's datasets as class folders under ``root``."""
+def build_sets(root: Path, quick: bool, only: list[str] | None = None) -> dict[str, Path]:
+    """The benchmark's datasets as class folders under ``root`` (``only``: these names, in this order)."""
     from core.data.datasets import make_sample
 
     if quick:
         return {"shapes-low": make_sample("shapes", root / "shapes-low", per_class=8)}
-    return {"digits": make_sample("digits", root / "digits", per_class=30),
-            "digits-low": make_sample("digits", root / "digits-low", per_class=6),
-            "shapes": make_sample("shapes", root / "shapes", per_class=40),
-            "shapes-low": make_sample("shapes", root / "shapes-low", per_class=8),
-            "photos": sample_photos(root / "photos", per_class=40)}
+    makers = {"digits": lambda: make_sample("digits", root / "digits", per_class=30),
+              "digits-low": lambda: make_sample("digits", root / "digits-low", per_class=6),
+              "shapes": lambda: make_sample("shapes", root / "shapes", per_class=40),
+              "shapes-low": lambda: make_sample("shapes", root / "shapes-low", per_class=8),
+              "photos": lambda: sample_photos(root / "photos", per_class=40)}
+    unknown = [n for n in only or [] if n not in makers]
+    if unknown:
+        raise SystemExit(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(makers)}")
+    return {name: makers[name]() for name in (only or makers)}
 
 
 def linear_probe(data: Path, seed: int = 0, val_fraction: float = 0.2) -> dict:
@@ -131,6 +135,9 @@ def main() -> None:
                     help="seconds of time budget per preset, name=seconds (default quick=15,balanced=30,best=45; the presets' own defaults are 60/300/1200 s)")
     ap.add_argument("--tta", action="store_true", help="also evaluate every preset's model with flip and multi-crop "
                                                        "test-time augmentation (default off)")
+    ap.add_argument("--sets", default="",
+                    help="comma-separated datasets to run, from digits, digits-low, shapes, shapes-low, photos "
+                         "(default empty = all five)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 export of the balanced runs (default: export and compare)")
     a = ap.parse_args()
 
@@ -142,7 +149,7 @@ def main() -> None:
     names = ["quick"] if a.quick else [p for p in a.presets.split(",") if p]
     t_all = time.perf_counter()
     print(f"machine: {machine()}")
-    sets = build_sets(Path(home) / "data", a.quick)
+    sets = build_sets(Path(home) / "data", a.quick, [n for n in a.sets.split(",") if n])
     rows = []
     print("probe: scikit-learn logistic regression on frozen EfficientNet-Lite0 features at 224 px")
     print(f"{'dataset':<11} {'train/val':>9} {'preset':<9} {'val acc':>7} {'probe':>6} {'diff':>6} {'wall s':>7} "

@@ -287,6 +287,17 @@ class RunConfig:
         return cls.from_json(Path(path).read_text())
 
 
+def progressive_side(fraction: float, epochs: int, full: int, epoch: int) -> int | None:
+    """Progressive resizing (the ``progressive_resize`` field): the side of training images in ``epoch``
+    (0-based), growing linearly from ``fraction * full`` to ``full`` at the last epoch, in steps of 8 px
+    (at least 32); None = full size."""
+    if fraction >= 1 or epochs < 2:
+        return None
+    frac = fraction + (1 - fraction) * epoch / (epochs - 1)
+    side = max(32, int(round(full * frac / 8)) * 8)
+    return side if side < full else None
+
+
 def _expected(annotation: str) -> tuple[str, callable]:
     """(words for the expected type, a check) for a field's annotation as written in the class."""
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731

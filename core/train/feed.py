@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.config import RunConfig
+from core.config import RunConfig, progressive_side
 from core.data import datasets
 from core.train.technique import Technique
 
@@ -130,13 +130,8 @@ class Views(Rows):
 
 
 def epoch_image_size(config: RunConfig, full: int, epoch: int) -> int | None:
-    """Progressive resizing: the side of training images in ``epoch`` (0-based), growing linearly from
-    ``progressive_resize * full`` to ``full`` at the last epoch, in steps of 8 px; None = full size."""
-    if config.progressive_resize >= 1 or config.epochs < 2:
-        return None
-    frac = config.progressive_resize + (1 - config.progressive_resize) * epoch / (config.epochs - 1)
-    side = max(32, int(round(full * frac / 8)) * 8)
-    return side if side < full else None
+    """The side of training images in ``epoch`` (0-based) under progressive resizing; None = full size."""
+    return progressive_side(config.progressive_resize, config.epochs, full, epoch)
 
 
 def to_device(y: dict, device: torch.device) -> dict:

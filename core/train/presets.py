@@ -14,11 +14,12 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from core.config import PRESETS
+from core.config import PRESETS, progressive_side
 from core.i18n import _, ngettext
 
 DEFAULT_BUDGET_S = {"quick": 60.0, "balanced": 300.0, "best": 1200.0}  # sized for a 2-core CPU; a GPU does more
 MAX_EPOCHS = {"quick": 5, "balanced": 6, "best": 12}
+PROGRESSIVE = 0.5  # fine-tuning recipes start at half the image side (progressive resizing; benchmarks/bench_engine.py e2)
 HEAD_ONLY_BELOW = 30        # images in the smallest class under which no body layer learns
 ALL_FROM = 500              # images in the smallest class from which every layer learns
 SETUP_S = 4.0               # process start, model build, first batches: measured order of magnitude
@@ -183,9 +184,12 @@ def expected_seconds(fields: dict, stats: dict, rates: tuple[float, float]) -> f
     if cached:
         return seconds + 0.05 * epochs
     frozen = int(fields.get("unfreeze_after", 0)) if not head_only else epochs
-    per_frozen = (n_train + n_val) / fwd
-    per_tuned = n_train / trn + n_val / fwd
-    return seconds + frozen * per_frozen + (epochs - frozen) * per_tuned
+    full = int(fields.get("image_size") or 224)
+    # progressive resizing: an epoch's training pass costs in proportion to its pixels; validation is at full size
+    area = [((progressive_side(float(fields.get("progressive_resize", 1.0)), epochs, full, e) or full) / full) ** 2
+            for e in range(epochs)]
+    return (seconds + sum(a * n_train / fwd + n_val / fwd for a in area[:frozen])
+            + sum(a * n_train / trn + n_val / fwd for a in area[frozen:]))
 
 
 # --- the recipes ----------------------------------------------------------------------------------
@@ -224,7 +228,8 @@ def _recipe(preset: str, stats: dict) -> tuple[dict, dict]:
          "probe_init": True, "label_smoothing": 0.1, "optimizer": "adamw", "cache_features": True, "body_eval": tune,
          "lr": 3e-4, "lr_decay": 0.5 if tune else 1.0,
          "scheduler": "onecycle" if tune else "cosine", "unfreeze_after": 1 if preset == "best" and tune else 0,
-         "unfreeze_mode": "gradual" if preset == "best" and tune else "all"}
+         "unfreeze_mode": "gradual" if preset == "best" and tune else "all",
+         "progressive_resize": PROGRESSIVE if tune else 1.0}
     r = {"backbone": why_backbone, "image_size": why_size, "trainable": why_layers, "augment": why_aug,
          "probe_init": _("the head starts as a logistic regression fitted on the frozen features (a linear "
                          "probe), so training starts at least as good as the simplest honest baseline"),
@@ -247,6 +252,11 @@ def _recipe_reasons(tune: bool, gradual: bool) -> dict:
                         _("1: only the head learns"),
             "scheduler": (_("one-cycle: a warm-up protects the pretrained features, then the rate anneals")
                           if tune else _("cosine: the rate anneals to zero so the last epoch settles")),
+            "progressive_resize": (_("{fraction:g}: the first epoch trains on images at {percent} of the side, "
+                                     "growing to full size by the last epoch (progressive resizing): early epochs "
+                                     "cost a fraction of the pixels, so more epochs fit the budget").format(
+                                       fraction=PROGRESSIVE, percent=f"{PROGRESSIVE:.0%}") if tune else
+                                   _("off: head-only epochs are cheap at full size")),
             "unfreeze_after": (_("1 head epoch on augmented images, then one more layer group per epoch (gradual "
                                  "unfreezing)")) if gradual else
                               _("0: the probe fit replaces the frozen warm-up epoch")}
@@ -320,8 +330,10 @@ def _fit(preset: str, fields: dict, reasons: dict, stats: dict, budget: float, d
                                   "would take about {one:.0f} s): only the head learns").format(
                                     budget=budget, one=one))
         fields["body_eval"] = overrides.get("body_eval", False)
+        fields["progressive_resize"] = overrides.get("progressive_resize", 1.0)
         head_only = _recipe_reasons(tune=False, gradual=False)  # the reasons of the fields just changed
-        reasons.update({k: head_only[k] for k in ("lr", "lr_decay", "scheduler", "unfreeze_after", "body_eval")})
+        reasons.update({k: head_only[k] for k in ("lr", "lr_decay", "scheduler", "unfreeze_after", "body_eval",
+                                                  "progressive_resize")})
         reasons["augment"] = suggest_augment(stats["n_train"], False)[1]
         rates = _rates(fields, device)
         epochs = _fit_epochs(preset, fields, stats, rates, budget)
