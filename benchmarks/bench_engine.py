@@ -11,7 +11,8 @@
 (d) on a CUDA GPU only: absolute fine-tuning images/s with and without AMP;
 (e) issue 13's speed recipe: a head-only run with light augmentation on cached views (cached_views=2) vs one
     inference pass, and fastai as an optional peer row: its ``fine_tune(3)`` (1 frozen + 3 unfrozen epochs) vs
-    the engine's same schedule with progressive resizing, on the same files, body, batch size and threads.
+    the engine's same schedule with the "best" recipe's mechanics (BatchNorm statistics kept, one group unfrozen
+    per epoch, progressive resizing as the recipes do), on the same files, body, batch size and threads.
     fastai is not a dependency: install it apart (``pip install --no-deps --target DIR fastai==2.8.12 fastcore
     fastprogress==1.0.3 fasttransform fastdownload plum-dispatch beartype matplotlib contourpy cycler fonttools
     kiwisolver``: fastai 2.8.12 imports with torch 2.14.1; fastprogress 1.1 would pull in a web framework) and
@@ -370,6 +371,7 @@ def section_e(a, base, row) -> None:
     """Issue 13's speed targets: cached augmented views, and the fine-tune recipe against fastai's."""
     from core.config import RunConfig
     from core.techniques import fit
+    from core.train import presets
 
     head = RunConfig(**base, epochs=10, trainable="head", augment="light", cached_views=2)
     (t_inf, n_inf), (t_head, r_head) = best_of(a.repeats, inference_pass(head), lambda: fit(head))
@@ -378,7 +380,7 @@ def section_e(a, base, row) -> None:
     # the "best" preset's fine-tuning mechanics: the body's BatchNorm keeps its statistics (body_eval), one group
     # more per epoch after the frozen one (gradual unfreezing), early epochs at lower resolution
     ours = RunConfig(**base, epochs=4, trainable="all", unfreeze_after=1, unfreeze_mode="gradual", body_eval=True,
-                     augment="light", progressive_resize=0.5)
+                     augment="light", progressive_resize=presets.PROGRESSIVE)
     peer = fastai_fine_tune(ours, a.fastai_path)
     if peer is None:
         row("(e2) fine-tune 1+3 epochs, engine / fastai fine_tune(3)", float("nan"), "<= 0.35", "fastai not installed")
@@ -386,7 +388,7 @@ def section_e(a, base, row) -> None:
     (_, f_out), (_, e_out) = best_of(a.repeats, peer, engine_loop(ours))
     row("(e2) fine-tune 1+3 epochs, engine / fastai fine_tune(3)", e_out["loop_s"] / f_out["loop_s"], "<= 0.35",
         f"{e_out['loop_s']:.2f}s vs {f_out['loop_s']:.2f}s; val acc {e_out['val_acc']:.3f} vs {f_out['val_acc']:.3f} "
-        f"(engine: unfreeze_after 1, gradual, body_eval, progressive_resize 0.5)")
+        f"(engine: unfreeze_after 1, gradual, body_eval, progressive_resize {presets.PROGRESSIVE})")
 
 
 if __name__ == "__main__":

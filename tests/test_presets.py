@@ -93,6 +93,22 @@ def test_a_budget_too_short_to_fine_tune_falls_back_to_the_head_on_cached_featur
     assert p.fields["time_budget_s"] == 1 and "budget" in p.reasons["trainable"]
     assert p.reasons["augment"] == presets.suggest_augment(1, False)[1]  # reasons follow the fall-back's choices
     assert p.fields["body_eval"] is False and "only the head" in p.reasons["lr_decay"]
+    # progressive resizing belongs to fine-tuning: on in the roomy plan, off (with its reason) in the fall-back
+    assert roomy.fields["progressive_resize"] == presets.PROGRESSIVE < 1
+    assert p.fields["progressive_resize"] == 1.0 and p.reasons["progressive_resize"].startswith("off")
+
+
+def test_the_time_estimate_counts_each_progressive_epochs_pixels():
+    from core.train import presets
+
+    stats = {"n": 1100, "n_train": 1000, "n_val": 100}
+    rates = (100.0, 25.0)  # images/s forward, images/s training step at full size
+    tuned = {"trainable": "last-2", "augment": "light", "epochs": 4, "image_size": 224}
+    full = presets.expected_seconds(tuned, stats, rates)
+    small = presets.expected_seconds({**tuned, "progressive_resize": 0.5}, stats, rates)
+    # sides 112, 152, 184 (steps of 8 px), full: training passes cost (112/224)^2 ... of a full one; validation full
+    area = sum(((s or 224) / 224) ** 2 for s in (112, 152, 184, None))
+    assert full - small == pytest.approx((4 - area) * 1000 / 25.0)
 
 
 def test_more_budget_buys_at_least_as_many_epochs(digits_dir):
@@ -161,6 +177,20 @@ def test_many_small_images_under_a_tight_budget_keep_their_small_size(monkeypatc
     assert p.fields["image_size"] == 96 and p.reasons["image_size"] == "set by you"
 
 
+def test_the_lr_finder_is_skipped_when_its_sweep_would_cost_more_than_half_the_run(monkeypatch):
+    from core.train import lr_finder, presets
+
+    real = presets._with_found_lr
+    _fake_data_and_machine(monkeypatch, 300, side=224)
+    monkeypatch.setattr(presets, "_with_found_lr", real)
+    monkeypatch.setattr(lr_finder, "lr_find", lambda *a, **kw: pytest.fail("the sweep ran"))
+    p = presets.plan("unused", "balanced", time_budget_s=1e5, device="cpu")  # the budget is no constraint
+    assert p.fields["trainable"] != "head" and p.fields["lr"] == 3e-4
+    assert "more than half of the" in p.reasons["lr"]
+    sweep = float(p.reasons["lr"].split("about ")[1].split(" s")[0])
+    assert sweep > presets.LR_FIND_RUN_SHARE * (p.expected_s - 1)  # the reason's figures are the rule's
+
+
 def test_a_fine_tuning_plan_runs_the_lr_finder_once_and_its_rate_lands_in_the_run_config(digits40, monkeypatch):
     from core.config import RunConfig
     from core.train import lr_finder, presets
@@ -175,6 +205,7 @@ def test_a_fine_tuning_plan_runs_the_lr_finder_once_and_its_rate_lands_in_the_ru
         return out
     monkeypatch.setattr(lr_finder, "lr_find", counted)
     monkeypatch.setattr(presets, "_FOUND", {})
+    monkeypatch.setattr(presets, "LR_FIND_RUN_SHARE", 1e9)  # a tiny set's run is short: the sweep is the subject here
     p = presets.plan(digits40, "balanced", time_budget_s=100000, device="cpu", overrides={"image_size": 64})
     assert p.fields["trainable"] == "last-2" and len(calls) == 1
     assert calls[0].trainable == "last-2" and calls[0].probe_init and calls[0].image_size == 64
@@ -190,7 +221,7 @@ def test_a_fine_tuning_plan_runs_the_lr_finder_once_and_its_rate_lands_in_the_ru
 def test_the_finders_suggestion_is_kept_within_the_rates_a_probe_fitted_head_tolerates(monkeypatch):
     from core.train import lr_finder, presets
 
-    stats = {"n": 100, "n_train": 80}
+    stats = {"n": 100, "n_train": 80, "n_val": 20}
     fields = {"backbone": "efficientnet_lite0", "image_size": 64, "trainable": "last-2", "lr": 3e-4}
     for suggestion, expected, word in ((0.05, presets.LR_LIMITS[1], "capped"), (1e-7, presets.LR_LIMITS[0], "raised"),
                                        (4e-4, 4e-4, "suggested")):

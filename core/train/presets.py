@@ -19,7 +19,7 @@ from core.i18n import _, ngettext
 
 DEFAULT_BUDGET_S = {"quick": 60.0, "balanced": 300.0, "best": 1200.0}  # sized for a 2-core CPU; a GPU does more
 MAX_EPOCHS = {"quick": 5, "balanced": 6, "best": 12}
-PROGRESSIVE = 0.5  # fine-tuning recipes start at half the image side (progressive resizing; benchmarks/bench_engine.py e2)
+PROGRESSIVE = 0.75  # fine-tuning recipes start at 3/4 of the image side (progressive resizing; see README "Measured")
 HEAD_ONLY_BELOW = 30        # images in the smallest class under which no body layer learns
 ALL_FROM = 500              # images in the smallest class from which every layer learns
 SETUP_S = 4.0               # process start, model build, first batches: measured order of magnitude
@@ -371,6 +371,7 @@ def _choose_size(preset: str, small: tuple, native: int, stats: dict, budget: fl
 LR_FIND_STEPS = 30           # a short sweep: enough to see where the loss of a probe-fitted head starts to rise
 LR_FIND_RANGE = (1e-6, 1e-1)  # the sweep's rates
 LR_FIND_SHARE = 0.1          # the sweep may take at most this share of the time budget, else it is skipped
+LR_FIND_RUN_SHARE = 0.5      # ... and at most this share of the run's expected time
 # The rates a recipe accepts from the finder: on digits 1e-3 already pulled a probe-fitted model from 0.90 to 0.45
 # validation accuracy in one epoch, and below 3e-5 a few epochs barely move the layers.
 LR_LIMITS = (3e-5, 1e-3)
@@ -391,6 +392,15 @@ def _with_found_lr(data: str, fields: dict, reasons: dict, stats: dict, rates: t
         reasons["lr"] = _("{reason}; the LR finder is skipped: its sweep would take about {cost} s, more than a "
                           "tenth of the {budget} s budget").format(reason=reasons["lr"], cost=f"{cost:.0f}",
                                                                     budget=f"{budget:g}")
+        return fields, reasons
+    # a sweep that costs more than a good share of the run it informs is wasted work: on the 64 photo crops of
+    # benchmarks/bench_quality.py it took ~60 s of planning for a 21-s run
+    run_s = expected_seconds({**fields, "epochs": _fit_epochs(fields.get("preset", "balanced"), fields, stats, rates,
+                                                              budget) or 1}, stats, rates)
+    if cost > LR_FIND_RUN_SHARE * run_s:
+        reasons["lr"] = _("{reason}; the LR finder is skipped: its sweep would take about {cost} s, more than half "
+                          "of the {run} s the run itself should take").format(reason=reasons["lr"], cost=f"{cost:.0f}",
+                                                                              run=f"{run_s:.0f}")
         return fields, reasons
     known = {f.name for f in config_fields()}
     config = RunConfig(**{**{k: v for k, v in fields.items() if k in known}, "data": data, "device": device,
