@@ -45,18 +45,20 @@ except (ValueError, OSError) as e:  # OSError: a file of the run is missing (spl
     st.stop()
 
 
-def gain(field: str) -> str | None:
-    """The change TTA brings to a metric, in percentage points (None without TTA)."""
+def gain(field: str) -> dict:
+    """st.metric's delta arguments: the change TTA brings to a metric, in percentage points (none without TTA;
+    no arrow when nothing changed)."""
     if tta == "none":
-        return None
+        return {}
     new, old = (r["accuracy"] if field == "accuracy" else r["averages"]["macro"]["f1"] for r in (rep, plain))
-    return _("{delta} pp vs no TTA").format(delta=f"{(new - old) * 100:+.3g}")
+    text = _("{delta} pp vs no TTA").format(delta=f"{(new - old) * 100:+.3g}")
+    return {"delta": text, **({"delta_color": "off", "delta_arrow": "off"} if new == old else {})}
 
 
 classes = rep["classes"]
 c1, c2, c3 = st.columns(3)
-c1.metric(_("Validation accuracy"), i18n.format_percent(rep["accuracy"]), gain("accuracy"))
-c2.metric(_("Macro F1"), i18n.format_percent(rep["averages"]["macro"]["f1"]), gain("f1"))
+c1.metric(_("Validation accuracy"), i18n.format_percent(rep["accuracy"]), **gain("accuracy"))
+c2.metric(_("Macro F1"), i18n.format_percent(rep["averages"]["macro"]["f1"]), **gain("f1"))
 c3.metric(_("Validation images"), len(rep["items"]))
 
 tab_class, tab_confusion, tab_curves, tab_mistakes, tab_try, tab_test = st.tabs(
