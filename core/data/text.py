@@ -217,11 +217,17 @@ def looks_like_text(path: str | Path) -> bool:
         return True
     if path.is_dir() or path.suffix.lower() == ".zip" and path.is_file():
         return _mostly_txt(path)
+    return table_passes(path, detect_columns)
+
+
+def table_passes(path: Path, check) -> bool:
+    """Whether ``path`` is a table file whose first megabyte parses and whose columns ``check(columns, rows)``
+    accepts (it raises ValueError when not)."""
     if path.suffix.lower() not in TABLE_SUFFIXES or not path.is_file():
         return False
     try:
         columns, records = read_records(path, path.read_bytes()[:1_000_000])
-        detect_columns(columns, [r for _, r in records])
+        check(columns, [r for _, r in records])
     except (ValueError, csv.Error):
         return False
     return True

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.data.labels import label_problem
 from core.data.text import (IMAGE_EXT, SURROGATE, TABLE_SUFFIXES, TEXT_NAMES, decode, is_stored, looks_like_text,
-                            make_sample, read_records, read_stored, repair)
+                            make_sample, read_records, read_stored, repair, table_passes)
 from core.i18n import _
 
 # --- several label columns (multi-task learning) and unlabelled text (continued pretraining) -----------------
@@ -139,14 +139,7 @@ def looks_like_corpus(path: str | Path) -> bool:
     if path.is_dir() and not path.suffix:
         files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
         return bool(files) and sum(p.suffix.lower() == ".txt" for p in files) >= 0.9 * len(files)
-    if path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
-        try:
-            columns, records = read_records(path, path.read_bytes()[:1_000_000])
-            text_column_of(columns, [r for _, r in records])
-        except (ValueError, csv.Error):
-            return False
-        return True
-    return False
+    return table_passes(path, text_column_of)
 
 
 def make_multitask_sample(dest: str | Path, per_class: int = 24, seed: int = 0) -> Path:

@@ -13,7 +13,7 @@ the candidates are tried cheapest first and the first one within ``tolerance`` o
 3. quantization-aware fine-tuning (fake-quantized forward, straight-through gradients) on the training images.
 Every candidate's accuracy is reported, so the Export step can show what int8 cost.
 
-Why the fallback exists (measured on the digits sample: 8x8 digits upsampled, head-only EfficientNet-Lite0 at
+Why the fallback exists (measured with one-off scripts, not a project command, on the digits sample: 8x8 digits upsampled, head-only EfficientNet-Lite0 at
 224 px, fp32 0.783 on 60 validation images): there the float body itself is chaotic — Gaussian input noise of
 1/255 keeps 72 dB of signal in the features of the sample photos but leaves 0 dB on the digits, and 0.001 drops
 fp32 to 0.43 — so post-training int8 lands at 0.567 with or without the sensitive layers in float. Fine-tuning

@@ -289,7 +289,7 @@ def plan(data_dir, preset: str = "balanced", time_budget_s: float | None = None,
         fields, reasons, rates, epochs = _choose_size(preset, (fields, reasons, rates, epochs), native, stats,
                                                       budget, device, overrides)
     if preset != "quick" and fields["trainable"] != "head" and "lr" not in overrides:
-        fields, reasons = _with_found_lr(str(data_dir), fields, reasons, stats, rates, budget, device)
+        fields, reasons = _with_found_lr(str(data_dir), fields, reasons, stats, rates, budget, device, epochs)
     elif preset == "quick" and "lr" not in overrides:
         reasons["lr"] = _("{reason}; the quick recipe skips the LR finder: it is meant to finish in about a "
                           "minute, and the probe has already fitted the head").format(reason=reasons["lr"])
@@ -379,7 +379,7 @@ _FOUND: dict[tuple, dict] = {}  # (data, images, the fields the sweep depends on
 
 
 def _with_found_lr(data: str, fields: dict, reasons: dict, stats: dict, rates: tuple[float, float], budget: float,
-                   device: str) -> tuple[dict, dict]:
+                   device: str, epochs: int = 0) -> tuple[dict, dict]:
     """The fine-tuning recipes' learning rate from a short LR-finder sweep (core.train.lr_finder) that starts from
     the probe-fitted head, kept within ``LR_LIMITS``; skipped, with the reason, when it would eat the budget."""
     from core.config import RunConfig, fields as config_fields
@@ -395,8 +395,7 @@ def _with_found_lr(data: str, fields: dict, reasons: dict, stats: dict, rates: t
         return fields, reasons
     # a sweep that costs more than a good share of the run it informs is wasted work: on the 64 photo crops of
     # benchmarks/bench_quality.py it took ~60 s of planning for a 21-s run
-    run_s = expected_seconds({**fields, "epochs": _fit_epochs(fields.get("preset", "balanced"), fields, stats, rates,
-                                                              budget) or 1}, stats, rates)
+    run_s = expected_seconds({**fields, "epochs": epochs or 1}, stats, rates)  # the plan's epochs
     if cost > LR_FIND_RUN_SHARE * run_s:
         reasons["lr"] = _("{reason}; the LR finder is skipped: its sweep would take about {cost} s, more than half "
                           "of the {run} s the run itself should take").format(reason=reasons["lr"], cost=f"{cost:.0f}",
