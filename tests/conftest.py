@@ -109,3 +109,57 @@ def registry_entries() -> list[str]:
 def entry(request) -> str:
     """The backbone name behind a registry_entries() parameter."""
     return request.getfixturevalue("adapted_backbone") if request.param == "adapted" else request.param
+
+
+# --- the browser tests' server and page (tests/browserkit.py) -------------------------------------
+
+@pytest.fixture()
+def server(tmp_path):
+    """A Streamlit server of the app with its own workspace: (url, home)."""
+    import browserkit
+
+    with browserkit.serving(tmp_path) as served:
+        yield served
+
+
+@pytest.fixture()
+def browser_page():
+    """A page of headless Chromium (the system's: Playwright cannot download one here)."""
+    import browserkit
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browserkit.CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                                          "--disable-dev-shm-usage", "--no-first-run"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+# --- the page tests' dataset and finished run ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shapes_ds(shapes_dir) -> str:
+    """The 30-image shapes sample as a workspace dataset."""
+    import shutil
+
+    from core.data import edits as de
+
+    name = de.unique_name("pages-shapes")
+    shutil.copytree(shapes_dir, de.root() / name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def trained_run(shapes_ds, tiny_config) -> str:
+    """A finished one-epoch run on the shapes dataset, trained through the engine directly."""
+    from core.data import edits as de
+    from core.techniques import fit
+
+    result = fit(tiny_config(de.dataset_dir(shapes_ds), epochs=1))
+    assert result["status"] == "finished"
+    return Path(result["run_dir"]).name

@@ -224,12 +224,12 @@ def test_the_export_page_issues_links_for_the_signed_in_owner_only(run_with_big_
 
 @pytest.mark.browser
 def test_a_300_mb_export_streams_from_disk_without_the_server_holding_it(run_with_big_export, tmp_path):
-    from test_e2e_browser import CHROMIUM, _serving
+    from browserkit import CHROMIUM, serving
     from playwright.sync_api import sync_playwright
 
     run_dir, big, expected_sha = run_with_big_export
     size = big.stat().st_size
-    with _serving(tmp_path, home=workspace.home(), with_process=True) as (url, _home, proc):
+    with serving(tmp_path, home=workspace.home(), with_process=True) as (url, _home, proc):
         # the real Export page issues the link
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,

@@ -5,119 +5,19 @@ the app's predictions. Skips without Chromium, except under CI where a missing b
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from browserkit import ROOT, choose, goto_step, serving
 from conftest import zip_folder
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 pytestmark = pytest.mark.browser
-
-
-def _need_browser():
-    if CHROMIUM:
-        return
-    if os.environ.get("CI"):
-        pytest.fail("CI is set but no Chromium is installed: .ci/run must install Debian's chromium")
-    pytest.skip("no system Chromium (apt-get install chromium) — the browser test cannot run here")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serving(tmp_path, *extra: str, home: Path | None = None, with_process: bool = False):
-    """A real Streamlit server on a free localhost port, with its own workspace (or ``home``);
-    yields (url, home), or (url, home, the server's Popen) with ``with_process``."""
-    _need_browser()
-    port = _free_port()
-    home = home or tmp_path / "home"
-    env = {**os.environ, "TRANSFER_STUDIO_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-                             "--server.port", str(port), "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", *extra],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the Streamlit server did not become healthy:\n" + (tmp_path / "server.log").read_text())
-    try:
-        yield (url, home, proc) if with_process else (url, home)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@pytest.fixture()
-def server(tmp_path):
-    with _serving(tmp_path) as served:
-        yield served
-
-
-@pytest.fixture()
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                                          "--disable-dev-shm-usage", "--no-first-run"])
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        yield page
-        context.close()
-        browser.close()
-
-
-def _choose(page, key: str, option: str, exact: bool = False) -> None:
-    """Pick ``option`` in the select box with widget key ``key``; a rerun that redraws the page (the recipe's
-    speed probe, a number just entered) can close the list before the click, so open it again (3 tries)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    for attempt in range(3):
-        page.locator(f".st-key-{key}").click()
-        choice = page.get_by_role("option", name=option, exact=exact)
-        try:
-            choice.click(timeout=20_000)
-            return
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
-
-
-def _goto_step(page, title: str) -> None:
-    page.get_by_role("link", name=title).first.click()
-    page.get_by_role("heading", name=title).first.wait_for()
 
 
 def test_upload_train_download_and_reload_in_browser(server, browser_page, shapes_dir, tmp_path):
@@ -137,12 +37,12 @@ def test_upload_train_download_and_reload_in_browser(server, browser_page, shape
     page.get_by_text("Dataset: my-shapes").first.wait_for()
 
     # 4 · Train: small and fast, then start
-    _goto_step(page, "4 · Train")
+    goto_step(page, "4 · Train")
     epochs = page.locator(".st-key-train_epochs input")  # widgets are found by their explicit keys
     epochs.fill("1")
     epochs.press("Enter")
-    _choose(page, "train_image_size", "64 px")
-    _choose(page, "train_augment", "none", exact=True)
+    choose(page, "train_image_size", "64 px")
+    choose(page, "train_augment", "none", exact=True)
     page.locator(".st-key-train_start button").click()
     # the live view: progress and the per-step loss chart appear, then the run finishes
     page.get_by_text("Training loss per step").first.wait_for(timeout=180_000)
@@ -155,11 +55,11 @@ def test_upload_train_download_and_reload_in_browser(server, browser_page, shape
     page.get_by_text("Training loss per step").first.wait_for(timeout=180_000)  # a loaded machine is slow to redraw
 
     # 5 · Evaluate: the app computes its predictions on the validation images
-    _goto_step(page, "5 · Evaluate")
+    goto_step(page, "5 · Evaluate")
     page.get_by_text("Confusion matrix").first.wait_for(timeout=120_000)
 
     # 6 · Export: download the weights through the link that streams them from disk (GET /download/<token>)
-    _goto_step(page, "6 · Export")
+    goto_step(page, "6 · Export")
     link = page.locator(".st-key-export_safetensors a")
     assert link.get_attribute("href").startswith("/download/")
     got = []  # the link opens a new tab, so the download may belong to either tab: listen on both
@@ -192,7 +92,7 @@ def test_upload_over_the_size_limit_is_refused_with_a_message(tmp_path, browser_
     big = tmp_path / "too-big.zip"
     with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_STORED) as z:
         z.writestr("a/noise.bin", os.urandom(1_600_000))  # incompressible: 1.6 MB on disk
-    with _serving(tmp_path, "--server.maxUploadSize", "1") as (url, home):
+    with serving(tmp_path, "--server.maxUploadSize", "1") as (url, home):
         page = browser_page
         page.goto(url)
         page.get_by_role("heading", name="1 · Data").first.wait_for()
@@ -246,7 +146,7 @@ def test_the_flow_in_chinese_shows_chinese_labels_and_switching_language_keeps_d
     sidebar = page.locator("[data-testid='stSidebar']")
     for label in ("语言", "数据集：", "设备：", "4 · 训练", "快速开始"):
         sidebar.get_by_text(label).first.wait_for()
-    _choose(page, "data_sample", "shapes — 圆形、正方形、三角形")
+    choose(page, "data_sample", "shapes — 圆形、正方形、三角形")
     page.locator(".st-key-data_use_sample button").click()
     page.get_by_role("heading", name="数据集：sample-shapes").first.wait_for(timeout=120_000)
     page.get_by_text("健康报告").first.wait_for()
@@ -254,13 +154,13 @@ def test_the_flow_in_chinese_shows_chinese_labels_and_switching_language_keeps_d
                                         "pages/data_tools.py", "pages/lang.py"))
 
     # 4 · 训练: one epoch, small images, no augmentation; the live chart appears, the run finishes
-    _goto_step(page, "4 · 训练")
+    goto_step(page, "4 · 训练")
     epochs = page.locator(".st-key-train_epochs input")
     epochs.wait_for(timeout=180_000)  # after the recipe has measured this machine's speed
     epochs.fill("1")
     epochs.press("Enter")
-    _choose(page, "train_image_size", "64 px")
-    _choose(page, "train_augment", "无", exact=True)
+    choose(page, "train_image_size", "64 px")
+    choose(page, "train_augment", "无", exact=True)
     page.locator(".st-key-train_start button").click()
     page.locator(".st-key-train_chart_loss .js-plotly-plot").first.wait_for(timeout=180_000)
     page.get_by_text("已完成").first.wait_for(timeout=300_000)

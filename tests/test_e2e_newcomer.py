@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import zip_folder
-from test_e2e_browser import CHROMIUM, _goto_step, _serving
+from browserkit import CHROMIUM, goto_step, serving
 
 from core.data import edits as de
 
@@ -45,7 +45,7 @@ def browser(served):
 
 @pytest.fixture()
 def served(tmp_path, _workspace):
-    with _serving(tmp_path, home=_workspace) as (url, home):
+    with serving(tmp_path, home=_workspace) as (url, home):
         yield url
 
 
@@ -55,7 +55,7 @@ def _open_evaluate(page, url: str, ds: str, run: str, outside: list[str]) -> Non
                else (outside.append(route.request.url), route.abort()))
     page.goto(f"{url}/?ds={ds}&job={run}")
     page.get_by_role("heading", name="1 · Data").first.wait_for()
-    _goto_step(page, "5 · Evaluate")
+    goto_step(page, "5 · Evaluate")
     page.get_by_text("Validation accuracy").first.wait_for(timeout=120_000)
 
 

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_e2e_browser import _choose, _goto_step, browser_page, server  # noqa: F401 (fixtures)
+from browserkit import choose, goto_step
 
 pytestmark = pytest.mark.browser
 TYPED = "We cooked <b>pasta</b> and *fresh* bread"
@@ -28,7 +28,7 @@ def _evaluate_and_export(page, url: str, home: Path, tmp_path: Path) -> None:
     the downloaded safetensors with its tokenizer predicts what the app predicted."""
     from core.results.loading import load_model
 
-    _goto_step(page, "5 · Evaluate")
+    goto_step(page, "5 · Evaluate")
     page.get_by_role("tab", name="Try it on new texts").wait_for(timeout=120_000)  # the text report is drawn
     (run,) = [p for p in (home / "runs").iterdir() if (p / "evaluation.json").exists()]
     rep = json.loads((run / "evaluation.json").read_text())
@@ -65,7 +65,7 @@ def _evaluate_and_export(page, url: str, home: Path, tmp_path: Path) -> None:
     page.screenshot(path=str(tmp_path / "text-explain.png"), full_page=True)
 
     # 6 · Export: the weights and the tokenizer, downloaded through their links, predict as the app did
-    _goto_step(page, "6 · Export")
+    goto_step(page, "6 · Export")
     for key, name in (("export_safetensors", "m.safetensors"), ("export_tokenizer", "tok.zip")):
         href = page.locator(f".st-key-{key} a").get_attribute("href")
         assert href.startswith("/download/")
@@ -96,14 +96,14 @@ def test_a_text_csv_uploads_trains_evaluates_explains_and_exports_in_the_browser
     page.get_by_text("Texts per class").first.wait_for()
 
     # 2 · Backbone: the bundled sentence encoder; 3 · Layers: the head only
-    _goto_step(page, "2 · Backbone")
-    _choose(page, "bb_name", "all_minilm_l6_v2")
-    _goto_step(page, "3 · Layers")
+    goto_step(page, "2 · Backbone")
+    choose(page, "bb_name", "all_minilm_l6_v2")
+    goto_step(page, "3 · Layers")
     page.locator(".st-key-layers_preset").get_by_text("head only", exact=True).click()
     page.get_by_text("Only the new classifier learns").first.wait_for()
 
     # 4 · Train: one short epoch at 32 tokens
-    _goto_step(page, "4 · Train")
+    goto_step(page, "4 · Train")
     for key, value in (("train_epochs", "1"), ("train_max_length", "32")):
         box = page.locator(f".st-key-{key} input")
         box.fill(value)

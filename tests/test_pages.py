@@ -26,56 +26,7 @@ from core.app import services
 from core.storage import runs
 from pages import common
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "streamlit_app.py")
-TIMEOUT = 60
-
-
-def app(page: str | None = None, **query) -> AppTest:
-    """A fresh tab (new session) on ``page`` with the given query parameters, already run once."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    if page:
-        at.switch_page(f"pages/{page}.py").run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def plotly(at: AppTest, key_fragment: str) -> list[dict]:
-    """Plotly figures on the page whose element id mentions ``key_fragment`` (the widget key)."""
-    out = []
-    for el in at.get("plotly_chart"):
-        if key_fragment in el.proto.id:
-            out.append(json.loads(el.proto.spec))
-    return out
-
-
-@pytest.fixture(scope="module")
-def shapes_ds(shapes_dir) -> str:
-    """The 30-image shapes sample as a workspace dataset."""
-    name = de.unique_name("pages-shapes")
-    shutil.copytree(shapes_dir, de.root() / name)
-    return name
-
-
-@pytest.fixture(scope="module")
-def trained_run(shapes_ds, tiny_config) -> str:
-    """A finished one-epoch run on the shapes dataset, trained through the engine directly."""
-    from core.techniques import fit
-
-    result = fit(tiny_config(de.dataset_dir(shapes_ds), epochs=1))
-    assert result["status"] == "finished"
-    return Path(result["run_dir"]).name
+from pagekit import APP, ROOT, TIMEOUT, app, metrics, plotly, texts
 
 
 # --- the wall between pages and torch ---------------------------------------------------------------

@@ -282,7 +282,7 @@ def test_the_train_page_offers_the_recipe_first_with_reasons_and_applies_the_cho
     import shutil
 
     from core.app.engine import edits as de
-    from test_pages import app
+    from pagekit import app
 
     name = de.unique_name("presets-shapes")
     shutil.copytree(shapes_dir, de.root() / name)
@@ -354,7 +354,7 @@ def test_the_train_page_offers_more_epochs_for_an_unfinished_run_and_resumes_it(
     from core.app.engine import edits as de
     from core.storage import runs
     from core.techniques import fit
-    from test_pages import app
+    from pagekit import app
 
     import shutil
 
@@ -376,3 +376,49 @@ def test_the_train_page_offers_more_epochs_for_an_unfinished_run_and_resumes_it(
     assert wait_for_run(run_id) == "finished"
     run = runs.open_run(run_id)
     assert run.config().epochs == 3 and run.result()["epochs_run"] == 3
+
+
+def _fake_features(monkeypatch, informative: str):
+    """Training features per body: the ``informative`` body's separate the 10 classes, the other's are noise."""
+    from core.train import presets
+
+    calls = []
+
+    def features(data, backbone, overrides, device):
+        calls.append(backbone)
+        g = torch.Generator().manual_seed(0)
+        labels = torch.arange(80) % 10
+        x = torch.randn(80, 16, generator=g)
+        if backbone == informative:
+            x[:, :10] += 6 * torch.nn.functional.one_hot(labels, 10)
+        return x, labels, 10
+    monkeypatch.setattr(presets, "_train_features", features)
+    monkeypatch.setattr(presets, "_BODIES", {})
+    return calls
+
+
+@pytest.mark.parametrize("informative", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_best_keeps_the_body_whose_cross_validated_probe_scores_higher(monkeypatch, informative):
+    from core.train import presets
+
+    _fake_data_and_machine(monkeypatch, 100, side=224)
+    calls = _fake_features(monkeypatch, informative)
+    p = presets.plan("unused", "best", time_budget_s=1e5, device="cpu")
+    assert sorted(calls) == ["efficientnet_lite0", "efficientnet_lite2"]
+    assert p.fields["backbone"] == informative
+    assert p.fields["image_size"] == (224 if informative == "efficientnet_lite0" else 260)  # each body's native size
+    assert "cross-validated on your training images (5 folds) scored 100.0% with its features" in p.reasons["backbone"]
+    # an explicit body is the user's: nothing is compared
+    calls.clear()
+    p = presets.plan("unused", "best", time_budget_s=1e5, device="cpu", overrides={"backbone": "efficientnet_lite1"})
+    assert not calls and p.fields["backbone"] == "efficientnet_lite1"
+
+
+def test_best_skips_the_body_comparison_when_embedding_twice_would_eat_the_budget(monkeypatch):
+    from core.train import presets
+
+    _fake_data_and_machine(monkeypatch, 100, side=224)
+    calls = _fake_features(monkeypatch, "efficientnet_lite0")
+    p = presets.plan("unused", "best", time_budget_s=1.0, device="cpu")
+    assert not calls and p.fields["backbone"] == "efficientnet_lite2"
+    assert "not compared with Lite0: embedding the training images with both bodies would take" in p.reasons["backbone"]

@@ -132,3 +132,19 @@ def test_under_torchrun_the_probe_fits_on_gathered_rows_and_every_rank_gets_the_
     epoch = next(e for e in events if e["type"] == "epoch")
     assert abs(epoch["val_acc"] - probe[0]["probe_val_acc"]) < 1e-9  # rank 1's head equals rank 0's
     assert metrics.evaluate_run(result["run_dir"], refresh=True)["accuracy"] == probe[0]["probe_val_acc"]
+
+
+def test_the_cross_validated_probe_scores_what_scikit_learn_scores_on_the_same_folds():
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from core.train import probe
+
+    x, y = make_classification(n_samples=120, n_features=20, n_informative=6, n_classes=4, class_sep=0.8,
+                               random_state=3)
+    ours = probe.cross_validated(torch.tensor(x, dtype=torch.float32), torch.tensor(y), 4, folds=4, seed=1)
+    theirs = cross_val_score(LogisticRegression(C=probe.PROBE_C, max_iter=5000), x, y,
+                             cv=StratifiedKFold(4, shuffle=True, random_state=1)).mean()
+    assert 0.4 < theirs < 0.95  # overlapping classes: the score says something
+    assert abs(ours - theirs) <= 0.02

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 from conftest import wait_for_run
-from test_pages import app, metrics, plotly, texts
+from pagekit import app, metrics, plotly, texts
 
 from core.app import text_services
 from core.data import edits as de

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_pages import app, metrics, texts, plotly, shapes_ds, trained_run  # noqa: F401 (fixtures, reused)
+from pagekit import app, plotly, texts
 
 from core import i18n
 from core.data import edits as de

@@ -27,8 +27,11 @@ SAMPLES = ("digits", "shapes")
 
 # --- built-in sample datasets (made offline) -----------------------------------------------------
 
-def make_sample(name: str, dest: Path, per_class: int = 40, seed: int = 0) -> Path:
-    """Write a sample dataset as class folders of PNGs: 'digits' (scikit-learn) or 'shapes' (Pillow)."""
+def make_sample(name: str, dest: Path, per_class: int = 40, seed: int = 0, skip: int = 0) -> Path:
+    """Write a sample dataset as class folders of PNGs: 'digits' (scikit-learn) or 'shapes' (Pillow).
+
+    ``skip``: digits leave out the first ``skip`` images of each class, so a set made with ``skip >= n`` shares no
+    image with one made with ``per_class=n`` (a held-out test set); shapes differ by ``seed`` instead."""
     if name not in SAMPLES:
         raise ValueError(_("unknown sample {name}; choose one of {choices}").format(name=repr(name),
                                                                                    choices=", ".join(SAMPLES)))
@@ -44,9 +47,9 @@ def make_sample(name: str, dest: Path, per_class: int = 40, seed: int = 0) -> Pa
         seen: dict[int, int] = {}
         for img, y in zip(d.images, d.target):
             y = int(y)
-            if seen.get(y, 0) >= per_class:
-                continue
             seen[y] = seen.get(y, 0) + 1
+            if not skip < seen[y] <= skip + per_class:
+                continue
             arr = (img / 16.0 * 255).astype(np.uint8)
             (dest / str(y)).mkdir(exist_ok=True)
             Image.fromarray(arr, "L").resize((64, 64), Image.NEAREST).save(dest / str(y) / f"{y}_{seen[y]:04d}.png")

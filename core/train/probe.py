@@ -42,6 +42,20 @@ def fit_linear(feats: torch.Tensor, labels: torch.Tensor, n_classes: int, c: flo
     return w.detach().float(), b.detach().float()
 
 
+def cross_validated(feats: torch.Tensor, labels: torch.Tensor, n_classes: int, folds: int, seed: int = 0) -> float:
+    """Mean held-out accuracy of the probe over ``folds`` stratified folds of (features, labels): how well a linear
+    head on these features generalises, estimated from training images alone."""
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = []
+    y = labels.long()
+    for fit_rows, test_rows in StratifiedKFold(folds, shuffle=True, random_state=seed).split(feats.numpy(), y.numpy()):
+        fit_rows, test_rows = torch.as_tensor(fit_rows), torch.as_tensor(test_rows)
+        w, b = fit_linear(feats[fit_rows], y[fit_rows], n_classes)
+        scores.append(float(((feats[test_rows] @ w.T + b).argmax(1) == y[test_rows]).float().mean()))
+    return sum(scores) / len(scores)
+
+
 def accuracy(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of rows the head classifies right (0.0 for no rows)."""
     if not len(labels):
