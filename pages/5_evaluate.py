@@ -105,9 +105,9 @@ with tab_mistakes:
                        empty=_("Every validation image is classified correctly."))
 
 with tab_try:
-    eval_tools.try_it(run, classes)
+    eval_tools.try_it(run, classes, tta)
 
 with tab_test:
-    eval_tools.test_set(run)
+    eval_tools.test_set(run, tta)
 common.link("review", _("Mislabelled images? 11 · Review labels"))
 common.link("export", _("Next: 6 · Export"))

@@ -88,8 +88,9 @@ def _cell_label(cell: str, matrix: list[list[int]], classes: list[str]) -> str:
     return text.format(true=classes[t], predicted=classes[p], n=matrix[t][p])
 
 
-def try_it(run: runs.Run, classes: list[str]) -> None:
-    """Upload images or take a picture; show the top-k classes and, on request, where the model looked."""
+def try_it(run: runs.Run, classes: list[str], tta: str = "none") -> None:
+    """Upload images or take a picture; show the top-k classes (averaged over the views of the page's test-time
+    augmentation ``tta``) and, on request, where the model looked."""
     a, b = st.columns(2)
     top_k = a.slider(_("Show the top k classes"), 1, min(5, len(classes)), min(3, len(classes)), key="eval_top_k")
     cam = b.toggle(_("Show where the model looked (Grad-CAM)"), key="eval_gradcam",
@@ -104,7 +105,7 @@ def try_it(run: runs.Run, classes: list[str]) -> None:
     with st.spinner(_("Loading the model…")):
         m = model(str(run.best_weights), os.path.getmtime(run.best_weights))
     try:
-        preds = m.predict(images, top_k=top_k)
+        preds = m.predict(images, top_k=top_k, tta=tta)
     except ValueError as e:  # an upload that is not a readable image
         st.error(common.md(e))
         return
@@ -160,8 +161,9 @@ def _overlap(run_dir: str, name: str, signature: str, owner: str | None) -> dict
         return str(e)
 
 
-def test_set(run: runs.Run) -> None:
-    """Score the model on a held-out dataset: uploaded here, never the run's own, overlaps flagged and left out."""
+def test_set(run: runs.Run, tta: str = "none") -> None:
+    """Score the model on a held-out dataset: uploaded here, never the run's own, overlaps flagged and left out;
+    with the page's test-time augmentation ``tta``."""
     st.caption(_("A test set the model never saw, not even for choosing the best epoch, gives the honest final "
                  "number. Its class folders must be named like the training classes; others are left out. "
                  "Images identical to ones this run trained or validated on are left out of the score."))
@@ -194,14 +196,14 @@ def test_set(run: runs.Run) -> None:
     if st.button(_("Evaluate on this dataset"), key="eval_test_run"):
         try:
             with st.spinner(_("Predicting every image of the test set…")):
-                st.session_state["_eval_test"] = (run.id, name, services.evaluate_on(
-                    run.path, services.dataset_dir(name, common.owner()), common.owner()))
+                st.session_state["_eval_test"] = (run.id, name, tta, services.evaluate_on(
+                    run.path, services.dataset_dir(name, common.owner()), common.owner(), tta=tta))
         except ValueError as e:
             st.error(common.md(e))
             return
     shown = st.session_state.get("_eval_test")
-    if shown and shown[:2] == (run.id, name):
-        _test_report(shown[2])
+    if shown and shown[:3] == (run.id, name, tta):  # another test-time augmentation: evaluated again on demand
+        _test_report(shown[3])
 
 
 def _test_report(rep: dict) -> None:
@@ -211,6 +213,9 @@ def _test_report(rep: dict) -> None:
              help=_("Over the images the run never saw: copies of its training or validation images are left out."))
     b.metric(_("Images evaluated"), rep["n_evaluated"])
     c.metric(_("Images left out (unknown class)"), rep["n_ignored"])
+    if rep.get("tta"):
+        st.caption(_("Scored with test-time augmentation ({mode}), as chosen at the top of the page.").format(
+            mode={"flip": _("flip"), "multicrop": _("multi-crop")}.get(rep["tta_mode"], rep["tta_mode"])))
     if rep.get("n_overlap"):
         st.caption(_("Also left out: {n} copies of images the run trained or validated on.").format(
             n=rep["n_overlap"]))

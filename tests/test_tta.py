@@ -125,3 +125,22 @@ def test_the_cli_evaluates_and_exports_with_a_tta_mode_and_a_bare_tta_means_flip
     assert out["path"].endswith("-multicrop.torchscript.pt")
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["evaluate", "--model", "m", "--tta", "tencrop"])
+
+
+def test_a_test_set_and_new_images_are_scored_with_the_chosen_tta(tmp_path, tiny_config):
+    from core.data.datasets import make_sample
+    from core.techniques import fit
+
+    digits = make_sample("digits", tmp_path / "digits", per_class=6)
+    test = make_sample("digits", tmp_path / "test", per_class=4, skip=6)  # other images of the same classes
+    run = fit(tiny_config(digits, epochs=1))["run_dir"]
+    flip, plain = metrics.evaluate_on(run, test, tta="flip"), metrics.evaluate_on(run, test)
+    assert (flip["tta_mode"], plain["tta_mode"]) == ("flip", "none")
+    assert np.abs(np.array(flip["probs"]) - np.array(plain["probs"])).max() > 1e-3  # mirrored digits differ
+    model = load_model(run)
+    paths = [it["path"] for it in flip["items"]]
+    # "Try it on new images" (LoadedModel.predict) averages the same views as the test-set evaluation
+    assert np.allclose(model.predict_proba(paths, tta="flip").numpy(), flip["probs"], atol=1e-4)
+    assert np.allclose(model.predict_proba(paths).numpy(), plain["probs"], atol=1e-4)
+    top = model.predict(paths[:3], top_k=2, tta="flip")
+    assert [t["confidence"] for t in top] == pytest.approx([max(p) for p in flip["probs"][:3]], abs=1e-4)

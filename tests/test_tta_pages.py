@@ -106,3 +106,25 @@ def test_multicrop_on_export_builds_torchscript_and_onnx_files_whose_cards_recor
     assert at.button(key="export_build_onnx").label == "Build ONNX (.onnx)"
     with pytest.raises(KeyError):
         at.get_by_key("export_fmt_onnx")
+
+
+def test_the_test_set_tab_scores_with_the_tta_chosen_at_the_top(digits_run, tmp_path):
+    from core.data.datasets import make_sample
+    from core.results import metrics as core_metrics
+
+    name = de.unique_name("tta-test-set")
+    make_sample("digits", de.root() / name, per_class=10, skip=12)  # images the run never saw
+    path = runs.open_run(digits_run).path
+    flip, plain = (core_metrics.evaluate_on(path, de.dataset_dir(name), tta=m)["accuracy"] for m in ("flip", "none"))
+    assert flip != plain  # else the page's figure could not tell the two apart
+    at = app("5_evaluate", job=digits_run)
+    at.radio(key="eval_tta").set_value("flip").run()
+    at.selectbox(key="eval_test_ds").set_value(name).run()
+    at.button(key="eval_test_run").click().run()
+    assert not at.exception and not at.error
+    assert _metric(at, "Test accuracy").value == f"{flip:.1%}"
+    assert "Scored with test-time augmentation (flip)" in texts(at.caption)
+    at.radio(key="eval_tta").set_value("none").run()  # another mode: the flip result is no longer shown
+    assert not [m for m in at.metric if m.label == "Test accuracy"]
+    at.button(key="eval_test_run").click().run()
+    assert _metric(at, "Test accuracy").value == f"{plain:.1%}"

@@ -330,14 +330,16 @@ def test_set_overlap(run_dir: str | Path, dataset_dir: str | Path, owner: str | 
     return overlap.check(split, run.config().data, ingest.scan_folder(src), src.name)
 
 
-def evaluate_on(run_dir: str | Path, dataset_dir: str | Path, owner: str | None = None) -> dict:
-    """Score a run's best checkpoint on another labelled dataset (core.results.metrics.evaluate_on), counting only
-    the images the run never trained or validated on; ``n_overlap`` and ``overlap_examples`` say what was left out."""
+def evaluate_on(run_dir: str | Path, dataset_dir: str | Path, owner: str | None = None,
+                tta: bool | str = False) -> dict:
+    """Score a run's best checkpoint on another labelled dataset (core.results.metrics.evaluate_on, with test-time
+    augmentation ``tta``), counting only the images the run never trained or validated on; ``n_overlap`` and
+    ``overlap_examples`` say what was left out."""
     from core.results import metrics
 
     run = open_run(run_dir, owner).require_intact(action="evaluated")
     found = test_set_overlap(run.path, dataset_dir, owner)
-    rep = metrics.evaluate_on(run.path, _source(dataset_dir, owner))
+    rep = metrics.evaluate_on(run.path, _source(dataset_dir, owner), tta=tta)
     seen = {str(Path(p).resolve()) for p in found["overlapping"]}
     keep = [i for i, it in enumerate(rep["items"]) if str(Path(it["path"]).resolve()) not in seen]
     if not keep:

@@ -114,15 +114,19 @@ class LoadedModel:
     card: dict
 
     @torch.no_grad()
-    def predict_proba(self, images: list) -> torch.Tensor:
-        """Class probabilities for images (paths, file-likes or PIL images), shape (n, classes)."""
+    def predict_proba(self, images: list, tta: bool | str = False) -> torch.Tensor:
+        """Class probabilities for images (paths, file-likes or PIL images), shape (n, classes); ``tta``: "flip"
+        (or True) or "multicrop" averages over the views of core.results.tta."""
+        from core.results import tta as views
+
         pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in images]
         x = preprocess_images(pil, self.preprocessing)
-        return torch.softmax(self.model(x).float(), dim=1)
+        mode = views.mode_of(tta)
+        return views.probs(self.model, x, mode) if mode != "none" else torch.softmax(self.model(x).float(), dim=1)
 
-    def predict(self, images: list, top_k: int = 1) -> list[dict]:
+    def predict(self, images: list, top_k: int = 1, tta: bool | str = False) -> list[dict]:
         """Top-k predictions per image: {'label', 'confidence', 'top_k': [(label, p), ...]}."""
-        probs = self.predict_proba(images)
+        probs = self.predict_proba(images, tta)
         k = min(top_k, len(self.classes))
         out = []
         for row in probs:

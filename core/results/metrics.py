@@ -112,8 +112,9 @@ def cell_items(rep: dict, true_idx: int, pred_idx: int) -> list[dict]:
     return sorted(hits, key=lambda it: -it["confidence"])
 
 
-def evaluate_on(model_path: str | Path, dataset_source: str | Path, progress=None) -> dict:
-    """Evaluate a finished model on another labelled dataset (folder or .zip), matching classes by name.
+def evaluate_on(model_path: str | Path, dataset_source: str | Path, progress=None, tta: bool | str = False) -> dict:
+    """Evaluate a finished model on another labelled dataset (folder or .zip), matching classes by name, with
+    test-time augmentation ``tta`` as ``evaluate_run`` takes it.
 
     Images of classes the model does not know are left out and listed in ``unknown_classes``; model
     classes with no images are listed in ``missing_classes``. Same keys as ``evaluate_run`` otherwise.
@@ -132,9 +133,11 @@ def evaluate_on(model_path: str | Path, dataset_source: str | Path, progress=Non
         raise ValueError(_("none of the test set's classes ({classes}) is one the model knows ({classes2}); class "
                            "folders must be named like the training classes").format(
                              classes=', '.join(index.classes), classes2=', '.join(model.classes)))
-    probs = predict_items(model, items)
+    mode = tta_mode(tta)
+    probs = predict_items(model, items, tta=mode)
     labels = np.array([y for _, y in items])
     rep = report(labels, probs, model.classes)
+    rep["tta"], rep["tta_mode"] = mode != "none", mode
     rep["items"] = _items(items, probs)
     rep["probs"] = probs.round(6).tolist()
     rep.update({"source": str(dataset_source), "n_evaluated": len(items), "unknown_classes": unknown,
