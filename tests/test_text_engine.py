@@ -131,6 +131,8 @@ def test_load_model_predicts_a_list_of_texts_and_refuses_a_bare_string(topics):
     assert len(preds) == 2 and all(len(p["top_k"]) == 3 for p in preds)
     with pytest.raises(TypeError, match="wrap the one text in a list"):
         model.predict("the pasta was great")
+    with pytest.raises(ValueError, match="a text classifier predicts without it"):
+        model.predict(["the pasta was great"], tta="flip")
 
 
 def test_an_offline_hub_text_backbone_fails_the_run_with_the_alternative(topics, monkeypatch):

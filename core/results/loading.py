@@ -166,10 +166,14 @@ class LoadedTextModel(LoadedModel):
     max_length: int = 128
 
     @torch.no_grad()
-    def predict_proba(self, texts: list[str]) -> torch.Tensor:
-        """Class probabilities for texts, shape (n, classes)."""
+    def predict_proba(self, texts: list[str], tta: bool | str = False) -> torch.Tensor:
+        """Class probabilities for texts, shape (n, classes); ``tta`` must be off (its views are image views)."""
         from core.models import text_backbones
+        from core.results import tta as views
 
+        if views.mode_of(tta) != "none":
+            raise ValueError(_("test-time augmentation mirrors and crops images; a text classifier predicts without "
+                               "it"))
         if isinstance(texts, str):
             raise TypeError(_("predict takes a list of texts; wrap the one text in a list: predict([text])"))
         ids = text_backbones.tokenize(self.tokenizer, list(texts), self.max_length)
