@@ -10,8 +10,8 @@ for the "balanced" run also the int8 export's validation accuracy next to fp32
 (``core.results.formats.int8_summary``).
 
 Each dataset has a held-out test set that no run sees while training or choosing its checkpoint, scored with
-``core.results.metrics.evaluate_on`` (the app's "Test on another dataset"): the low-data sets validate on a
-dozen images, where one image moves accuracy by 8 points, and the checkpoint is chosen on validation. The test
+``core.results.metrics.evaluate_on`` (the app's "Test on another dataset"): the low-data sets validate on 5 to
+12 images, where one image moves accuracy by 8 to 20 points, and the checkpoint is chosen on validation. The test
 sets are 40 more images per class: digits 31-70 of each class in scikit-learn's order (later writers than the
 training images: harder), shapes and photo crops drawn with another seed.
 ``--tta`` adds each model's validation accuracy with flip and with multi-crop test-time augmentation.

@@ -313,8 +313,9 @@ def plan(data_dir, preset: str = "balanced", time_budget_s: float | None = None,
 
 BODY_CV_SHARE = 0.1   # embedding the training images with both bodies may take at most this share of the budget
 BODY_CV_FOLDS = 5     # folds of the cross-validated probe (fewer when the smallest class has fewer training images)
-# The stronger ImageNet body keeps its place unless Lite0's cross-validated probe beats it by more than this: the
-# estimate moves by about 2 points between fold seeds on 240 digits (0.825-0.850).
+# The stronger ImageNet body keeps its place unless Lite0's cross-validated probe beats it by more than this, so
+# ties (sets both bodies separate perfectly) keep it. The estimate itself moved by 2.5 points between fold seeds on
+# 240 digits (0.825-0.850, a one-off script): a close call can go either way.
 BODY_CV_MARGIN = 0.01
 _BODIES: dict[tuple, dict[str, float]] = {}  # (data, images, split, device) -> {backbone: accuracy, "folds": k}
 
@@ -324,8 +325,9 @@ def _choose_body(data: str, fields: dict, reasons: dict, stats: dict, budget: fl
     """The "best" recipe's body: its stronger bundled one, or Lite0 when a linear probe cross-validated on the
     training images scores clearly higher with Lite0's features. ImageNet accuracy does not rank bodies for every
     dataset: on scikit-learn's 8-px digits, upsampled, Lite0's probe scored 0.677 on 400 held-out digits where
-    Lite2's scored 0.640 (a one-off script on benchmarks/bench_quality.py's digits split and test set). Skipped, with the reason, when embedding the
-    training images twice would take more than ``BODY_CV_SHARE`` of the budget."""
+    Lite2's scored 0.640 (a one-off script on benchmarks/bench_quality.py's digits split and test set). Skipped,
+    with the reason, when a class is too small to cross-validate or when embedding the training images twice
+    would take more than ``BODY_CV_SHARE`` of the budget."""
     from core.models import backbones
 
     strong, light = fields["backbone"], "efficientnet_lite0"
@@ -334,12 +336,12 @@ def _choose_body(data: str, fields: dict, reasons: dict, stats: dict, budget: fl
     fields, reasons = dict(fields), dict(reasons)
     smallest = min(stats["counts"].values()) if stats["counts"] else 0
     folds = min(BODY_CV_FOLDS, int(smallest * (stats["n_train"] / max(stats["n"], 1))))
-    cost = sum(stats["n_train"] / throughput(b, backbones.get(b).preprocessing.crop_size, device)[0]
-               for b in (strong, light))
     if folds < 2:
         reasons["backbone"] = _("{reason}; not compared with Lite0: the smallest class has too few training images "
                                 "to cross-validate").format(reason=reasons["backbone"])
         return fields, reasons
+    cost = sum(stats["n_train"] / throughput(b, backbones.get(b).preprocessing.crop_size, device)[0]
+               for b in (strong, light))
     if cost > BODY_CV_SHARE * budget:
         reasons["backbone"] = _("{reason}; not compared with Lite0: embedding the training images with both "
                                 "bodies would take about {cost} s, more than a tenth of the {budget} s "
@@ -347,9 +349,9 @@ def _choose_body(data: str, fields: dict, reasons: dict, stats: dict, budget: fl
         return fields, reasons
     key = (data, stats["n"], overrides.get("val_fraction"), overrides.get("seed"), device)
     if key not in _BODIES:
-        from core.train import probe
-
         import torch
+
+        from core.train import probe
 
         _BODIES[key] = {}
         for b in (strong, light):
