@@ -148,3 +148,18 @@ def test_the_cross_validated_probe_scores_what_scikit_learn_scores_on_the_same_f
                              cv=StratifiedKFold(4, shuffle=True, random_state=1)).mean()
     assert 0.4 < theirs < 0.95  # overlapping classes: the score says something
     assert abs(ours - theirs) <= 0.02
+
+
+def test_cpu_embeddings_run_the_body_in_small_chunks_with_the_same_features():
+    from core.models import backbones
+    from core.train import feed
+
+    body = backbones.build_model("efficientnet_lite0", None).body.eval()
+    sizes = []
+    body.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    x = torch.randn(20, 3, 64, 64)
+    with torch.no_grad():
+        chunked = feed.body_features(body, x)
+        whole = body(x)
+    assert sizes == [feed.CPU_CHUNK, feed.CPU_CHUNK, 20 - 2 * feed.CPU_CHUNK, 20]
+    assert torch.allclose(chunked, whole, atol=1e-5)

@@ -401,7 +401,7 @@ def _train_features(data: str, backbone: str, overrides: dict, device: str):
     with torch.no_grad():
         for i in range(0, len(paths), feed.EMBED_BATCH):
             x = torch.stack([crop(cache.get(p)) for p in paths[i:i + feed.EMBED_BATCH]]).to(dev)
-            feats.append(body(datasets.normalize(x, pre)).float().cpu())
+            feats.append(feed.body_features(body, datasets.normalize(x, pre)))
     return torch.cat(feats), torch.tensor([y for _, y in split.train]), len(split.classes)
 
 
