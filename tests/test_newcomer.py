@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import zip_folder
+from pagekit import texts
 from streamlit.testing.v1 import AppTest
 
 from core.data import edits as de
@@ -27,26 +28,7 @@ def app(page: str, **query) -> AppTest:
     return at
 
 
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
-@pytest.fixture(scope="module")
-def shapes_ds(shapes_dir) -> str:
-    """The shapes sample as a workspace dataset."""
-    name = de.unique_name("newcomer-shapes")
-    shutil.copytree(shapes_dir, de.root() / name)
-    return name
-
-
-@pytest.fixture(scope="module")
-def trained_run(shapes_ds, tiny_config) -> str:
-    """A finished one-epoch run on the shapes dataset."""
-    from core.techniques import fit
-
-    result = fit(tiny_config(de.dataset_dir(shapes_ds), epochs=1))
-    assert result["status"] == "finished"
-    return Path(result["run_dir"]).name
+# shapes_ds and trained_run: conftest.py's
 
 
 def half_copied_test_set(shapes_dir: Path, dest: Path) -> Path:

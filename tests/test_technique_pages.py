@@ -52,13 +52,6 @@ def digits_ds(digits_dir) -> str:
     return name
 
 
-@pytest.fixture(scope="module")
-def shapes_ds(shapes_dir) -> str:
-    name = de.unique_name("tech-shapes")
-    shutil.copytree(shapes_dir, de.root() / name)
-    return name
-
-
 @pytest.mark.parametrize("page, message, link", [
     ("8_distill", "needs a teacher", "Train"),
     ("9_multitask", "several label columns", "Data"),

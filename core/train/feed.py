@@ -10,8 +10,9 @@ from core.data import datasets
 from core.train.technique import Technique
 
 EMBED_BATCH = 64  # images per forward pass when features are computed once (benchmarks/bench_engine.py uses it too)
-# On a CPU a forward pass costs more per image in big batches (Lite0's body at 224 px, 2 cores: 34.7 img/s at 8,
-# 22.1 at 32, 20.7 at 64; activations outgrow the caches), so one-pass embeddings run the body in chunks this size.
+# On a CPU a forward pass costs more per image in big batches (Lite0's body at 224 px, 2 cores, timed by a one-off
+# script: 34.7 img/s at 8, 22.1 at 32, 20.7 at 64; activations outgrow the caches), so one-pass embeddings run the
+# body in chunks this size.
 CPU_CHUNK = 8
 
 
