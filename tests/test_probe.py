@@ -151,7 +151,7 @@ def test_the_cross_validated_probe_scores_what_scikit_learn_scores_on_the_same_f
 
 
 def test_cpu_embeddings_run_the_body_in_small_chunks_with_the_same_features():
-    from core.models import backbones
+    from core.models import backbones, net
     from core.train import feed
 
     body = backbones.build_model("efficientnet_lite0", None).body.eval()
@@ -161,5 +161,37 @@ def test_cpu_embeddings_run_the_body_in_small_chunks_with_the_same_features():
     with torch.no_grad():
         chunked = feed.body_features(body, x)
         whole = body(x)
-    assert sizes == [feed.CPU_CHUNK, feed.CPU_CHUNK, 20 - 2 * feed.CPU_CHUNK, 20]
+    assert sizes == [net.CPU_CHUNK, net.CPU_CHUNK, 20 - 2 * net.CPU_CHUNK, 20]
     assert torch.allclose(chunked, whole, atol=1e-5)
+
+
+def test_inference_chunks_keep_dict_outputs_and_leave_training_whole():
+    from core.models import net
+
+    class Two(torch.nn.Module):  # a multi-task-like module: one output per task
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.bn = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            f = self.bn(self.conv(x)).mean((2, 3))
+            return {"a": f[:, :2], "b": f[:, 2:]}
+
+    torch.manual_seed(0)
+    m, x = Two(), torch.randn(19, 3, 12, 12)
+    m.bn.running_mean.fill_(0.3)
+    sizes = []
+    m.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    with torch.no_grad():
+        m.eval()
+        out, ref = net.infer(m, x), m(x)
+        assert sizes == [8, 8, 3, 19] and set(out) == {"a", "b"}
+        assert all(torch.allclose(out[k], ref[k], atol=1e-6) for k in out)
+        m.train()  # batch statistics: a chunk's rows would depend on which images share it
+        sizes.clear()
+        net.infer(m, x)
+        assert sizes == [19]
+    m.eval()
+    net.infer(m, x).get("a").sum().backward()  # autograd on: whole batch, gradients flow
+    assert sizes == [19, 19] and m.conv.weight.grad is not None

@@ -62,6 +62,11 @@ def set_train_mode(model: nn.Module, backbone: str, trainable_groups: list[str])
                     m.eval()
 
 
+def batchnorm_learning(model: nn.Module) -> bool:
+    """Whether any BatchNorm layer is in training mode (normalising with the statistics of the batch it sees)."""
+    return any(isinstance(m, _BN) and m.training for m in model.modules())
+
+
 def param_groups(model: nn.Module, backbone: str, trainable_groups: list[str], lr: float,
                  decay: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer param groups: head at ``lr``, each trainable group toward the stem at lr * decay^k."""

@@ -18,6 +18,7 @@ from PIL import Image
 from core.models import backbones
 from core.data.preprocess import Preprocessing
 from core.models.backbones import TransferNet
+from core.models.net import infer
 from core.models.heads import MultiTaskNet, build_multitask
 from core.data.datasets import preprocess_images
 from core.data.imageio import open_image
@@ -122,7 +123,7 @@ class LoadedModel:
         pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in images]
         x = preprocess_images(pil, self.preprocessing)
         mode = views.mode_of(tta)
-        return views.probs(self.model, x, mode) if mode != "none" else torch.softmax(self.model(x).float(), dim=1)
+        return views.probs(self.model, x, mode) if mode != "none" else torch.softmax(infer(self.model, x).float(), dim=1)
 
     def predict(self, images: list, top_k: int = 1, tta: bool | str = False) -> list[dict]:
         """Top-k predictions per image: {'label', 'confidence', 'top_k': [(label, p), ...]}."""

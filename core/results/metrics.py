@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from core.data import datasets
+from core.models.net import infer
 from core.storage import runs
 from core.results.loading import load_model
 from core.results.tta import mode_of as tta_mode, probs as _views_probs
@@ -47,7 +48,7 @@ def predict_items(model, items: list[tuple[str, int]], batch_size: int = 64, tta
     out = []
     for i in range(0, len(items), batch_size):
         x = datasets.normalize(torch.stack([crop(cache.get(p)) for p, _ in items[i:i + batch_size]]), pre)
-        out.append(tta_probs(model.model, x, mode) if mode != "none" else torch.softmax(model.model(x).float(), 1))
+        out.append(tta_probs(model.model, x, mode) if mode != "none" else torch.softmax(infer(model.model, x).float(), 1))
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.classes)))
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from core.i18n import _
+from core.models.net import infer
 
 MODES = ("none", "flip", "multicrop")
 ZOOM = 1.15  # how much larger than the input the multi-crop views are cut from: a mild zoom keeps every view whole
@@ -47,8 +48,12 @@ def views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
 
 
 def probs(net: nn.Module, x: torch.Tensor, mode: str = "flip") -> torch.Tensor:
-    """The mean over the mode's views of the softmax of ``net``'s outputs."""
-    return torch.stack([torch.softmax(net(v).float(), 1) for v in views(x, mode)]).mean(0)
+    """The mean over the mode's views of the softmax of ``net``'s outputs (CPU batches in chunks, ``infer``)."""
+    return _mean_softmax([infer(net, v) for v in views(x, mode)])
+
+
+def _mean_softmax(outputs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([torch.softmax(o.float(), 1) for o in outputs]).mean(0)
 
 
 class TTA(nn.Module):
@@ -61,7 +66,8 @@ class TTA(nn.Module):
         self.mode = mode_of(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(probs(self.net, x, self.mode).clamp_min(1e-12))
+        # The views go through whole: an exported graph holds no chunking loop.
+        return torch.log(_mean_softmax([self.net(v) for v in views(x, self.mode)]).clamp_min(1e-12))
 
 
 def note(mode) -> str | None:

@@ -145,6 +145,7 @@ class SimCLR(Technique):
     best_file = backbones.ADAPTED_FILE
     validates = False  # no labels, so no validation split: epochs are judged by the contrastive loss
     drop_last = True   # a last batch of one image has no negatives
+    per_sample_loss = False  # each view's loss compares it with every other image of the batch
     stopped_message = N_("stopped by the user; the body from the best finished epoch is kept (if any)")
 
     def check(self, config: RunConfig) -> None:

@@ -7,19 +7,15 @@ from torch import nn
 
 from core.config import RunConfig, progressive_side
 from core.data import datasets
+from core.models.net import infer
 from core.train.technique import Technique
 
-EMBED_BATCH = 64  # images per forward pass when features are computed once (benchmarks/bench_engine.py uses it too)
-# On a CPU a forward pass costs more per image in big batches (Lite0's body at 224 px, 2 cores, timed by a one-off
-# script: 34.7 img/s at 8, 22.1 at 32, 20.7 at 64; activations outgrow the caches), so one-pass embeddings run the
-# body in chunks this size.
-CPU_CHUNK = 8
+EMBED_BATCH = 64  # images per loader batch when features are computed once (benchmarks/bench_engine.py uses it too)
 
 
 def body_features(body, x: torch.Tensor) -> torch.Tensor:
-    """``body(x)`` as float32 on the CPU; image batches on a CPU go through in chunks of ``CPU_CHUNK``."""
-    parts = x.split(CPU_CHUNK) if x.device.type == "cpu" and x.dim() == 4 else (x,)
-    return torch.cat([body(part).float().cpu() for part in parts])
+    """``body(x)`` as float32 on the CPU; image batches on a CPU go through in chunks (``net.infer``)."""
+    return infer(body, x).float().cpu()
 
 
 class Forward:
@@ -42,7 +38,7 @@ class Forward:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model(x)
+            return infer(self.model, x)  # in chunks on a CPU when nothing learns (validation)
 
 
 @torch.no_grad()

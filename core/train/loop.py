@@ -20,6 +20,7 @@ from core.data import datasets
 from core.train.ddp import context as distributed_context
 from core.results import loading
 from core.models import freezing
+from core.models.net import CPU_CHUNK
 from core.storage import locks, runs
 from core.config import RunConfig
 from core.i18n import N_, _
@@ -300,12 +301,12 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
 
     micro = batch  # largest chunk that fits on the device; halved on CUDA out-of-memory
 
-    def train_step(x: torch.Tensor, y: dict) -> tuple[float, dict]:
-        """One optimizer step over a batch, in chunks of ``micro`` samples; returns (mean loss, summed numbers)."""
+    def train_step(x: torch.Tensor, y: dict, size: int) -> tuple[float, dict]:
+        """One optimizer step over a batch, in chunks of ``size`` samples; returns (mean loss, summed numbers)."""
         opt.zero_grad(set_to_none=True)
         y = _to(y, device)
         n, loss_sum, sums, stepped = len(x), 0.0, {}, False
-        for xc, yc in _chunks(x, y, micro):
+        for xc, yc in _chunks(x, y, size):
             loss, nums = technique.loss(forward(technique.inputs(xc)), yc)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(_("the loss became {loss} at epoch {epoch}, step {step}; lower the learning "
@@ -349,6 +350,11 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             freezing.set_train_mode(model, config.backbone, groups)
             if config.body_eval:  # the features the probe was fitted on: pretrained BN statistics, no dropout
                 model.body.eval()  # or stochastic depth (gradients still reach every learning layer)
+        # On a CPU a step costs less per image in chunks of CPU_CHUNK (net.py) with gradients accumulated: the same
+        # step, unless BatchNorm normalises with batch statistics, the loss couples a batch's samples, or DDP would
+        # all-reduce after every chunk.
+        cpu_chunks = (device.type == "cpu" and not features and ddp.world == 1 and technique.per_sample_loss
+                      and technique.modality == "image" and not freezing.batchnorm_learning(model))
         tot_loss, tot_n, sums = 0.0, 0, {}
         t_epoch = time.time()
         for x, y in train_loader:
@@ -359,7 +365,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             t0 = time.time()
             while True:
                 try:
-                    loss_value, nums = train_step(x, y)
+                    loss_value, nums = train_step(x, y, min(micro, CPU_CHUNK) if cpu_chunks else micro)
                     break
                 except torch.cuda.OutOfMemoryError:
                     ddp.oom()
