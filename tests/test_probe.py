@@ -150,9 +150,11 @@ def test_the_cross_validated_probe_scores_what_scikit_learn_scores_on_the_same_f
     assert abs(ours - theirs) <= 0.02
 
 
-def test_cpu_embeddings_run_the_body_in_small_chunks_with_the_same_features():
+def test_cpu_embeddings_run_the_body_in_small_chunks_with_the_same_features(monkeypatch):
     from core.models import backbones, net
     from core.train import feed
+
+    monkeypatch.setattr(net, "INFER_PIXELS", 8 * 64 * 64 + 100)  # 8 images of 64 x 64 per chunk
 
     body = backbones.build_model("efficientnet_lite0", None).body.eval()
     sizes = []
@@ -161,12 +163,14 @@ def test_cpu_embeddings_run_the_body_in_small_chunks_with_the_same_features():
     with torch.no_grad():
         chunked = feed.body_features(body, x)
         whole = body(x)
-    assert sizes == [net.CPU_CHUNK, net.CPU_CHUNK, 20 - 2 * net.CPU_CHUNK, 20]
+    assert sizes == [8, 8, 4, 20]
     assert torch.allclose(chunked, whole, atol=1e-5)
 
 
-def test_inference_chunks_keep_dict_outputs_and_leave_training_whole():
+def test_inference_chunks_keep_dict_outputs_and_leave_training_whole(monkeypatch):
     from core.models import net
+
+    monkeypatch.setattr(net, "INFER_PIXELS", 8 * 12 * 12)
 
     class Two(torch.nn.Module):  # a multi-task-like module: one output per task
         def __init__(self):

@@ -187,7 +187,7 @@ def test_early_stopping_restores_the_best_epoch(digits_dir, tiny_config):
 
 
 def test_out_of_memory_halves_the_chunk_and_continues(digits_dir, tiny_config, monkeypatch):
-    monkeypatch.setattr(loop, "CPU_CHUNK", 1000)  # whole batches on this CPU, as on a GPU
+    monkeypatch.setattr(loop, "TRAIN_PIXELS", 10 ** 9)  # whole batches on this CPU, as on a GPU
     plain = fit(tiny_config(digits_dir, cache_features=False))
     real = backbones.TransferNet.forward
     raised = []
@@ -224,20 +224,21 @@ def test_cpu_steps_go_through_in_chunks_when_no_batchnorm_learns(digits_dir, tin
     # last-2 with body_eval: BatchNorm keeps its pretrained statistics, so a chunk's loss does not depend on the
     # rest of the batch and accumulating the chunks' gradients is the same step
     config = tiny_config(digits_dir, trainable="last-2", body_eval=True, cache_features=False, lr=1e-3, seed=3)
-    monkeypatch.setattr(loop, "CPU_CHUNK", 1000)
     whole_sizes = _training_batch_sizes(monkeypatch)
-    whole = fit(config)
+    whole = fit(config)  # 64 px: a whole batch of 16 is within the chunk's pixel budget
     monkeypatch.undo()
+    monkeypatch.setattr(loop, "TRAIN_PIXELS", 6 * 64 * 64)
     chunk_sizes = _training_batch_sizes(monkeypatch)
     chunked = fit(config)
     assert set(whole_sizes) == {16}  # the short last batch is dropped
-    assert max(chunk_sizes) == loop.CPU_CHUNK < 16
+    assert set(chunk_sizes) == {6, 4}  # 16 = 6 + 6 + 4
     assert sum(chunk_sizes) == sum(whole_sizes)
     assert chunked["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-4)
 
 
 def test_cpu_steps_keep_whole_batches_when_batchnorm_learns(digits_dir, tiny_config, monkeypatch):
     # without body_eval the learning layers' BatchNorm normalises with the batch's statistics: chunks would change them
+    monkeypatch.setattr(loop, "TRAIN_PIXELS", 6 * 64 * 64)
     sizes = _training_batch_sizes(monkeypatch)
     fit(tiny_config(digits_dir, trainable="last-2", body_eval=False, cache_features=False, lr=1e-3))
     assert max(sizes) == 16

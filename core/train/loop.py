@@ -20,7 +20,7 @@ from core.data import datasets
 from core.train.ddp import context as distributed_context
 from core.results import loading
 from core.models import freezing
-from core.models.net import CPU_CHUNK
+from core.models.net import TRAIN_PIXELS, cpu_chunk
 from core.storage import locks, runs
 from core.config import RunConfig
 from core.i18n import N_, _
@@ -350,7 +350,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             freezing.set_train_mode(model, config.backbone, groups)
             if config.body_eval:  # the features the probe was fitted on: pretrained BN statistics, no dropout
                 model.body.eval()  # or stochastic depth (gradients still reach every learning layer)
-        # On a CPU a step costs less per image in chunks of CPU_CHUNK (net.py) with gradients accumulated: the same
+        # On a CPU a step costs less per image in chunks of TRAIN_PIXELS (net.py) with gradients accumulated: the same
         # step, unless BatchNorm normalises with batch statistics, the loss couples a batch's samples, or DDP would
         # all-reduce after every chunk.
         cpu_chunks = (device.type == "cpu" and not features and ddp.world == 1 and technique.per_sample_loss
@@ -363,9 +363,11 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
                 stopped_by = "time_budget"
                 break
             t0 = time.time()
+            side = forward.size or x.shape[-1]  # progressive resizing: the side this epoch's steps run at
+            chunk = cpu_chunk(side * side, TRAIN_PIXELS) if cpu_chunks else len(x)
             while True:
                 try:
-                    loss_value, nums = train_step(x, y, min(micro, CPU_CHUNK) if cpu_chunks else micro)
+                    loss_value, nums = train_step(x, y, min(micro, chunk))
                     break
                 except torch.cuda.OutOfMemoryError:
                     ddp.oom()

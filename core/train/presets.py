@@ -126,12 +126,13 @@ def dataset_stats(data: str, sample: int = 64) -> dict:
 _RATES: dict[tuple, tuple[float, float]] = {}  # (backbone, size, device, trainable) -> (eval img/s, train img/s)
 
 
-def throughput(backbone: str, size: int, device: str = "auto", trainable: str = "head", batch: int = 8) -> tuple[float, float]:
+def throughput(backbone: str, size: int, device: str = "auto", trainable: str = "head") -> tuple[float, float]:
     """(images/s forward in eval mode, images/s forward+backward with ``trainable`` learning), measured once
-    per process on a few random images: what an image costs does not depend on its content."""
+    per process on a few random images: what an image costs does not depend on its content. On a CPU each is
+    measured in the chunks the loop runs there (``core.models.net``: per-image cost depends on the chunk)."""
     import torch
 
-    from core.models import backbones, freezing
+    from core.models import backbones, freezing, net
     from core.train import loop
 
     dev = loop.pick_device(device)
@@ -141,12 +142,14 @@ def throughput(backbone: str, size: int, device: str = "auto", trainable: str = 
     model = backbones.build_model(backbone, 2, pretrained=False).to(dev)
     groups = freezing.plan(backbone, trainable)
     freezing.apply(model, backbone, groups)
-    x = torch.randn(batch, 3, size, size, device=dev)
-    if dev.type in ("cuda", "cpu"):  # as the loop runs it (core.train.loop.use_channels_last)
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    if dev.type == "cpu":  # at most the loop's default batch of 32
+        sizes = [min(32, net.cpu_chunk(size * size, budget)) for budget in (net.INFER_PIXELS, net.TRAIN_PIXELS)]
+    else:
+        sizes = [8, 8]
+    fmt = torch.channels_last if dev.type in ("cuda", "cpu") else torch.contiguous_format  # as the loop runs it
+    model.to(memory_format=fmt)                                   # (core.train.loop.use_channels_last)
 
-    def timed(fn) -> float:
+    def timed(fn, batch: int) -> float:
         fn()  # warm-up: first calls pay for kernel selection and allocation
         best = float("inf")
         for _try in range(2):  # the faster of two: other processes on a shared machine only ever slow one down
@@ -157,16 +160,20 @@ def throughput(backbone: str, size: int, device: str = "auto", trainable: str = 
             best = min(best, time.perf_counter() - t0)
         return batch / max(best, 1e-6)
 
-    def forward():
+    def images(batch: int):
+        return torch.randn(batch, 3, size, size, device=dev).contiguous(memory_format=fmt)
+
+    def forward(x):
         with torch.no_grad():
             model(x)
 
-    def train_step():
+    def train_step(x):
         freezing.set_train_mode(model, backbone, groups)
         model(x).sum().backward()
         model.eval()
-    fwd = timed(lambda: (model.eval(), forward()))
-    trn = fwd if groups == ["head"] else timed(train_step)
+    x_eval, x_train = images(sizes[0]), images(sizes[1])
+    fwd = timed(lambda: (model.eval(), forward(x_eval)), sizes[0])
+    trn = fwd if groups == ["head"] else timed(lambda: train_step(x_train), sizes[1])
     _RATES[key] = (fwd, trn)
     return _RATES[key]
 
