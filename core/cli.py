@@ -70,6 +70,8 @@ _FIELD_HELP = (
     N_("(0, 1]: body groups learn at lr * factor (times lr_decay^k)"),
     N_("learning body layers run in eval mode: BatchNorm keeps its statistics, no dropout/stochastic depth"),
     N_("fresh classifier runs: fit the head as a logistic regression on the frozen features first"),
+    N_("fine-tuning runs: at the end, try the weights mixed with the starting ones (pretrained body, probe head), a "
+       "quarter, half and three quarters fine-tuned, and keep a mix that scores better on validation (WiSE-FT)"),
     N_("seconds for the whole run (stops with the best weights when the next epoch would not fit); 0 = off"),
     N_("mixed precision on CUDA (bf16 where supported)"),
     N_("NHWC memory format (CUDA and CPU/oneDNN); False = contiguous NCHW"),

@@ -141,6 +141,7 @@ class RunConfig:
     unfreeze_lr_factor: float = 0.1   # (0, 1]: body groups learn at lr * factor (times lr_decay^k)
     body_eval: bool = False           # learning body layers run in eval mode: BatchNorm keeps its statistics, no dropout/stochastic depth
     probe_init: bool = False          # fresh classifier runs: fit the head as a logistic regression on the frozen features first
+    wise_ft: bool = False             # fine-tuning runs: at the end, try the weights mixed with the starting ones (pretrained body, probe head), a quarter, half and three quarters fine-tuned, and keep a mix that scores better on validation (WiSE-FT)
     time_budget_s: float = 0.0        # seconds for the whole run (stops with the best weights when the next epoch would not fit); 0 = off
     preset: str = ""                  # "" (none recorded) | "custom" (chosen by hand) | "quick" | "balanced" | "best": the recipe that filled this config
     amp: bool = True                  # mixed precision on CUDA (bf16 where supported)

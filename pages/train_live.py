@@ -215,7 +215,7 @@ def monitor(active: bool) -> None:
             c3.metric(_("Best validation accuracy"), i18n.format_percent(max(x["val_acc"] for x in epochs)))
             c4.metric(_("Validation loss"), f"{e['val_loss']:.3f}")
         for e in events:
-            if e.get("type") == "early_stop":
+            if e.get("type") in ("early_stop", "weight_average"):
                 st.info(common.md(run_events.text(e)))
         end = next((e for e in reversed(events) if e.get("type") == "end"), None)
         if status == "failed":

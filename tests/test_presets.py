@@ -96,6 +96,11 @@ def test_a_budget_too_short_to_fine_tune_falls_back_to_the_head_on_cached_featur
     # progressive resizing belongs to fine-tuning: on in the roomy plan, off (with its reason) in the fall-back
     assert roomy.fields["progressive_resize"] == presets.PROGRESSIVE < 1
     assert p.fields["progressive_resize"] == 1.0 and p.reasons["progressive_resize"].startswith("off")
+    # so does WiSE-FT's weight averaging, and mixing its 3 shares costs 3 validation passes in the estimate
+    assert roomy.fields["wise_ft"] is True and "WiSE-FT" in roomy.reasons["wise_ft"]
+    assert p.fields["wise_ft"] is False and p.reasons["wise_ft"].startswith("off")
+    no_mix = presets.expected_seconds({**roomy.fields, "wise_ft": False}, roomy.stats, roomy.stats["rates"])
+    assert roomy.expected_s - no_mix == pytest.approx(3 * roomy.stats["n_val"] / roomy.stats["rates"][0], abs=0.1)
 
 
 def test_the_time_estimate_counts_each_progressive_epochs_pixels():

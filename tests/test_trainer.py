@@ -244,6 +244,47 @@ def test_cpu_steps_keep_whole_batches_when_batchnorm_learns(digits_dir, tiny_con
     assert max(sizes) == 16
 
 
+def test_weight_mixes_replace_the_fine_tuned_weights_only_when_they_score_higher():
+    from core.train import wise
+
+    start = {"w": torch.zeros(3), "n": torch.tensor(0)}
+    end = {"w": torch.ones(3), "n": torch.tensor(7)}
+    half = wise.mix(start, end, 0.5)
+    assert torch.allclose(half["w"], torch.full((3,), 0.5)) and half["n"].item() == 7  # counters are not averaged
+
+    def scorer(scores):
+        return lambda state: (scores[round(state["w"][0].item(), 2)], {"val_acc": scores[round(state["w"][0].item(), 2)]})
+    share, won, tried = wise.choose(scorer({0.25: 0.7, 0.5: 0.9, 0.75: 0.8}), start, end, best_score=0.85)
+    assert share == 0.5 and won == {"val_acc": 0.9} and [t["share"] for t in tried] == [0.25, 0.5, 0.75]
+    share, won, _ = wise.choose(scorer({0.25: 0.7, 0.5: 0.85, 0.75: 0.8}), start, end, best_score=0.85)
+    assert share == 1.0 and won is None  # a tie keeps the fine-tuned weights, as a tied epoch keeps the best
+    share, _, _ = wise.choose(scorer({0.25: 0.9, 0.5: 0.9, 0.75: 0.8}), start, end, best_score=0.85)
+    assert share == 0.25  # of equal mixes, the one closest to the start
+
+
+def test_a_wise_ft_run_keeps_the_mix_it_reports_or_its_fine_tuned_weights(digits_dir, tiny_config):
+    from core.results import loading
+    from core.train import wise
+
+    # probe_init off: epoch 1 beats the untrained start head, so the mixes are validated
+    config = tiny_config(digits_dir, trainable="last-2", body_eval=True, cache_features=False, lr=1e-3,
+                         wise_ft=True)
+    events: list[dict] = []
+    res = fit(config, events.append)
+    mixed = [e for e in events if e["type"] == "weight_average"]
+    assert len(mixed) == 1 and [t["share"] for t in mixed[0]["tried"]] == list(wise.SHARES)
+    share, epoch_acc = mixed[0]["share"], [e for e in events if e["type"] == "epoch"][0]["val_acc"]
+    run = runs.open_run(res["run_dir"])
+    start, tuned = wise.load_start(run), torch.load(run.last_ckpt, weights_only=True)["model"]
+    assert set(start) == set(tuned) and not all(torch.equal(start[k], tuned[k]) for k in start)
+    kept = loading.load_model(res["run_dir"]).model.state_dict()
+    expected = wise.mix(start, tuned, share)
+    assert all(torch.allclose(kept[k], expected[k], atol=1e-6) for k in expected)
+    scores = {t["share"]: t["val_acc"] for t in mixed[0]["tried"]}
+    assert res["val_accuracy"] == pytest.approx(scores[share] if share < 1 else epoch_acc)
+    assert (share < 1) == (max(scores.values()) > epoch_acc)
+
+
 def test_discriminative_learning_rates_per_group():
     model = backbones.build_model("efficientnet_lite0", 3, pretrained=False)
     target = freezing.plan("efficientnet_lite0", "last-2")

@@ -32,7 +32,7 @@ EDITABLE = ("backbone", "pretrained", "image_size", "trainable", "trainable_grou
 # Settings added to RunConfig by other parts of the engine travel with the draft when present.
 _OPTIONAL = ("early_stopping_metric", "unfreeze_after", "unfreeze_mode", "unfreeze_lr_factor", "tensorboard",
              "mlflow_uri", "mlflow_experiment", "preset", "probe_init", "time_budget_s", "cache_features", "body_eval",
-             "max_length")
+             "max_length", "wise_ft")
 EDITABLE += tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("aug_") or f.name in _OPTIONAL)
 
 

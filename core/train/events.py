@@ -12,7 +12,7 @@ from core.data.message import Message, shown, stored
 from core.i18n import _
 
 EventKind = Literal["phase", "distributed", "resumed", "start", "step", "unfreeze", "warning", "epoch",
-                    "early_stop", "restored_best", "probe", "budget", "end"]
+                    "early_stop", "restored_best", "probe", "budget", "weight_average", "end"]
 KINDS: tuple[str, ...] = EventKind.__args__
 MEANING = {
     "phase": "preparation progress: extracting, decoding, embedding, teacher logits (done / total)",
@@ -27,6 +27,7 @@ MEANING = {
     "restored_best": "the model in memory went back to the best epoch's weights",
     "probe": "the linear-probe warm start set the head: its train and validation accuracy before any step",
     "budget": "the time budget ended training (the next epoch would not fit, or it ran out mid-epoch)",
+    "weight_average": "WiSE-FT: mixes of the starting and fine-tuned weights were validated; the share kept",
     "end": "the last event: finished (with the result), stopped, or failed (with the reason)",
 }
 assert set(MEANING) == set(KINDS)

@@ -24,7 +24,7 @@ from core.models.net import TRAIN_PIXELS, cpu_chunk
 from core.storage import locks, runs
 from core.config import RunConfig
 from core.i18n import N_, _
-from core.train import checkpoints, events
+from core.train import checkpoints, events, wise
 from core.train.events import said
 from core.train.control import Control, Stopped, TrainingDiverged
 from core.train.technique import Technique
@@ -298,6 +298,14 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
                             "epoch": 0, "probe": True}
             if ddp.main:
                 best.update(best_metrics)
+    start_state = None  # WiSE-FT: the learnable tensors as training began (core.train.wise)
+    if wise.applies(config, any(g != "head" for g in target), technique.validates, bool(data.val)):
+        if ck is None:
+            start_state = {k: v.to("cpu", copy=True) for k, v in learned.state().items()}
+            if ddp.main:
+                wise.save_start(run, start_state)
+        else:
+            start_state = wise.load_start(run)
 
     micro = batch  # largest chunk that fits on the device; halved on CUDA out-of-memory
 
@@ -452,6 +460,10 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             emit("restored_best", epoch=best_epoch, **said(N_("restored the weights of epoch {epoch}, the best by "
                                                               "{metric}"), epoch=best_epoch,
                                                            metric=config.early_stopping_metric))
+    in_memory = best_epoch == last_epoch or best.kept is not None  # the model holds the best epoch's weights
+    if start_state is not None and best_epoch > 0 and in_memory:
+        best_score, best_metrics = _weight_average(config, technique, model, learned, start_state, forward,
+                                                   loaders[False][1], ddp, best, best_score, best_metrics, emit)
     no_val = 0.0 if technique.validates else None  # a run stopped before its first epoch has no accuracy yet
     result = {"status": "finished", "technique": technique.name,
               "val_accuracy": best_metrics.get("val_accuracy", no_val),
@@ -461,6 +473,50 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         result.update(stopped_by=stopped_by, time_budget_s=config.time_budget_s)
     runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2))
     return result
+
+
+def _weight_average(config, technique, model, learned, start, forward, val_loader, ddp, best, best_score: float,
+                    best_metrics: dict, emit) -> tuple[float, dict]:
+    """WiSE-FT (core.train.wise): validate mixes of the start and the best weights in memory; the model keeps the
+    winner, which becomes the run's best when it beats the fine-tuned weights. Returns (best score, best metrics).
+    (A resumed run's epochs are compared with the best epoch's score, not the mix's; its own end mixes again.)"""
+    end = {k: v.to("cpu", copy=True) for k, v in learned.state().items()}
+    forward.features, forward.size = False, None
+    model.eval()
+
+    def score_of(state: dict) -> tuple[float, dict]:
+        learned.load(state)
+        metrics = technique.metrics(ddp.gather_rows(_validate(ddp.for_eval(forward), val_loader, technique)))
+        return technique.score(config, metrics), metrics
+
+    share, won, tried = wise.choose(score_of, start, end, best_score, config.early_stopping_min_delta)
+    rows = [{"share": t["share"], "val_acc": t["metrics"].get("val_acc"), "val_loss": t["metrics"].get("val_loss")}
+            for t in tried]
+    before = best_metrics.get("val_accuracy")
+    if won is None:
+        learned.load(end)
+        top = max(tried, key=lambda t: t["score"])
+        emit("weight_average", share=1.0, tried=rows, **said(
+            N_("weight averaging (WiSE-FT): no mix of the fine-tuned and the starting weights scored better on "
+               "validation (best {mix} at {share} fine-tuned, against {best}); the fine-tuned weights are kept"),
+            mix=_pct(top["metrics"].get("val_acc")), share=f"{top['share']:.0%}", best=_pct(before)))
+        return best_score, best_metrics
+    learned.load(wise.mix(start, end, share))
+    best_metrics = {**best_metrics, **{k: v for k, v in won.items() if k not in ("val_acc", "val_loss")},
+                    "val_accuracy": won.get("val_acc"), "val_loss": won.get("val_loss"), "wise_ft_share": share}
+    if ddp.main:
+        best.update(best_metrics)
+        best.flush()
+    emit("weight_average", share=share, tried=rows, **said(
+        N_("weight averaging (WiSE-FT): {share} fine-tuned and {rest} starting weights (pretrained body, probe "
+           "head) scored {after} on validation against {before} for the fine-tuned weights alone; the mix is "
+           "kept"), share=f"{share:.0%}", rest=f"{1 - share:.0%}", after=_pct(won.get("val_acc")),
+        before=_pct(before)))
+    return technique.score(config, won), best_metrics
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.1%}"
 
 
 def _warm_start(config, technique, model, cached, data, cache, pre, device, ddp, emit, channels_last) -> dict | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from core.config import PRESETS, progressive_side
 from core.i18n import _, ngettext
+from core.train import wise
 
 DEFAULT_BUDGET_S = {"quick": 60.0, "balanced": 300.0, "best": 1200.0}  # sized for a 2-core CPU; a GPU does more
 MAX_EPOCHS = {"quick": 5, "balanced": 6, "best": 12}
@@ -195,7 +196,8 @@ def expected_seconds(fields: dict, stats: dict, rates: tuple[float, float]) -> f
     # progressive resizing: an epoch's training pass costs in proportion to its pixels; validation is at full size
     area = [((progressive_side(float(fields.get("progressive_resize", 1.0)), epochs, full, e) or full) / full) ** 2
             for e in range(epochs)]
-    return (seconds + sum(a * n_train / fwd + n_val / fwd for a in area[:frozen])
+    mixes = len(wise.SHARES) * n_val / fwd if fields.get("wise_ft") and not head_only else 0.0  # validated once each
+    return (seconds + mixes + sum(a * n_train / fwd + n_val / fwd for a in area[:frozen])
             + sum(a * n_train / trn + n_val / fwd for a in area[frozen:]))
 
 
@@ -236,7 +238,7 @@ def _recipe(preset: str, stats: dict) -> tuple[dict, dict]:
          "lr": 3e-4, "lr_decay": 0.5 if tune else 1.0,
          "scheduler": "onecycle" if tune else "cosine", "unfreeze_after": 1 if preset == "best" and tune else 0,
          "unfreeze_mode": "gradual" if preset == "best" and tune else "all",
-         "progressive_resize": PROGRESSIVE if tune else 1.0}
+         "progressive_resize": PROGRESSIVE if tune else 1.0, "wise_ft": tune}
     r = {"backbone": why_backbone, "image_size": why_size, "trainable": why_layers, "augment": why_aug,
          "probe_init": _("the head starts as a logistic regression fitted on the frozen features (a linear "
                          "probe), so training starts at least as good as the simplest honest baseline"),
@@ -264,6 +266,10 @@ def _recipe_reasons(tune: bool, gradual: bool) -> dict:
                                      "cost a fraction of the pixels, so more epochs fit the budget").format(
                                        fraction=PROGRESSIVE, percent=f"{PROGRESSIVE:.0%}") if tune else
                                    _("off: head-only epochs are cheap at full size")),
+            "wise_ft": (_("on: at the end the fine-tuned weights are also tried mixed with the starting ones "
+                          "(pretrained body, probe head); a mix is kept only when it scores better on validation "
+                          "(WiSE-FT: keeps more of what the pretrained body knew, which helps on new images)")
+                        if tune else _("off: no body layer learns")),
             "unfreeze_after": (_("1 head epoch on augmented images, then one more layer group per epoch (gradual "
                                  "unfreezing)")) if gradual else
                               _("0: the probe fit replaces the frozen warm-up epoch")}
@@ -435,8 +441,9 @@ def _fit(preset: str, fields: dict, reasons: dict, stats: dict, budget: float, d
         fields["body_eval"] = overrides.get("body_eval", False)
         fields["progressive_resize"] = overrides.get("progressive_resize", 1.0)
         head_only = _recipe_reasons(tune=False, gradual=False)  # the reasons of the fields just changed
+        fields["wise_ft"] = overrides.get("wise_ft", False)
         reasons.update({k: head_only[k] for k in ("lr", "lr_decay", "scheduler", "unfreeze_after", "body_eval",
-                                                  "progressive_resize")})
+                                                  "progressive_resize", "wise_ft")})
         reasons["augment"] = suggest_augment(stats["n_train"], False)[1]
         rates = _rates(fields, device)
         epochs = _fit_epochs(preset, fields, stats, rates, budget)

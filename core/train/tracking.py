@@ -345,10 +345,8 @@ class Sink:
         kind = ev.get("type")
         if kind in ("start", "epoch", "unfreeze"):
             self._each(kind, ev)
-        elif kind == "early_stop":
-            self._each("note", "early_stop", ev.get("message", ""), ev.get("epoch", 0))
-        elif kind == "restored_best":
-            self._each("note", "restored_best", ev.get("message", ""), ev.get("epoch", 0))
+        elif kind in ("early_stop", "restored_best", "weight_average"):
+            self._each("note", kind, ev.get("message", ""), ev.get("epoch", 0))
         elif kind == "resumed":
             self._each("note", f"resumed.epoch_{ev.get('epoch', 0)}", f"resumed after epoch {ev.get('epoch', 0)}",
                        ev.get("epoch", 0))
