@@ -248,6 +248,8 @@ class MultiTask(Technique):
     """One linear head per label column; the loss sums each task's cross-entropy over its labelled rows."""
 
     name = kind = "multitask"
+    # a task's loss is the mean over the rows labelled for it: chunks of a batch would weigh those rows differently
+    per_sample_loss = False
 
     def check(self, config: RunConfig) -> None:
         if config.task_weights is not None and config.tasks is not None:

@@ -45,6 +45,7 @@ class Technique:
     validates = True                    # False: no validation split; epochs are judged on training metrics
     drop_last = False                   # drop a short last batch (contrastive losses need negatives)
     per_sample_loss = True              # a batch's loss is the mean over its samples, so it may go through in chunks
+                                        # (with each chunk's loss weighted by its share of the batch)
     stopped_message = N_("stopped by the user; the best checkpoint so far is kept")
     modality = "image"                  # what a sample is: "image" (decoded, cached, augmented) or "text" (token ids)
 
