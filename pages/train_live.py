@@ -134,6 +134,15 @@ def recipe(ds: str, draft: dict) -> None:
     st.caption(_("Every setting below starts at the recipe's choice; what you change there wins."))
 
 
+def _best_accuracy(epochs: list[dict], events: list[dict]) -> float:
+    """The best epoch's validation accuracy, or the weight-averaged mix's when the run kept one (WiSE-FT)."""
+    best = max(e["val_acc"] for e in epochs)
+    for e in events:
+        if e.get("type") == "weight_average" and e.get("share", 1.0) < 1:
+            best = max([best] + [t["val_acc"] for t in e.get("tried", []) if t.get("share") == e["share"]])
+    return best
+
+
 def more(run) -> None:
     """Says when a finished run stopped while still improving, and offers to train N more epochs (a resume)."""
     verdict = services.unfinished(run.path, common.owner())
@@ -212,7 +221,7 @@ def monitor(active: bool) -> None:
             c1, c2, c3, c4 = st.columns(4)
             c1.metric(_("Epoch"), f"{e['epoch']} / {e['epochs']}")
             c2.metric(_("Validation accuracy"), i18n.format_percent(e["val_acc"]))
-            c3.metric(_("Best validation accuracy"), i18n.format_percent(max(x["val_acc"] for x in epochs)))
+            c3.metric(_("Best validation accuracy"), i18n.format_percent(_best_accuracy(epochs, events)))
             c4.metric(_("Validation loss"), f"{e['val_loss']:.3f}")
         for e in events:
             if e.get("type") in ("early_stop", "weight_average"):

@@ -383,6 +383,36 @@ def test_the_train_page_offers_more_epochs_for_an_unfinished_run_and_resumes_it(
     assert run.config().epochs == 3 and run.result()["epochs_run"] == 3
 
 
+def test_the_train_page_says_which_weights_the_weight_averaging_kept(digits_dir, tiny_config):
+    import shutil
+
+    from core.app.engine import edits as de
+    from core.storage import runs
+    from core.techniques import fit
+    from pagekit import app
+    from pages import common
+
+    name = de.unique_name("presets-wise")
+    shutil.copytree(digits_dir, de.root() / name)
+    # probe_init off: epoch 1 beats the untrained start head, so the mixes are validated
+    res = fit(tiny_config(de.dataset_dir(name), trainable="last-2", body_eval=True, cache_features=False, lr=1e-3,
+                          wise_ft=True))
+    run = runs.open_run(res["run_dir"])
+    said = [e for e in run.events() if e["type"] == "weight_average"]
+    assert len(said) == 1
+    at = app("4_train", ds=name, job=run.id)
+    assert not at.exception
+    assert common.md(said[0]["message"]) in [i.value for i in at.info]
+    best = [m for m in at.metric if m.label == "Best validation accuracy"]
+    assert best and best[0].value == f"{res['val_accuracy']:.1%}"  # the mix's when it was kept
+    from pages import train_live
+
+    tried = [{"share": 0.25, "val_acc": 0.9}, {"share": 0.5, "val_acc": 0.85}, {"share": 0.75, "val_acc": 0.7}]
+    kept = {"type": "weight_average", "share": 0.5, "tried": tried}  # the row of the share kept is read
+    assert train_live._best_accuracy([{"val_acc": 0.8}], [kept]) == 0.85
+    assert train_live._best_accuracy([{"val_acc": 0.8}], [{**kept, "share": 1.0}]) == 0.8
+
+
 def _fake_features(monkeypatch, informative: str):
     """Training features per body: the ``informative`` body's separate the 10 classes, the other's are noise."""
     from core.train import presets
