@@ -212,7 +212,7 @@ def user_names(*datasets: str, run: str) -> list[str]:
     for ds in datasets:
         names |= {p.name for p in de.dataset_dir(ds).rglob("*.png")}
     for folder in (p for p in runs.root().iterdir() if p.is_dir()):
-        names |= {folder.name, folder.name[:15]}
+        names |= {folder.name, folder.name[:15], folder.name[-4:]}  # the Runs page shows id[:15]…id[-4:]
         try:
             cfg = json.loads((folder / "config.json").read_text())
             if isinstance(cfg, dict):  # another test's damaged run may hold any JSON

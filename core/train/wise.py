@@ -45,16 +45,8 @@ def load_start(run: runs.Run) -> dict[str, torch.Tensor] | None:
 def mix(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
     """``(1 - share) * start + share * end`` for floating-point tensors; counters (BatchNorm's
     ``num_batches_tracked``) are the fine-tuned ones."""
-    import torch
-
-    out = {}
-    for k, v in end.items():
-        s = start.get(k)
-        if s is None or not v.is_floating_point():
-            out[k] = v
-        else:
-            out[k] = torch.lerp(s.to(v.device, torch.float32), v.float(), share).to(v.dtype)
-    return out
+    return {k: v if k not in start or not v.is_floating_point()
+            else start[k].to(v.device).float().lerp(v.float(), share).to(v.dtype) for k, v in end.items()}
 
 
 def choose(score_of: Callable[[dict], tuple[float, dict]], start: dict, end: dict, best_score: float,
