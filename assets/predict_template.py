@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -77,9 +78,11 @@ def load(card: dict, weights: Path) -> TransferNet:
     return model.float().eval()
 
 
-def open_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_rgb(path: Path, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> Image.Image:
     """The image as the person saw it: EXIF orientation applied, transparency on white. TooLarge for an
-    image above ``max_pixels``, decided from its header before any pixel is decoded."""
+    image above ``max_pixels``, decided from its header before any pixel is decoded. With ``min_side`` a JPEG
+    decodes at the smallest 1/2, 1/4 or 1/8 scale whose shorter side stays at least twice ``min_side``, as the
+    app decodes it for training and predictions (Pillow's draft)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -92,6 +95,9 @@ def open_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         if w * h > max_pixels:
             raise TooLarge(f"{w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,}; downscale it, "
                            f"or pass --max-pixels if you trust the file")
+        scale = 2 * min_side / max(1, min(w, h))
+        if min_side and scale <= 0.5:
+            im.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
         im.load()
         im = ImageOps.exif_transpose(im) or im
         if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
@@ -135,7 +141,7 @@ def images_in(args: list[str]) -> list[Path]:
 def read_one(path: Path, pre: dict, max_pixels: int) -> tuple[torch.Tensor | None, str | None]:
     """(input tensor, None) for a readable image, (None, what went wrong) for any other file."""
     try:
-        return preprocess(open_rgb(path, max_pixels), pre), None
+        return preprocess(open_rgb(path, max_pixels, int(pre["resize_size"])), pre), None
     except TooLarge as e:
         return None, f"image refused: {e}"
     except Exception as e:  # decoders raise OSError, SyntaxError, struct.error, zlib.error...: one bad file

@@ -202,13 +202,17 @@ def test_to_square_crops_the_centre_of_a_non_square_image():
     assert out.min() == 255
 
 
-def test_preprocess_images_equals_the_validation_path_exactly(shapes_dir):
+def test_preprocess_images_equals_the_validation_path_exactly(shapes_dir, tmp_path):
     pre = Preprocessing(resize_size=72, crop_size=64, interpolation="bicubic")
-    paths = [str(p) for p in sorted(shapes_dir.rglob("*.png"))[::6]]
+    # and a photo-sized JPEG, which both paths decode reduced (core.data.imageio, min_side): a prediction sees
+    # the pixels validation saw
+    noisy = np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), dtype=np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "photo.jpg", quality=85)
+    paths = [str(p) for p in sorted(shapes_dir.rglob("*.png"))[::6]] + [str(tmp_path / "photo.jpg")]
     cache = datasets.ImageCache(paths, pre)
     ds = datasets.CachedDataset([(p, 0) for p in paths], cache, datasets.eval_transform(pre))
     val_batch = datasets.normalize(torch.stack([ds[i][0] for i in range(len(ds))]), pre)
-    direct = datasets.preprocess_images([open_image(p) for p in paths], pre)
+    direct = datasets.preprocess_images([open_image(p, min_side=pre.resize_size) for p in paths], pre)
     assert direct.shape == (len(paths), 3, 64, 64) and direct.dtype == torch.float32
     assert torch.equal(direct, val_batch)
     # and the normalisation really uses the backbone's mean/std

@@ -142,6 +142,12 @@ def test_bundle_predict_py_runs_standalone_and_agrees(run_dir, val_paths, tmp_pa
     bomb, broken = tmp_path / "bomb.png", tmp_path / "broken.jpg"
     bomb.write_bytes(_png_claiming(20_000, 20_000))  # 400 megapixels announced by a 70-byte file
     broken.write_bytes(b"not a jpeg at all")
+    # a photo-sized JPEG: predict.py decodes it reduced exactly as the app does (core.data.imageio, min_side)
+    photo = tmp_path / "photo.jpg"
+    big = np.asarray(Image.open(val_paths[1]).convert("RGB").resize((1800, 1800), Image.BICUBIC), dtype=np.int16)
+    noise = np.random.default_rng(0).integers(-40, 40, big.shape)
+    Image.fromarray((big + noise).clip(0, 255).astype(np.uint8)).save(photo, quality=85)
+    val_paths = [val_paths[0], str(photo), *val_paths[1:]]
     given = [val_paths[0], str(bomb), str(broken), *val_paths[1:]]
     # a clean interpreter in the extracted folder: nothing from this repo on the path
     proc = subprocess.run([sys.executable, "-I", str(dest / "predict.py"), *given, "--top-k", "2"],

@@ -269,3 +269,47 @@ def test_extension_set_and_case_insensitive_names():
     assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
     assert is_image_name("A.JPG") and is_image_name("dir/b.Tiff") and is_image_name("c.webp")
     assert not is_image_name("notes.txt") and not is_image_name(".png") and not is_image_name("png")
+
+
+# ---- reduced decoding (min_side): a phone photo shrunk to a 256-px square need not decode 12 megapixels
+
+
+def _photo(width: int, height: int) -> Image.Image:
+    """A smooth photo-like gradient with fine noise, so a reduced decode has detail to lose."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(3)
+    base = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) * 127 // (width + height)], -1)
+    return Image.fromarray((base + rng.integers(0, 12, (height, width, 3))).clip(0, 255).astype(np.uint8))
+
+
+def test_a_large_jpeg_decodes_reduced_to_twice_the_side_asked_and_squares_like_the_full_decode(tmp_path):
+    from core.data.preprocess import Preprocessing, to_square
+
+    path = _write(tmp_path / "photo.jpg", _photo(2400, 1800), "JPEG", quality=90)
+    full, reduced = open_image(path), open_image(path, min_side=224)
+    assert full.size == (2400, 1800)
+    assert reduced.size == (600, 450)  # 1/4: 1/8 would leave 225 px, under twice 224
+    assert reduced.info["source_size"] == full.info["source_size"] == (2400, 1800)
+    pre = Preprocessing(resize_size=224, crop_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    a, b = to_square(full, pre).astype(float), to_square(reduced, pre).astype(float)
+    assert np.abs(a - b).mean() < 1.0  # grey levels of 255
+
+
+def test_reduced_decoding_keeps_small_jpegs_and_other_formats_whole_and_still_rejects_truncation(tmp_path):
+    small = _write(tmp_path / "small.jpg", _photo(400, 300), "JPEG")
+    assert open_image(small, min_side=224).size == (400, 300)  # half would be under 2 x 224
+    png = _write(tmp_path / "big.png", _photo(1600, 1200), "PNG")
+    assert open_image(png, min_side=64).size == (1600, 1200)  # PNG has no reduced decode
+    data = _encode(_photo(1600, 1200), "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ImageError, match=r"cut\.jpg is truncated or corrupt"):
+        open_image(tmp_path / "cut.jpg", min_side=32)
+
+
+def test_source_size_is_the_displayed_size_of_an_exif_rotated_reduced_jpeg(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    path = _write(tmp_path / "phone.jpg", _photo(1600, 800), "JPEG", exif=exif.tobytes())
+    image = open_image(path, min_side=32)
+    assert image.size == (100, 200)  # 1/8, turned
+    assert image.info["source_size"] == (800, 1600)

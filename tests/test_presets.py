@@ -116,6 +116,43 @@ def test_the_time_estimate_counts_each_progressive_epochs_pixels():
     assert full - small == pytest.approx((4 - area) * 1000 / 25.0)
 
 
+def test_the_time_estimate_counts_the_decoding_timed_on_the_datasets_own_images(tmp_path, monkeypatch):
+    """Phone photos cost far more to decode than small PNGs: the plan times a few of the dataset's own images
+    (decoded as the cache decodes them) and counts that per image, not a fixed small-image figure."""
+    import os
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from core.data import imageio, layouts
+    from core.train import presets
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((1200, 1600, 3), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.jpg")
+    asked, opened = [], imageio.open_image
+
+    def slow_open(path, max_pixels=None, min_side=None):
+        if min_side != layouts.VERIFY_SIDE:  # not the check every image gets when the folder is indexed
+            asked.append(min_side)
+            time.sleep(0.2)  # what a big photo costs on a slow machine
+        return opened(path, max_pixels, min_side)
+    monkeypatch.setattr(imageio, "open_image", slow_open)
+    monkeypatch.setattr(layouts, "open_image", slow_open)
+    stats = presets.dataset_stats(str(tmp_path))
+    assert 1 <= len(asked) <= presets.DECODE_TIMED and set(asked) == {256}  # a few, reduced as the cache does
+    threads = min(4, os.cpu_count() or 1)
+    assert stats["decode_s"] >= 0.2 / threads
+    fields, rates = {"trainable": "head", "augment": "none", "epochs": 3}, (100.0, 100.0)
+    timed = presets.expected_seconds(fields, stats, rates)
+    fixed = presets.expected_seconds(fields, {**stats, "decode_s": presets.DECODE_S}, rates)
+    assert timed - fixed == pytest.approx(8 * (stats["decode_s"] - presets.DECODE_S))
+    monkeypatch.setattr(imageio, "open_image", opened)
+    assert presets.decode_seconds([str(tmp_path / "missing.jpg")]) == presets.DECODE_S  # nothing timed
+
+
 def test_more_budget_buys_at_least_as_many_epochs(digits_dir):
     from core.train import presets
 

@@ -225,7 +225,7 @@ class ImageCache:
         if not self.file.exists():
             tmp = self.file.with_name(f"{key}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
             s = pre.resize_size
-            square = lambda p: to_square(open_image(p), pre)  # noqa: E731
+            square = lambda p: to_square(open_image(p, min_side=s), pre)  # noqa: E731
             # Plain writes instead of a writable memmap: dirty mapped pages would count in this
             # process's RSS until the end (1.2 GB for 20,000 images at 96 px); written pages don't.
             # Decoding runs on a few threads (Pillow releases the GIL) in bounded chunks.

@@ -152,17 +152,18 @@ def _shown(s: Skipped) -> dict[str, str]:
 def _look(path: Path) -> tuple[int, int, bool] | str:
     """(width, height, grayscale) of an image, or the reason it cannot be opened."""
     try:
-        image = open_image(path)
+        image = open_image(path, min_side=TINY_SIDE)  # the size from the header; pixels only for the grey check
     except ImageError as exc:
         return exc.message
+    width, height = image.info["source_size"]
     mode = image.info.get("source_mode", "RGB")
     if mode in _GRAY_MODES:
-        return image.width, image.height, True
+        return width, height, True
     pixels = np.asarray(image)
     is_gray = bool(
         np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])
     )
-    return image.width, image.height, is_gray
+    return width, height, is_gray
 
 
 def _warnings(

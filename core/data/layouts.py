@@ -104,6 +104,9 @@ def scan_folder(
     )
 
 
+VERIFY_SIDE = 32  # the side a verifying decode may shrink a JPEG to
+
+
 def _inspect_file(path: Path, verify: bool, max_pixels: int | None) -> tuple[str | None, str | None]:
     """(content sha256, None) for a usable image, or (None, reason)."""
     try:
@@ -114,7 +117,8 @@ def _inspect_file(path: Path, verify: bool, max_pixels: int | None) -> tuple[str
         return None, Message(N_("{name} is empty (0 bytes) — re-export or re-download it"), name=path.name)
     if verify:
         try:
-            open_image(path, max_pixels=max_pixels)
+            # every byte is decoded (a truncated file fails), at the smallest scale a JPEG allows
+            open_image(path, max_pixels=max_pixels, min_side=VERIFY_SIDE)
         except ImageError as exc:
             return None, exc.message
     try:

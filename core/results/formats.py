@@ -137,7 +137,7 @@ def unit_batch(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
     from core.data.imageio import open_image
 
     crop = eval_transform(lm.preprocessing)
-    u8 = [crop(torch.from_numpy(to_square(open_image(p), lm.preprocessing)).permute(2, 0, 1)) for p in paths]
+    u8 = [crop(torch.from_numpy(to_square(open_image(p, min_side=lm.preprocessing.resize_size), lm.preprocessing)).permute(2, 0, 1)) for p in paths]
     return torch.stack(u8).float() / 255.0
 
 
@@ -495,7 +495,7 @@ def predict_zip(model_path: str | Path, zip_path, top_k: int = 3, batch_size: in
             for p in files[i:i + batch_size]:
                 rel = p.relative_to(tmp).as_posix()
                 try:
-                    pil.append(open_image(p))
+                    pil.append(open_image(p, min_side=lm.preprocessing.resize_size))
                     ok.append(rel)
                 except ValueError as e:
                     w.writerow([rel, "", ""] + [""] * (2 * k) + [str(e)])

@@ -120,7 +120,8 @@ class LoadedModel:
         (or True) or "multicrop" averages over the views of core.results.tta."""
         from core.results import tta as views
 
-        pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in images]
+        side = self.preprocessing.resize_size
+        pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im, min_side=side) for im in images]
         x = preprocess_images(pil, self.preprocessing)
         mode = views.mode_of(tta)
         return views.probs(self.model, x, mode) if mode != "none" else torch.softmax(infer(self.model, x).float(), dim=1)
@@ -219,7 +220,8 @@ class LoadedMultiTask:
                 raise TypeError(_("predict takes a list of texts; wrap the one text in a list: predict([text])"))
             x = text_backbones.tokenize(self.tokenizer, list(inputs), self.max_length)
         else:
-            pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im) for im in inputs]
+            side = self.preprocessing.resize_size
+            pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_image(im, min_side=side) for im in inputs]
             x = preprocess_images(pil, self.preprocessing)
         return {t: torch.softmax(v.float(), 1) for t, v in self.model(x).items()}
 

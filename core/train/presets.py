@@ -24,7 +24,8 @@ PROGRESSIVE = 0.75  # fine-tuning recipes start at 3/4 of the image side (progre
 HEAD_ONLY_BELOW = 30        # images in the smallest class under which no body layer learns
 ALL_FROM = 500              # images in the smallest class from which every layer learns
 SETUP_S = 4.0               # process start, model build, first batches: measured order of magnitude
-DECODE_S = 0.002            # seconds to decode and resize one image into the cache
+DECODE_S = 0.002            # seconds to decode and resize one small image into the cache (when none was timed)
+DECODE_TIMED = 3            # images of the dataset timed to estimate its decoding (a phone photo costs ~25x more)
 
 
 @dataclass
@@ -104,7 +105,8 @@ def suggest(counts: dict[str, int], sides: list[int] | None = None, native: int 
 # --- measuring the data and the machine -----------------------------------------------------------
 
 def dataset_stats(data: str, sample: int = 64) -> dict:
-    """Class counts, how many images train and validate, and the shorter sides of up to ``sample`` images."""
+    """Class counts, how many images train and validate, the shorter sides of up to ``sample`` images, and
+    ``decode_s``: the seconds one image takes to decode into the cache, timed on a few of them."""
     from PIL import Image
 
     from core.data import datasets
@@ -112,16 +114,39 @@ def dataset_stats(data: str, sample: int = 64) -> dict:
     index = datasets.load_index(data)
     counts = index.counts()
     step = max(1, len(index.items) // sample)
-    sides = []
+    sides, paths = [], []
     for item in index.items[::step][:sample]:
         try:
             with Image.open(f"{index.root}/{item.path}") as im:  # the header only: no pixels decoded
                 sides.append(min(im.size))
+                paths.append(f"{index.root}/{item.path}")
         except OSError:
             continue
     n = len(index.items)
     n_val = sum(it.split == "val" for it in index.items) or round(n * 0.2)
-    return {"counts": counts, "sides": sides, "n": n, "n_train": n - n_val, "n_val": n_val}
+    return {"counts": counts, "sides": sides, "n": n, "n_train": n - n_val, "n_val": n_val,
+            "decode_s": decode_seconds(paths[::max(1, len(paths) // DECODE_TIMED)][:DECODE_TIMED])}
+
+
+def decode_seconds(paths: list[str], side: int = 256) -> float:
+    """Seconds per image to decode and square ``paths`` as the cache does (core.data.datasets.ImageCache), on
+    the threads it decodes with: the median of the images timed, ``DECODE_S`` when none could be."""
+    import os
+
+    from core.data.imageio import ImageError, open_image
+    from core.data.preprocess import Preprocessing, to_square
+
+    pre, times = Preprocessing(resize_size=side, crop_size=side), []
+    for path in paths:
+        t0 = time.perf_counter()
+        try:
+            to_square(open_image(path, min_side=side), pre)
+        except ImageError:
+            continue
+        times.append(time.perf_counter() - t0)
+    threads = min(4, os.cpu_count() or 1)  # as the cache's decoding pool
+    # DECODE_S also covers the cache's own work per image (writing, the pool): a floor for tiny images
+    return max(DECODE_S, statistics.median(times) / threads) if times else DECODE_S
 
 
 _RATES: dict[tuple, tuple[float, float]] = {}  # (backbone, size, device, trainable) -> (eval img/s, train img/s)
@@ -185,7 +210,7 @@ def expected_seconds(fields: dict, stats: dict, rates: tuple[float, float]) -> f
     n_all, n_train, n_val = stats["n"], stats["n_train"], stats["n_val"]
     head_only = fields.get("trainable", "head") == "head"
     cached = head_only and fields.get("augment") == "none" and fields.get("cache_features", True)
-    seconds = SETUP_S + n_all * DECODE_S
+    seconds = SETUP_S + n_all * stats.get("decode_s", DECODE_S)
     if fields.get("probe_init") or cached:
         seconds += n_all / fwd + 1.0  # one embedding pass (shared by the probe and cached epochs) + the fit
     epochs = int(fields.get("epochs", 5))
