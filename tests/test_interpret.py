@@ -108,6 +108,21 @@ def test_explain_returns_the_crop_overlay_and_top_k():
         interpret.explain(lm, img, target="zebra")
 
 
+def test_explain_reads_a_photo_file_as_predictions_do(tmp_path):
+    """A phone-sized JPEG decodes reduced for predictions (core.data.imageio, min_side): the explanation is of
+    the same pixels, so its confidence is the prediction's."""
+    from core.results.loading import LoadedModel
+
+    torch.manual_seed(0)
+    model = backbones.build_model("resnet18", 3, pretrained=False).eval()
+    lm = LoadedModel(model, ["a", "b", "c"], Preprocessing(resize_size=73, crop_size=64), {"backbone": "resnet18"})
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 1200, 3), dtype=np.uint8)).save(path)
+    probs = lm.predict_proba([str(path)])[0]
+    ex = interpret.explain(lm, str(path), top_k=3)
+    assert sorted(p for _, p in ex.top_k) == pytest.approx(sorted(probs.tolist()), abs=1e-6)
+
+
 def test_roc_and_pr_match_hand_computed_values():
     labels = np.array([0, 0, 1, 1])
     s = np.array([0.1, 0.4, 0.35, 0.8])  # the textbook example: AUC 0.75, AP 0.8333

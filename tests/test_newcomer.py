@@ -177,6 +177,18 @@ def test_thumbnails_are_even_squares_whatever_the_image_shape(tmp_path):
     Image.new("RGB", (300, 40), "red").save(wide)
     Image.new("RGB", (20, 90), "blue").save(tall)
     assert common.thumbnail(str(wide), 96).size == common.thumbnail(str(tall), 96).size == (96, 96)
+    # a phone photo held sideways: EXIF turns it upright (the red top ends up on the right), an unreadable file
+    # is a grey tile
+    photo = Image.new("RGB", (1600, 1200), "blue")
+    photo.paste((255, 0, 0), (0, 0, 1600, 600))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    photo.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    thumb = common.thumbnail(str(tmp_path / "phone.jpg"), 96)
+    assert thumb.size == (96, 96)
+    assert thumb.getpixel((90, 48))[0] > 200 and thumb.getpixel((5, 48))[2] > 200
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert common.thumbnail(str(tmp_path / "broken.jpg"), 96).getpixel((0, 0)) == (230, 230, 230)
 
 
 def test_the_page_icon_is_a_local_file_not_an_internet_fetch():

@@ -305,7 +305,8 @@ def augment_preview(path: str, backbone: str, image_size: int, augment: str, n: 
     if preview is not None:
         return preview(path, pre, cfg, n=n, seed=seed)
     transform = datasets.train_transform(pre, augment)
-    square = torch.from_numpy(datasets.to_square(open_image(path, min_side=pre.resize_size), pre)).permute(2, 0, 1).contiguous()
+    square = datasets.to_square(open_image(path, min_side=pre.resize_size), pre)
+    square = torch.from_numpy(square).permute(2, 0, 1).contiguous()
     with torch.random.fork_rng(devices=[]):  # the preview must not shift a training run's random stream
         torch.manual_seed(seed)
         return [Image.fromarray(transform(square).permute(1, 2, 0).numpy()) for _ in range(n)]

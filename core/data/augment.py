@@ -116,7 +116,7 @@ def augment_preview(image: Any, pre: "Preprocessing | None", source: Any, n: int
     if isinstance(image, Image.Image):
         pil = image.convert("RGB")
     else:
-        pil = open_image(Path(image) if isinstance(image, str) else image)
+        pil = open_image(Path(image) if isinstance(image, str) else image, min_side=pre.resize_size)
     transform = build(pre, source)
     square = torch.from_numpy(to_square(pil, pre)).permute(2, 0, 1).contiguous()
     # v2 transforms draw from torch's global generator; fork it so the preview neither depends on

@@ -129,8 +129,8 @@ def explain(loaded, image, target: int | str | None = None, top_k: int = 3) -> E
     from core.data.datasets import eval_transform, normalize, to_square
     from core.data.imageio import open_image
 
-    pil = image.convert("RGB") if isinstance(image, Image.Image) else open_image(image)
-    pre = loaded.preprocessing
+    pre = loaded.preprocessing  # decoded as predictions decode it, so the explanation is of the same pixels
+    pil = image.convert("RGB") if isinstance(image, Image.Image) else open_image(image, min_side=pre.resize_size)
     u8 = eval_transform(pre)(torch.from_numpy(to_square(pil, pre)).permute(2, 0, 1))
     if isinstance(target, str):
         if target not in loaded.classes:
