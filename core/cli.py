@@ -10,7 +10,6 @@ from pathlib import Path
 from core import i18n
 from core.i18n import N_, _, ngettext
 from core.train import control, ddp
-from core.jobs import worker
 from core import cli_text, techniques
 from core.cli_common import CliError, flag_fields, progress_printer
 from core.config import RunConfig, field_help, fields
@@ -148,6 +147,8 @@ def cmd_train(a) -> dict:
 
     if a.resume or a.run_dir:
         if ddp.launched():  # rank 0 opens the run; the others are sent what they need
+            from core.jobs import worker  # torch loads with the training code, not for --help or a refused flag
+
             return worker.train(None, progress_printer(), run_dir=a.resume or a.run_dir, resume=bool(a.resume))
         run = runs.open_run(a.resume or a.run_dir)
         if os.environ.get(control.SUPERVISOR_ENV):  # a job of the app: obey its pause / stop files
@@ -157,6 +158,8 @@ def cmd_train(a) -> dict:
     _use_out(a)
     config = _with_preset(a, config)
     if ddp.launched():  # started by torchrun: one DDP rank
+        from core.jobs import worker
+
         return worker.train(config, progress_printer())
     return fit(config, progress_printer())
 

@@ -94,3 +94,19 @@ def test_the_checker_sees_a_late_upward_import(tmp_path, monkeypatch):
     assert "core.train.loop" in _imports(fake / "data" / "x.py")
     with pytest.raises(AssertionError, match="core.data.x -> core.train.loop"):
         test_core_imports_point_down_only()
+
+
+def test_cli_help_and_a_refused_flag_answer_without_loading_torch():
+    """torch and torchvision take seconds to import (torchvision's ops import torch._dynamo): `--help` and a
+    value the config refuses are answered before any of it loads."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    probe = ("import sys\nfrom core.cli import main\n"
+             "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+             "print('torch loaded' if 'torch' in sys.modules else 'no torch', code)")
+    for args, code in ((["train", "--help"], 0), (["train", "--data", "sample:digits", "--epochs", "-3"], 2)):
+        out = subprocess.run([sys.executable, "-c", probe, *args], cwd=root, capture_output=True, text=True,
+                             timeout=120)
+        assert out.stdout.splitlines()[-1] == f"no torch {code}", (args, out.stdout[-500:], out.stderr[-500:])

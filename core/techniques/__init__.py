@@ -32,9 +32,10 @@ def get(name: str):
 def check(config: RunConfig) -> RunConfig:
     """The whole validation a job gets when it starts: the config's fields, the backbone, the technique's
     own parameters (teacher, tasks, sources...)."""
+    config.validate()  # the fields first: a refused value is said before torch loads for the backbone's check
     from core.models import backbones
 
-    backbones.check(config.validate())
+    backbones.check(config)
     _same_modality(config)
     get(config.technique).check(config)
     return config
