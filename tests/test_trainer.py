@@ -360,3 +360,18 @@ def test_cli_train_prints_json_last_and_rejects_bad_input(digits_dir):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: dataset") and "does not exist" in lines[0]
+
+
+def test_step_and_epoch_events_report_the_rate_each_step_ran_with(digits_dir, tiny_config):
+    """One-cycle from max_lr/25 up to max_lr and down to ~0: the first step runs at the start rate, the last at
+    the end of the cycle; reading the rate after the scheduler moved it would report the next step's rate (and,
+    after the last step, a rate past the cycle's end that no step used)."""
+    result = fit(tiny_config(digits_dir, epochs=3, scheduler="onecycle", lr=0.01))
+    ev = _events(result["run_dir"])
+    steps = [e["lr"] for e in ev if e["type"] == "step"]
+    assert steps[0] == pytest.approx(0.01 / 25)
+    peak = steps.index(max(steps))
+    assert all(a >= b for a, b in zip(steps[peak:], steps[peak + 1:]))  # down to the end, never back up
+    assert steps[-1] == min(steps) < 1e-6
+    epochs = [e for e in ev if e["type"] == "epoch"]
+    assert epochs[-1]["lr"] == steps[-1] and epochs[-1]["lrs"]["head"] == steps[-1]

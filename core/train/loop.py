@@ -364,6 +364,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
         cpu_chunks = (device.type == "cpu" and not features and ddp.world == 1 and technique.per_sample_loss
                       and technique.modality == "image" and not freezing.batchnorm_learning(model))
         tot_loss, tot_n, sums = 0.0, 0, {}
+        used = [g["lr"] for g in opt.param_groups]  # the rates the last step ran with (events report these)
         t_epoch = time.time()
         for x, y in train_loader:
             control.checkpoint()
@@ -391,6 +392,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
                          **said(N_("out of GPU memory at step {step}: each batch of {batch} now goes through in "
                                    "chunks of {micro} (gradients are accumulated, so the effective batch size and "
                                    "the schedule stay the same)"), step=step + 1, batch=batch, micro=micro))
+            used = [g["lr"] for g in opt.param_groups]  # before the scheduler sets the next step's rates
             sched.step()
             step += 1
             n = len(x)
@@ -403,7 +405,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
             done_here = step - start_epoch * steps_per_epoch
             eta = (time.time() - t_loop) / max(done_here, 1) * (total_steps - step)
             emit("step", epoch=epoch + 1, step=step, total_steps=total_steps, loss=loss_value,
-                 lr=opt.param_groups[0]["lr"], images_per_s=ips, eta_s=eta, **technique.step_metrics(nums))
+                 lr=used[0], images_per_s=ips, eta_s=eta, **technique.step_metrics(nums))
 
         (model.head if features else model).eval()
         train_size, forward.size = forward.size or pre.crop_size, None  # validation sees full-size images
@@ -432,7 +434,7 @@ def _fit(config: RunConfig, technique: Technique, emit, control: Control, run: r
                        best_epoch=best_epoch, stale=stale, step=step, best_metrics=json.dumps(best_metrics),
                        best_pending=best.unwritten())
         emit("epoch", epoch=epoch + 1, epochs=config.epochs, **metrics, train_image_size=train_size,
-             lr=opt.param_groups[0]["lr"], lrs={g["name"]: g["lr"] for g in opt.param_groups if g["name"] in groups},
+             lr=used[0], lrs={g["name"]: lr for g, lr in zip(opt.param_groups, used) if g["name"] in groups},
              time_s=time.time() - t_epoch, best=improved, images_per_s=ips)
         if ddp.agree(config.early_stopping_patience and stale >= config.early_stopping_patience):
             emit("early_stop", epoch=epoch + 1, best_epoch=best_epoch,
