@@ -26,8 +26,15 @@ from PIL import Image, ImageOps
 from safetensors.torch import load_file
 from torch import nn
 
+try:  # HEIC/HEIF photos (iPhones' camera default): pip install pillow-heif
+    import pillow_heif
+except ImportError:
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
+
 HERE = Path(__file__).resolve().parent
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold, also the app's default ceiling
 
 
@@ -146,8 +153,10 @@ def read_one(path: Path, pre: dict, max_pixels: int) -> tuple[torch.Tensor | Non
         return None, f"image refused: {e}"
     except Exception as e:  # decoders raise OSError, SyntaxError, struct.error, zlib.error...: one bad file
         # must not cost the user the predictions for all the others
+        if path.suffix.lower() in (".heic", ".heif") and pillow_heif is None:
+            return None, "cannot read HEIC/HEIF photos without pillow-heif: pip install pillow-heif"
         return None, (f"cannot read this image ({type(e).__name__}: {e}); expected a JPEG, PNG, WebP, BMP, "
-                      f"GIF or TIFF file")
+                      f"GIF, TIFF, HEIC or AVIF file")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -305,10 +305,10 @@ def thumbnail(path: str, px: int = 96):
     """A ``px``-square thumbnail of an image file, centre-cropped, so a gallery's tiles line up evenly."""
     from PIL import Image, ImageOps
 
-    from core.data.imageio import open_image
+    from core.app.engine import imageio
 
-    try:  # a phone photo decodes reduced (at least twice px), EXIF orientation applied
-        return ImageOps.fit(open_image(path, min_side=px), (px, px), Image.Resampling.LANCZOS)
+    try:  # a phone photo decodes reduced (at least twice px), EXIF orientation applied; HEIC and AVIF open too
+        return ImageOps.fit(imageio.open_image(path, min_side=px), (px, px), Image.Resampling.LANCZOS)
     except (OSError, ValueError):
         return Image.new("RGB", (px, px), (230, 230, 230))  # an unreadable file shows as a grey tile
 

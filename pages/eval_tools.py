@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.app import charts
 from core.app import services
-from core.app.engine import i18n, runs
+from core.app.engine import i18n, imageio, runs
 from pages import common, data_tools
 
 _ = i18n.gettext
@@ -95,7 +95,7 @@ def try_it(run: runs.Run, classes: list[str], tta: str = "none") -> None:
     top_k = a.slider(_("Show the top k classes"), 1, min(5, len(classes)), min(3, len(classes)), key="eval_top_k")
     cam = b.toggle(_("Show where the model looked (Grad-CAM)"), key="eval_gradcam",
                    help=_("Highlights the image regions that raised the predicted class's score the most."))
-    uploads = st.file_uploader(_("Images"), type=["jpg", "jpeg", "png", "bmp", "webp", "gif", "tif", "tiff"],
+    uploads = st.file_uploader(_("Images"), type=sorted(e.lstrip(".") for e in imageio.IMAGE_EXTENSIONS),
                                accept_multiple_files=True, key="eval_upload")
     shot = (st.camera_input(_("Take a picture"), key="eval_camera")
             if st.toggle(_("Use the camera"), key="eval_use_camera") else None)  # asks for camera access only on demand

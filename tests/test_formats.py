@@ -147,7 +147,9 @@ def test_bundle_predict_py_runs_standalone_and_agrees(run_dir, val_paths, tmp_pa
     big = np.asarray(Image.open(val_paths[1]).convert("RGB").resize((1800, 1800), Image.BICUBIC), dtype=np.int16)
     noise = np.random.default_rng(0).integers(-40, 40, big.shape)
     Image.fromarray((big + noise).clip(0, 255).astype(np.uint8)).save(photo, quality=85)
-    val_paths = [val_paths[0], str(photo), *val_paths[1:]]
+    heic = tmp_path / "IMG_0001.HEIC"  # an iPhone's format: pillow-heif, which predict.py registers when installed
+    Image.open(val_paths[2]).convert("RGB").save(heic, "HEIF", quality=90)
+    val_paths = [val_paths[0], str(photo), str(heic), *val_paths[1:]]
     given = [val_paths[0], str(bomb), str(broken), *val_paths[1:]]
     # a clean interpreter in the extracted folder: nothing from this repo on the path
     proc = subprocess.run([sys.executable, "-I", str(dest / "predict.py"), *given, "--top-k", "2"],
@@ -345,7 +347,7 @@ def test_the_bundle_predict_py_rebuilds_every_entry_and_agrees(entry, bundle_run
     assert row["label"] == ref["label"]
     assert np.allclose([p for _, p in row["top_k"]], [p for _, p in ref["top_k"]], atol=1e-4)
     spec = backbones.get(entry)
-    assert model_card.requirements(entry).splitlines()[4:] == list(spec.packages)  # after torch, torchvision, ...
+    assert model_card.requirements(entry).splitlines()[5:] == list(spec.packages)  # after torch, torchvision, ...
 
 
 def test_a_card_is_read_from_the_header_once_per_file_version(model_file, tmp_path, monkeypatch):

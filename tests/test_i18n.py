@@ -354,7 +354,8 @@ def test_health_warnings_and_skip_reasons_are_shown_in_chinese_and_stored_in_eng
     assert "类别 'cats' 有 3 张图像；建议至少 20 张" in report["warnings"]
     assert "1 个文件未纳入数据集——原因见“skipped”" in report["warnings"]
     assert report["skipped"] == [{"path": "dogs/notes.txt", "reason": "不是图像（.txt）；支持的类型为 "
-                                  ".bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp"}]
+                                  ".avif, .bmp, .gif, .heic, .heif, .jpeg, .jpg, .png, .tif, .tiff, "
+                                  ".webp"}]
     # what a cache or a run folder keeps is English, and it reads in Chinese again after a round trip through JSON
     stored = json.loads(json.dumps(index.to_dict()))
     assert stored["skipped"][0]["reason"].startswith("not an image (.txt); supported types are ")

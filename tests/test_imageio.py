@@ -266,7 +266,8 @@ def test_pillow_bomb_error_becomes_image_error(tmp_path, monkeypatch):
 
 
 def test_extension_set_and_case_insensitive_names():
-    assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+    assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif",
+                                ".avif"}
     assert is_image_name("A.JPG") and is_image_name("dir/b.Tiff") and is_image_name("c.webp")
     assert not is_image_name("notes.txt") and not is_image_name(".png") and not is_image_name("png")
 
@@ -313,3 +314,21 @@ def test_source_size_is_the_displayed_size_of_an_exif_rotated_reduced_jpeg(tmp_p
     image = open_image(path, min_side=32)
     assert image.size == (100, 200)  # 1/8, turned
     assert image.info["source_size"] == (800, 1600)
+
+
+# ---- phone formats: HEIC (pillow-heif, in requirements.txt) and AVIF (Pillow)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("HEIF", ".heic"), ("AVIF", ".avif")])
+def test_heic_and_avif_photos_open_as_rgb_and_are_found_in_a_dataset_folder(tmp_path, fmt, suffix):
+    from core.data import datasets
+
+    for label, colour in (("red", (200, 30, 40)), ("blue", (30, 40, 200))):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            _write(tmp_path / label / f"IMG_{i}{suffix.upper()}", Image.new("RGB", (96, 64), colour), fmt, quality=90)
+    image = open_image(tmp_path / "red" / f"IMG_0{suffix.upper()}")
+    assert image.mode == "RGB" and image.size == (96, 64)
+    assert np.abs(np.asarray(image, dtype=int)[32, 48] - (200, 30, 40)).max() <= 6  # lossy, close
+    index = datasets.load_index(str(tmp_path))
+    assert len(index.items) == 6 and sorted(index.classes) == ["blue", "red"]

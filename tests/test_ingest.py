@@ -215,7 +215,7 @@ def test_non_images_skipped_but_label_files_kept(tmp_path):
     ])
     skipped = extract_archive(archive, tmp_path / "dest")
     assert all_files(tmp_path / "dest") == ["1.png", "labels.csv", "meta.tsv"]
-    assert reasons(skipped)["notes.txt"].startswith("not an image (.txt); supported types are .bmp")
+    assert reasons(skipped)["notes.txt"].startswith("not an image (.txt); supported types are .avif, .bmp")
 
 
 def test_directory_entries_create_no_noise(tmp_path):
@@ -685,7 +685,7 @@ def test_health_report_duplicates_tiny_grayscale_and_warnings(tmp_path):
     assert report["grayscale"] == 1 and report["colour"] == 21
     assert sorted(map(tuple, report["image_sizes"])).count((32, 32)) == 20
     assert report["imbalance_ratio"] == pytest.approx(19 / 3, abs=1e-3)
-    assert report["skipped"] == [{"path": "big/notes.txt", "reason": "not an image (.txt); supported types are .bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp"}]
+    assert report["skipped"] == [{"path": "big/notes.txt", "reason": "not an image (.txt); supported types are .avif, .bmp, .gif, .heic, .heif, .jpeg, .jpg, .png, .tif, .tiff, .webp"}]
     w = report["warnings"]
     assert "class 'big' has 19 images; 20 or more are recommended" in w
     assert "class 'small' has 3 images; 20 or more are recommended" in w

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from core import i18n
 from core.config import AUGMENTS
-from core.data import edits, ingest
+from core.data import edits, imageio, ingest
 from core.data.augment import POLICIES, PRESETS
 from core.storage import downloads, locks, owners, runs, workspace
 from core.train import events, tracking
 
-__all__ = ["AUGMENTS", "POLICIES", "PRESETS", "downloads", "edits", "events", "i18n", "ingest", "locks", "owners",
-           "runs", "tracking", "workspace"]
+__all__ = ["AUGMENTS", "POLICIES", "PRESETS", "downloads", "edits", "events", "i18n", "imageio", "ingest", "locks",
+           "owners", "runs", "tracking", "workspace"]

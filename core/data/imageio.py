@@ -56,9 +56,28 @@ DEFAULT_DECODE_BUDGET_MB = 2048
 DECODE_BUDGET_ENV = "TRANSFER_STUDIO_DECODE_BUDGET_MB"
 _CHUNK_PIXELS = 1 << 20  # wide-sample conversions work on this many pixels at a time
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-)
+
+
+def _optional_extensions() -> set[str]:
+    """Formats whose decoders may be missing: HEIC/HEIF (iPhones' camera default) through pillow-heif, which
+    registers its opener with Pillow here; AVIF where Pillow was built with it (its wheels since 11.3)."""
+    found = set()
+    try:
+        import pillow_heif
+    except ImportError:  # pip install pillow-heif (in requirements.txt) reads them
+        pass
+    else:
+        pillow_heif.register_heif_opener()
+        found |= {".heic", ".heif"}
+    from PIL import features
+
+    if features.check("avif"):
+        found.add(".avif")
+    return found
+
+
+BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = BASE_EXTENSIONS | _optional_extensions()
 
 # Pillow applies its decompression-bomb filter through the process-wide warnings registry; the lock
 # keeps our own threads (parallel dataset verification) from interleaving catch_warnings blocks.

@@ -25,7 +25,7 @@ from core.i18n import _, ngettext
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 TEXT_NAMES = ("text", "sentence", "review", "comment", "message", "content", "body", "utterance")
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "intent")
-IMAGE_EXT = re.compile(r"\.(jpe?g|png|bmp|gif|webp|tiff?)$", re.IGNORECASE)
+IMAGE_EXT = re.compile(r"\.(jpe?g|png|bmp|gif|webp|tiff?|hei[cf]|avif)$", re.IGNORECASE)
 SURROGATE = re.compile("[\udc80-\udcff]")
 
 

@@ -475,7 +475,7 @@ def _save_bundle(model_path: Path, target: Path, lm: LoadedModel | None = None) 
 
 def predict_zip(model_path: str | Path, zip_path, top_k: int = 3, batch_size: int = 32) -> str:
     """CSV text of predictions for every image in a zip: file, label, confidence, top-k, error."""
-    from core.data.imageio import is_image_name, open_image
+    from core.data.imageio import IMAGE_EXTENSIONS, is_image_name, open_image
     from core.data.ingest import extract_archive
 
     lm = load_model(model_path)
@@ -489,7 +489,8 @@ def predict_zip(model_path: str | Path, zip_path, top_k: int = 3, batch_size: in
         skipped = extract_archive(zip_path, tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file() and is_image_name(p.name))
         if not files:
-            raise ValueError(_("the zip holds no images; expected .jpg, .png, .webp, .bmp, .gif or .tif files"))
+            raise ValueError(_("the zip holds no images; expected one of {types}").format(
+                types=", ".join(sorted(IMAGE_EXTENSIONS))))
         for i in range(0, len(files), batch_size):
             ok, pil = [], []
             for p in files[i:i + batch_size]:

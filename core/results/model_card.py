@@ -91,7 +91,8 @@ def requirements(backbone: str) -> str:
     v = lib_versions(backbone)
     base = lambda s: s.split("+")[0]
     lines = [f"torch>={base(v['torch'])}", f"torchvision>={base(v['torchvision'])}",
-             f"pillow>={v.get('pillow', '9.0')}", f"safetensors>={v.get('safetensors', '0.4')}"]
+             f"pillow>={v.get('pillow', '9.0')}", f"safetensors>={v.get('safetensors', '0.4')}",
+             "pillow-heif>=0.18"]  # HEIC/HEIF photos, as the app reads them
     lines += list(backbones.get(backbone).packages)
     return "\n".join(lines) + "\n"
 
