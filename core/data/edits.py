@@ -270,13 +270,13 @@ def delete_dataset(name: str) -> None:
 
 def _base(ds: Path) -> Path:
     # Same rule the scanner uses to skip a single wrapper folder, so both agree on where classes live.
-    return layouts._descend(ds)
+    return layouts.descend(ds)
 
 
 def class_parents(ds_name: str) -> list[Path]:
     """Folders that hold class folders: the dataset itself, or its train/ and val/ folders."""
     base = _base(dataset_dir(ds_name))
-    layout, groups = layouts._merge_groups(base)
+    layout, groups = layouts.merge_groups(base)
     if layout == "csv":
         raise ValueError(_("this dataset is labelled by a CSV file; edit the CSV to change classes "
                            "(class folder operations work on folder-per-class datasets)"))

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from core.data.records import (DatasetIndex, IMBALANCE_WARNING_RATIO, Item, RECOMMENDED_IMAGES_PER_CLASS, SPLITS,
-                               Skipped, TINY_SIDE, _GRAY_MODES, _file_sha256, _workers)
+                               Skipped, TINY_SIDE, _GRAY_MODES, file_sha256, _workers)
 from core.data.imageio import ImageError, open_image
 from core.data.message import Message
 from core.i18n import N_, _, ngettext
@@ -40,7 +40,7 @@ def leakage(index: DatasetIndex, train_paths: Sequence[str], val_paths: Sequence
 def _safe_hash(root: Path, rel: str) -> str | None:
     path = Path(rel) if os.path.isabs(rel) else root / rel
     try:
-        return _file_sha256(path)
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -19,7 +19,7 @@ from core.data import labels
 from core.storage import owners, paths
 from core.data.records import (DatasetIndex, FILENAME_COLUMNS, IngestError, Item, LABEL_COLUMNS, LABEL_EXTENSIONS,
                                MIN_IMAGES_PER_CLASS, Progress, SPLITS, SPLIT_COLUMNS, Skipped, _TEST_NAMES,
-                               _TRAIN_NAMES, _VAL_NAMES, _file_sha256, _ignored_reason, _not_image_reason, _suffix,
+                               _TRAIN_NAMES, _VAL_NAMES, file_sha256, _ignored_reason, _not_image_reason, _suffix,
                                _supported_list, _workers)
 from core.data.imageio import ImageError, is_image_name, open_image
 from core.data.message import Message
@@ -61,7 +61,7 @@ def scan_folder(
             _("{folder} is not a folder — pass the folder that holds the class folders (or extract the .zip "
               "first)").format(folder=top)
         )
-    base = _descend(top)
+    base = descend(top)
     base_real = base.resolve()
     found = _detect(base, base_real)
 
@@ -122,7 +122,7 @@ def _inspect_file(path: Path, verify: bool, max_pixels: int | None) -> tuple[str
         except ImageError as exc:
             return None, exc.message
     try:
-        return _file_sha256(path), None
+        return file_sha256(path), None
     except OSError as exc:
         return None, Message(_UNREADABLE, error=str(exc.strerror or exc))
 
@@ -164,7 +164,7 @@ def _visible(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str
     return dirs, files, other
 
 
-def _descend(top: Path) -> Path:
+def descend(top: Path) -> Path:
     """Step through wrapper folders (a lone folder with sub-folders and no images or labels)."""
     current = top
     for _depth in range(64):  # a bound, not an expectation: nobody nests wrappers this deep
@@ -533,8 +533,8 @@ def merge_into(dest_root: Path, src_root: Path) -> None:
     dest_root, src_root = Path(dest_root), Path(src_root)
     if not src_root.is_dir():
         raise IngestError(_("{folder} is not a folder — extract the second upload first").format(folder=src_root))
-    src_base = _descend(src_root)
-    src_layout, src_groups = _merge_groups(src_base)
+    src_base = descend(src_root)
+    src_layout, src_groups = merge_groups(src_base)
     if src_layout == "csv":
         raise IngestError(
             _("{folder} is labelled by a CSV file; merging CSV-labelled uploads is not supported — combine the "
@@ -553,8 +553,8 @@ def merge_into(dest_root: Path, src_root: Path) -> None:
         dest_base, dest_layout = dest_root, src_layout
         dest_groups: dict[str | None, Path] = {}
     else:
-        dest_base = _descend(dest_root)
-        dest_layout, dest_groups = _merge_groups(dest_base)
+        dest_base = descend(dest_root)
+        dest_layout, dest_groups = merge_groups(dest_base)
     if dest_layout != src_layout:
         raise IngestError(
             _("cannot merge: the dataset uses {layout} but the new upload uses {new_layout} — upload it with the "
@@ -575,7 +575,7 @@ def merge_into(dest_root: Path, src_root: Path) -> None:
                     _copy_without_clobbering(path, dest_class / path.relative_to(class_dir), dest_real)
 
 
-def _merge_groups(base: Path) -> tuple[str, dict[str | None, Path]]:
+def merge_groups(base: Path) -> tuple[str, dict[str | None, Path]]:
     """Layout of `base` and the folders that hold class folders: {None: base} or {"train": .., "val": ..}."""
     dirs, files, _ = _visible(base)
     if any(_suffix(f.name) in LABEL_EXTENSIONS and _read_table(f)[0] is not None for f in files):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from core.data.records import DatasetIndex, _file_sha256
+from core.data.records import DatasetIndex, file_sha256
 from core.i18n import _
 
 EXAMPLES = 5
@@ -18,7 +18,7 @@ EXAMPLES = 5
 
 def _digest(path: Path) -> str | None:
     try:
-        return _file_sha256(path)  # cached on (path, size, mtime): a run's files are read once per server
+        return file_sha256(path)  # cached on (path, size, mtime): a run's files are read once per server
     except OSError:
         return None
 

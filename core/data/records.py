@@ -253,7 +253,7 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     # Keyed on size and mtime so that scan, health report and leakage checks hash each file once.
     st = path.stat()
     return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)

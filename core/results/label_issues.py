@@ -31,7 +31,7 @@ import numpy as np
 from core.data import datasets
 from core.data.imageio import open_image
 from core.data.preprocess import Preprocessing, to_square
-from core.data.records import _file_sha256
+from core.data.records import file_sha256
 from core.storage import workspace
 from core.data.message import Message
 from core.i18n import N_, _
@@ -149,7 +149,7 @@ def features(paths: list[str], backbone: str = BACKBONE, image_size: int = 0,
     dataset (relabelled, pruned) reuses every row it shares with an earlier one.
     """
     pre = _pre(backbone, image_size)
-    digests = [_file_sha256(Path(p)) for p in paths]
+    digests = [file_sha256(Path(p)) for p in paths]
     folder = _store(backbone, pre)
     target = folder / (hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24] + ".npz")
     rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -288,7 +288,7 @@ def detect(source: str | Path, backbone: str = BACKBONE, image_size: int = 0, fo
     odd = _robust_z(outlier) > OUTLIER_Z
     nb_idx, nb_sim = nearest(feats, max(NEIGHBOURS, 5))
     bad = unusable(stats)
-    digests = [_file_sha256(root / it.path) for it in items]
+    digests = [file_sha256(root / it.path) for it in items]
 
     suspects = []
     for i, it in enumerate(items):

@@ -124,7 +124,7 @@ def full_card(model_path: str | Path) -> dict:
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
 
 
-def _md(text) -> str:
+def md_text(text) -> str:
     """User data (class names, paths) as inert Markdown text: no link, image, HTML or table break."""
     s = html.escape(" ".join(str(text).split()), quote=False)
     return _MD_SPECIAL.sub(r"\\\1", s)
@@ -138,7 +138,7 @@ def card_markdown(card: dict) -> str:
     lines = [ngettext("# Model card: {backbone} for {n} class", "# Model card: {backbone} for {n} classes", n).format(
                  backbone=card["backbone"], n=n), "",
              _("Exported by Transfer Studio."), "", _("## Classes"), "",
-             ", ".join(_md(c) for c in card["classes"]), "", _("## Input"), "",
+             ", ".join(md_text(c) for c in card["classes"]), "", _("## Input"), "",
              _("- resize the shorter side to {resize} px ({interpolation}), centre-crop {crop}x{crop}").format(
                  resize=pre["resize_size"], interpolation=pre["interpolation"], crop=pre["crop_size"]),
              _("- normalise with mean {mean} and std {std} (predict.py does this)").format(mean=pre["mean"],
@@ -151,27 +151,27 @@ def card_markdown(card: dict) -> str:
         lines += [_("## Evaluation ({on})").format(on=on), "",
                   _("Accuracy: **{accuracy:.4f}**").format(accuracy=ev["accuracy"]), "",
                   _("| class | precision | recall | F1 | support |"), "|---|---|---|---|---|"]
-        lines += [f"| {_md(r['class'])} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+        lines += [f"| {md_text(r['class'])} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                   for r in ev["per_class"]]
         for name, a in ev["averages"].items():
             lines.append(_("| *{name} avg* | {precision:.3f} | {recall:.3f} | {f1:.3f} | |").format(
                 name=name, precision=a["precision"], recall=a["recall"], f1=a["f1"]))
         lines += ["", _("Confusion matrix (rows: true class, columns: predicted):"), "",
-                  _("| true \\ pred |") + " " + " | ".join(_md(c) for c in ev["classes"]) + " |",
+                  _("| true \\ pred |") + " " + " | ".join(md_text(c) for c in ev["classes"]) + " |",
                   "|---" * (len(ev["classes"]) + 1) + "|"]
-        lines += [f"| {_md(c)} | " + " | ".join(str(v) for v in row) + " |"
+        lines += [f"| {md_text(c)} | " + " | ".join(str(v) for v in row) + " |"
                   for c, row in zip(ev["classes"], ev["confusion"])]
         lines.append("")
     elif card.get("metrics"):
         lines += [_("## Metrics"), ""] + [f"- {k}: {v}" for k, v in card["metrics"].items()] + [""]
     d = card.get("data")
     if d:
-        lines += [_("## Data"), "", _("- source: {source}").format(source=_md(d["source"])),
+        lines += [_("## Data"), "", _("- source: {source}").format(source=md_text(d["source"])),
                   _("- {n_train} training and {n_val} validation images; {skipped} files skipped at ingestion").format(
                       n_train=d["n_train"], n_val=d["n_val"], skipped=d["skipped_files"]),
                   _("- content hash: `{hash}`").format(hash=d["content_hash"]), "",
                   _("| class | train | val |"), "|---|---|---|"]
-        lines += [f"| {_md(c)} | {d['train_per_class'][c]} | {d['val_per_class'][c]} |" for c in d["train_per_class"]]
+        lines += [f"| {md_text(c)} | {d['train_per_class'][c]} | {d['val_per_class'][c]} |" for c in d["train_per_class"]]
         lines.append("")
     lines += [_("## Training configuration"), "", "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", "",
               _("## Library versions"), "", "```json", json.dumps(card.get("versions", {}), indent=2), "```", "",

@@ -205,14 +205,14 @@ def requirements() -> str:
 
 def card_markdown(card: dict) -> str:
     """A short Markdown model card for a text classifier (user-given names escaped)."""
-    from core.results.model_card import _md
+    from core.results.model_card import md_text
 
     cfg, m = card.get("config", {}), card.get("metrics", {})
     n = card["num_classes"]
     return "\n".join([
         ngettext("# Model card: {backbone} text classifier for {n} class",
                  "# Model card: {backbone} text classifier for {n} classes", n).format(backbone=card["backbone"], n=n),
-        "", _("Exported by Transfer Studio."), "", _("## Classes"), "", ", ".join(_md(c) for c in card["classes"]),
+        "", _("Exported by Transfer Studio."), "", _("## Classes"), "", ", ".join(md_text(c) for c in card["classes"]),
         "", _("## Input"), "",
         _("- text, tokenised by `{tokenizer}` (files in tokenizer/), cut at {max_length} tokens; the sentence "
           "embedding is the mean over real tokens").format(tokenizer=card["preprocessing"]["tokenizer"],
