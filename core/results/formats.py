@@ -136,8 +136,10 @@ def unit_batch(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
     from core.data.datasets import eval_transform, to_square
     from core.data.imageio import open_image
 
-    crop = eval_transform(lm.preprocessing)
-    u8 = [crop(torch.from_numpy(to_square(open_image(p, min_side=lm.preprocessing.resize_size), lm.preprocessing)).permute(2, 0, 1)) for p in paths]
+    pre = lm.preprocessing
+    crop = eval_transform(pre)
+    u8 = [crop(torch.from_numpy(to_square(open_image(p, min_side=pre.resize_size), pre)).permute(2, 0, 1))
+          for p in paths]
     return torch.stack(u8).float() / 255.0
 
 

@@ -125,7 +125,8 @@ def _compute(paths: list[str], backbone: str, pre: Preprocessing, progress: Prog
     feats, stats = [], []
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, torch.inference_mode():
         for start in range(0, len(paths), 32):
-            squares = list(pool.map(lambda p: to_square(open_image(p, min_side=pre.resize_size), pre), paths[start:start + 32]))
+            squares = list(pool.map(lambda p: to_square(open_image(p, min_side=pre.resize_size), pre),
+                                    paths[start:start + 32]))
             stats += [_stats(s) for s in squares]
             u8 = torch.stack([crop(torch.from_numpy(s).permute(2, 0, 1)) for s in squares])
             feats.append(model.body(datasets.normalize(u8, pre)).float().numpy())
