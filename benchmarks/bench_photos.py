@@ -14,7 +14,7 @@ JPEG decoded whole, as before), each on a fresh workspace:
   cache     datasets.ImageCache(all paths) at 256 px (EfficientNet-Lite0's resize): the trainer's decode-once cache
 
 and prints each stage's seconds, the ratio whole / reduced, the mean difference of the cached pixels (grey levels
-of 255), and the plan's per-image decoding estimate (``core.train.presets.decode_seconds``) next to what the cache
+of 255), and the plan's per-image decoding estimate (``core.train.measure.decode_seconds``) next to what the cache
 stage measured per image.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
 
     from bench_engine import machine
     from core.data import imageio
-    from core.train import presets
+    from core.train import measure
 
     work = Path(tempfile.mkdtemp(prefix="ts-bench-photos-"))
     print(f"machine: {machine()}")
@@ -92,7 +92,7 @@ def main() -> None:
     folder = make_photos(work / "photos", a.photos)
     print(f"{a.photos} photos of 4032x3024 written in {time.perf_counter() - t0:.1f} s")
     os.environ["TRANSFER_STUDIO_HOME"] = str(work / "home-plan")
-    estimate = presets.dataset_stats(str(folder))["decode_s"]  # the plan's figure (reduced, as the code runs)
+    estimate = measure.dataset_stats(str(folder))["decode_s"]  # the plan's figure (reduced, as the code runs)
     reduced, cache_r = stages(folder, work / "home-reduced")
     keep = imageio._reduce_decode
     imageio._reduce_decode = lambda im, side: None  # every JPEG decoded whole, as before reduced decoding

@@ -125,8 +125,8 @@ def test_the_time_estimate_counts_the_decoding_timed_on_the_datasets_own_images(
     import numpy as np
     from PIL import Image
 
-    from core.data import imageio, layouts
-    from core.train import presets
+    from core.data import datasets, imageio, layouts
+    from core.train import measure, presets
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
@@ -139,18 +139,18 @@ def test_the_time_estimate_counts_the_decoding_timed_on_the_datasets_own_images(
             asked.append(min_side)
             time.sleep(0.2)  # what a big photo costs on a slow machine
         return opened(path, max_pixels, min_side)
-    monkeypatch.setattr(imageio, "open_image", slow_open)
+    monkeypatch.setattr(datasets, "open_image", slow_open)  # the decode the cache runs
     monkeypatch.setattr(layouts, "open_image", slow_open)
     stats = presets.dataset_stats(str(tmp_path))
-    assert 1 <= len(asked) <= presets.DECODE_TIMED and set(asked) == {256}  # a few, reduced as the cache does
+    assert 1 <= len(asked) <= measure.DECODE_TIMED and set(asked) == {256}  # a few, reduced as the cache does
     threads = min(4, os.cpu_count() or 1)
     assert stats["decode_s"] >= 0.2 / threads
     fields, rates = {"trainable": "head", "augment": "none", "epochs": 3}, (100.0, 100.0)
     timed = presets.expected_seconds(fields, stats, rates)
-    fixed = presets.expected_seconds(fields, {**stats, "decode_s": presets.DECODE_S}, rates)
-    assert timed - fixed == pytest.approx(8 * (stats["decode_s"] - presets.DECODE_S))
-    monkeypatch.setattr(imageio, "open_image", opened)
-    assert presets.decode_seconds([str(tmp_path / "missing.jpg")]) == presets.DECODE_S  # nothing timed
+    fixed = presets.expected_seconds(fields, {**stats, "decode_s": measure.DECODE_S}, rates)
+    assert timed - fixed == pytest.approx(8 * (stats["decode_s"] - measure.DECODE_S))
+    monkeypatch.setattr(datasets, "open_image", opened)
+    assert measure.decode_seconds([str(tmp_path / "missing.jpg")]) == measure.DECODE_S  # nothing timed
 
 
 def test_more_budget_buys_at_least_as_many_epochs(digits_dir):

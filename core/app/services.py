@@ -293,7 +293,6 @@ def augment_preview(path: str, backbone: str, image_size: int, augment: str, n: 
     from PIL import Image
 
     from core.data import datasets
-    from core.data.imageio import open_image
     from core.models import backbones
 
     cfg = RunConfig(backbone=backbone, image_size=image_size, augment=augment, **(aug or {}))
@@ -305,8 +304,7 @@ def augment_preview(path: str, backbone: str, image_size: int, augment: str, n: 
     if preview is not None:
         return preview(path, pre, cfg, n=n, seed=seed)
     transform = datasets.train_transform(pre, augment)
-    square = datasets.to_square(open_image(path, min_side=pre.resize_size), pre)
-    square = torch.from_numpy(square).permute(2, 0, 1).contiguous()
+    square = torch.from_numpy(datasets.square_from_file(path, pre)).permute(2, 0, 1).contiguous()
     with torch.random.fork_rng(devices=[]):  # the preview must not shift a training run's random stream
         torch.manual_seed(seed)
         return [Image.fromarray(transform(square).permute(1, 2, 0).numpy()) for _ in range(n)]

@@ -213,6 +213,12 @@ def _stamp(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def square_from_file(source, pre: Preprocessing) -> np.ndarray:
+    """An image file as ``to_square`` makes it, decoded as every path that feeds the network decodes it (this
+    cache, predictions, calibration, label checks): a large JPEG at a reduced scale (core.data.imageio, min_side)."""
+    return to_square(open_image(source, min_side=pre.resize_size), pre)
+
+
 class ImageCache:
     """Every image decoded and resized once into a uint8 memmap on disk (bounded memory)."""
 
@@ -225,7 +231,7 @@ class ImageCache:
         if not self.file.exists():
             tmp = self.file.with_name(f"{key}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
             s = pre.resize_size
-            square = lambda p: to_square(open_image(p, min_side=s), pre)  # noqa: E731
+            square = lambda p: square_from_file(p, pre)  # noqa: E731
             # Plain writes instead of a writable memmap: dirty mapped pages would count in this
             # process's RSS until the end (1.2 GB for 20,000 images at 96 px); written pages don't.
             # Decoding runs on a few threads (Pillow releases the GIL) in bounded chunks.

@@ -133,13 +133,11 @@ def _every_nth(items: list, n: int) -> list:
 
 def unit_batch(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
     """Images as the exported contract wants them: float [0, 1] NCHW at the crop size."""
-    from core.data.datasets import eval_transform, to_square
-    from core.data.imageio import open_image
+    from core.data.datasets import eval_transform, square_from_file
 
     pre = lm.preprocessing
     crop = eval_transform(pre)
-    u8 = [crop(torch.from_numpy(to_square(open_image(p, min_side=pre.resize_size), pre)).permute(2, 0, 1))
-          for p in paths]
+    u8 = [crop(torch.from_numpy(square_from_file(p, pre)).permute(2, 0, 1)) for p in paths]
     return torch.stack(u8).float() / 255.0
 
 

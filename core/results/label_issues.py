@@ -29,8 +29,7 @@ from typing import Callable
 import numpy as np
 
 from core.data import datasets
-from core.data.imageio import open_image
-from core.data.preprocess import Preprocessing, to_square
+from core.data.preprocess import Preprocessing
 from core.data.records import file_sha256
 from core.storage import workspace
 from core.data.message import Message
@@ -125,8 +124,7 @@ def _compute(paths: list[str], backbone: str, pre: Preprocessing, progress: Prog
     feats, stats = [], []
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, torch.inference_mode():
         for start in range(0, len(paths), 32):
-            squares = list(pool.map(lambda p: to_square(open_image(p, min_side=pre.resize_size), pre),
-                                    paths[start:start + 32]))
+            squares = list(pool.map(lambda p: datasets.square_from_file(p, pre), paths[start:start + 32]))
             stats += [_stats(s) for s in squares]
             u8 = torch.stack([crop(torch.from_numpy(s).permute(2, 0, 1)) for s in squares])
             feats.append(model.body(datasets.normalize(u8, pre)).float().numpy())
